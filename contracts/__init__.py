@@ -1,0 +1,4 @@
+"""What the outside world relies on: topics, message schemas, HTTP models.
+
+Imports nothing internal.
+"""

@@ -1,0 +1,214 @@
+"""KPI arithmetic: interval buckets, order-independent aggregation, status and staleness."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from fractions import Fraction
+from typing import Literal, assert_never
+
+from projections.periods import as_utc
+from projections.policy import DEFAULT_POLICY, ScoringPolicy
+
+Interval = Literal["day", "week", "month"]
+Aggregation = Literal["last", "sum", "avg", "min", "max", "count"]
+Direction = Literal["increase", "decrease"]
+KpiStatus = Literal["green", "amber", "red", "no_data"]
+
+# Nominal interval lengths for staleness; a month counts as 30 days.
+INTERVAL_LENGTH: dict[Interval, timedelta] = {
+    "day": timedelta(days=1),
+    "week": timedelta(days=7),
+    "month": timedelta(days=30),
+}
+
+
+def bucket_start(observed_at: datetime, interval: Interval) -> datetime:
+    """Start (UTC) of the bucket holding `observed_at`.
+
+    day: that UTC day 00:00Z; week: the ISO week's Monday 00:00Z; month: the 1st 00:00Z.
+    """
+    day = as_utc(observed_at, "observed_at").replace(hour=0, minute=0, second=0, microsecond=0)
+    if interval == "day":
+        return day
+    if interval == "week":
+        return day - timedelta(days=day.weekday())
+    if interval == "month":
+        return day.replace(day=1)
+    assert_never(interval)
+
+
+def bucket_end(start: datetime, interval: Interval) -> datetime:
+    """First instant (UTC, exclusive) after the bucket that holds `start`."""
+    first = bucket_start(start, interval)
+    if interval == "day":
+        return first + timedelta(days=1)
+    if interval == "week":
+        return first + timedelta(days=7)
+    if interval == "month":
+        if first.month == 12:
+            return first.replace(year=first.year + 1, month=1)
+        return first.replace(month=first.month + 1)
+    assert_never(interval)
+
+
+def _finite(value: float) -> float:
+    if not math.isfinite(value):
+        raise ValueError(f"reading value must be finite, got {value!r}")
+    # `+ 0.0` turns -0.0 into 0.0, so min/max never depend on which zero came first.
+    return float(value) + 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Accumulator:
+    """Aggregate state of a set of readings, equal whatever the order of adds and merges.
+
+    `exact_total` is the exact rational sum of the values (every float is a dyadic
+    rational), so sums and averages do not depend on the order readings arrive in.
+    "last" is the reading with the greatest (observed_at, key); ties on both fall back to
+    the greater value, so even duplicated keys stay order-independent.
+    """
+
+    count: int
+    exact_total: Fraction
+    minimum: float | None
+    maximum: float | None
+    last_at: datetime | None
+    last_value: float | None
+    last_key: str | None
+
+    @classmethod
+    def empty(cls) -> Accumulator:
+        """The accumulator of no readings."""
+        return cls(0, Fraction(0), None, None, None, None, None)
+
+    @classmethod
+    def of(cls, value: float, observed_at: datetime, key: str) -> Accumulator:
+        """The accumulator of one reading: `value` observed at `observed_at`, reading id `key`."""
+        v = _finite(value)
+        return cls(1, Fraction(v), v, v, as_utc(observed_at, "observed_at"), v, key)
+
+    @property
+    def total(self) -> float:
+        """Sum of the values, rounded once to the nearest float."""
+        return float(self.exact_total)
+
+    def add(self, value: float, observed_at: datetime, key: str) -> Accumulator:
+        """A new accumulator with one more reading (`key` = reading id, breaks ties for last)."""
+        return self.merge(Accumulator.of(value, observed_at, key))
+
+    def merge(self, other: Accumulator) -> Accumulator:
+        """The accumulator of both sets of readings (commutative and associative)."""
+        if other.count == 0:
+            return self
+        if self.count == 0:
+            return other
+        assert self.minimum is not None
+        assert self.maximum is not None
+        assert other.minimum is not None
+        assert other.maximum is not None
+        latest = max(self, other, key=_last_order)
+        return Accumulator(
+            count=self.count + other.count,
+            exact_total=self.exact_total + other.exact_total,
+            minimum=min(self.minimum, other.minimum),
+            maximum=max(self.maximum, other.maximum),
+            last_at=latest.last_at,
+            last_value=latest.last_value,
+            last_key=latest.last_key,
+        )
+
+    def value(self, aggregation: Aggregation) -> float | None:
+        """The aggregate in the readings' unit (count: a number); None without readings.
+
+        count gives 0.0 without readings; avg is the exact mean rounded once.
+        """
+        if aggregation == "count":
+            return float(self.count)
+        if self.count == 0:
+            return None
+        if aggregation == "sum":
+            return float(self.exact_total)
+        if aggregation == "avg":
+            return float(self.exact_total / self.count)
+        if aggregation == "min":
+            return self.minimum
+        if aggregation == "max":
+            return self.maximum
+        if aggregation == "last":
+            return self.last_value
+        assert_never(aggregation)
+
+
+def _last_order(acc: Accumulator) -> tuple[datetime, str, float]:
+    assert acc.last_at is not None
+    assert acc.last_key is not None
+    assert acc.last_value is not None
+    return (acc.last_at, acc.last_key, acc.last_value)
+
+
+def aggregate(
+    readings: Iterable[tuple[float, datetime, str]], aggregation: Aggregation
+) -> float | None:
+    """Aggregate (value, observed_at, reading id) readings; None without readings (count: 0.0)."""
+    acc = Accumulator.empty()
+    for value, observed_at, key in readings:
+        acc = acc.add(value, observed_at, key)
+    return acc.value(aggregation)
+
+
+def default_amber(direction: Direction, target: float) -> float:
+    """Default amber threshold: 90 % of target for increase, 110 % for decrease (KPI's unit)."""
+    # target * 9 / 10 rounds once, so 100 gives exactly 90.0 (0.9 * 100 would not always).
+    if direction == "increase":
+        return target * 9 / 10
+    if direction == "decrease":
+        return target * 11 / 10
+    assert_never(direction)
+
+
+def kpi_status(value: float | None, direction: Direction, target: float, amber: float) -> KpiStatus:
+    """Status of a bucket value against target and amber thresholds; no_data when None.
+
+    increase: green if v >= target, amber if v >= amber, else red.
+    decrease: green if v <= target, amber if v <= amber, else red.
+    """
+    if value is None:
+        return "no_data"
+    if direction == "increase":
+        if value >= target:
+            return "green"
+        return "amber" if value >= amber else "red"
+    if direction == "decrease":
+        if value <= target:
+            return "green"
+        return "amber" if value <= amber else "red"
+    assert_never(direction)
+
+
+def stale_since(
+    last_reading_at: datetime | None,
+    created_at: datetime,
+    interval: Interval,
+    policy: ScoringPolicy = DEFAULT_POLICY,
+) -> datetime:
+    """The instant (UTC) from which a KPI with no further reading counts as stale."""
+    reference = last_reading_at if last_reading_at is not None else created_at
+    return as_utc(reference, "reference") + policy.stale_factor * INTERVAL_LENGTH[interval]
+
+
+def is_stale(
+    last_reading_at: datetime | None,
+    created_at: datetime,
+    interval: Interval,
+    at: datetime,
+    policy: ScoringPolicy = DEFAULT_POLICY,
+) -> bool:
+    """Whether at `at` no reading came for stale_factor x interval (month = 30 days).
+
+    Measured since the last reading, or since creation when there is none; stale from the
+    instant that span has fully elapsed (elapsed >= stale_factor x interval).
+    """
+    return as_utc(at, "at") >= stale_since(last_reading_at, created_at, interval, policy)

@@ -1,0 +1,206 @@
+"""Scoring policy v1: key result and objective scores, status, forecast, zone, rollup."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Literal, assert_never
+
+from projections.periods import Period, expected_progress
+from projections.policy import DEFAULT_POLICY, ScoringPolicy
+
+KeyResultKind = Literal["metric", "milestone", "maintain"]
+Comparison = Literal["at_least", "at_most"]
+ObjectiveStatus = Literal["achieved", "not_started", "on_track", "behind", "at_risk"]
+Zone = Literal["fail", "commit", "target", "stretch"]
+
+
+@dataclass(frozen=True, slots=True)
+class KeyResultInput:
+    """What scoring needs of one key result, as in force at the evaluation time.
+
+    `current`: the measured value (KPI aggregation) or latest check-in value; None = none
+    yet. `done`: a milestone's latest check-in. `observations`: a maintain KR's bucket
+    values (KPI-linked) or check-in values inside the period.
+    """
+
+    id: str
+    kind: KeyResultKind
+    weight: float
+    start: float | None
+    target: float | None
+    comparison: Comparison | None
+    current: float | None
+    done: bool | None
+    observations: tuple[float, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.weight) and self.weight > 0):
+            raise ValueError(f"key result {self.id}: weight must be finite and > 0")
+        if self.kind == "metric" and (self.start is None or self.target is None):
+            raise ValueError(f"metric key result {self.id} needs start and target")
+        if self.kind == "maintain" and (self.target is None or self.comparison is None):
+            raise ValueError(f"maintain key result {self.id} needs target and comparison")
+
+
+@dataclass(frozen=True, slots=True)
+class KeyResultScore:
+    """progress p >= 0 (uncapped for metrics), score in [0, 1], and the current value used."""
+
+    progress: float
+    score: float
+    current: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectiveScore:
+    """An objective's view numbers (API.md "Scoring policy v1"); all ratios, unitless.
+
+    health is None when expected is 0; forecast is None while expected < the policy's
+    forecast_min_expected.
+    """
+
+    score: float
+    progress: float
+    expected: float
+    health: float | None
+    status: ObjectiveStatus
+    forecast: float | None
+    zone: Zone
+    policy_version: str
+
+
+def metric_progress(start: float, target: float, current: float) -> float:
+    """Metric progress p = (current - start) / (target - start), floored at 0, not capped.
+
+    Works for decreasing targets (target < start). When target == start there is no
+    direction to measure in: p = 1.0 if current == target, else 0.0.
+    """
+    if target == start:
+        return 1.0 if current == target else 0.0
+    # `+ 0.0` normalises -0.0 to 0.0.
+    return max(0.0, (current - start) / (target - start)) + 0.0
+
+
+def meets(value: float, comparison: Comparison, threshold: float) -> bool:
+    """Whether `value` meets `threshold`: at_least is value >= threshold, at_most <=."""
+    if comparison == "at_least":
+        return value >= threshold
+    if comparison == "at_most":
+        return value <= threshold
+    assert_never(comparison)
+
+
+def score_key_result(kr: KeyResultInput) -> KeyResultScore:
+    """Score one key result (API.md "Scoring policy v1"); progress and score are ratios.
+
+    metric: current defaults to start; p = metric_progress(...); score = min(p, 1).
+    milestone: score = progress = 1 if the latest check-in is done, else 0.
+    maintain: score = progress = share of observations meeting the threshold; none -> 0.
+    """
+    if kr.kind == "metric":
+        assert kr.start is not None
+        assert kr.target is not None
+        current = kr.start if kr.current is None else kr.current
+        p = metric_progress(kr.start, kr.target, current)
+        return KeyResultScore(progress=p, score=min(p, 1.0), current=current)
+    if kr.kind == "milestone":
+        s = 1.0 if kr.done else 0.0
+        return KeyResultScore(progress=s, score=s, current=kr.current)
+    if kr.kind == "maintain":
+        assert kr.target is not None
+        assert kr.comparison is not None
+        target, comparison = kr.target, kr.comparison
+        if not kr.observations:
+            return KeyResultScore(progress=0.0, score=0.0, current=kr.current)
+        met = sum(1 for v in kr.observations if meets(v, comparison, target))
+        share = met / len(kr.observations)
+        return KeyResultScore(progress=share, score=share, current=kr.current)
+    assert_never(kr.kind)
+
+
+def zone_of(score: float, policy: ScoringPolicy = DEFAULT_POLICY) -> Zone:
+    """Zone by score: fail < 0.3 <= commit < 0.7 <= target < 1.0 <= stretch (policy v1)."""
+    if score < policy.zone_commit:
+        return "fail"
+    if score < policy.zone_target:
+        return "commit"
+    if score < policy.zone_stretch:
+        return "target"
+    return "stretch"
+
+
+def status_of(
+    score: float, expected: float, policy: ScoringPolicy = DEFAULT_POLICY
+) -> ObjectiveStatus:
+    """Status: achieved if score >= 1; not_started if e = 0; else by health = score / e.
+
+    on_track if health >= 0.95, behind if health >= 0.85, at_risk otherwise (policy v1).
+    """
+    if score >= policy.achieved_at:
+        return "achieved"
+    if expected == 0:
+        return "not_started"
+    health = score / expected
+    if health >= policy.on_track_health:
+        return "on_track"
+    if health >= policy.behind_health:
+        return "behind"
+    return "at_risk"
+
+
+def weighted_mean(pairs: Sequence[tuple[float, float]]) -> float:
+    """Sum of weight x value over sum of weights for (weight, value) pairs; 0.0 when empty.
+
+    Sums with math.fsum, so the result does not depend on the order of the pairs.
+    """
+    total_weight = math.fsum(w for w, _ in pairs)
+    if total_weight == 0:
+        return 0.0
+    return math.fsum(w * v for w, v in pairs) / total_weight
+
+
+def score_objective(
+    scored: Sequence[tuple[float, KeyResultScore]],
+    period: Period,
+    at: datetime,
+    policy: ScoringPolicy = DEFAULT_POLICY,
+) -> ObjectiveScore:
+    """Score an objective at instant `at` from its (weight, key result score) pairs.
+
+    score = sum w*s / sum w (0 with no KRs), progress likewise with p; expected = e(at);
+    health = score / e (None when e = 0); forecast = min(1, progress / e) when
+    e >= forecast_min_expected, else None. All values are unitless ratios.
+    """
+    score = weighted_mean([(w, s.score) for w, s in scored])
+    progress = weighted_mean([(w, s.progress) for w, s in scored])
+    expected = expected_progress(period, at)
+    health = None if expected == 0 else score / expected
+    forecast = (
+        min(1.0, progress / expected)
+        if expected > 0 and expected >= policy.forecast_min_expected
+        else None
+    )
+    return ObjectiveScore(
+        score=score,
+        progress=progress,
+        expected=expected,
+        health=health,
+        status=status_of(score, expected, policy),
+        forecast=forecast,
+        zone=zone_of(score, policy),
+        policy_version=policy.version,
+    )
+
+
+def rollup_score(own_score: float | None, child_rollups: Sequence[float]) -> float:
+    """Mean of the objective's own score (None when it has no KRs) and each child's rollup.
+
+    0.0 with neither. A ratio in [0, 1] when its inputs are.
+    """
+    values = ([] if own_score is None else [own_score]) + list(child_rollups)
+    if not values:
+        return 0.0
+    return math.fsum(values) / len(values)

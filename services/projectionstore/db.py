@@ -1,0 +1,138 @@
+"""A small SQL adapter over sqlite3 and psycopg: one transaction API, `?` placeholders.
+
+SQL is written once in the dialect both engines share (ON CONFLICT upserts, TEXT ISO-8601
+UTC timestamps that sort chronologically, DOUBLE PRECISION, BIGINT). For PostgreSQL `?` is
+rewritten to `%s`.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Literal
+
+import psycopg
+from psycopg.rows import tuple_row
+from psycopg_pool import ConnectionPool
+
+from services.settings import Settings
+
+Dialect = Literal["sqlite", "postgres"]
+Params = Sequence[Any]
+
+
+class DatabaseUnavailableError(Exception):
+    """The store cannot be reached or written (unreachable, disk full, read-only)."""
+
+
+class Cursor:
+    """The one cursor type the stores use, whatever the engine."""
+
+    def __init__(self, raw: Any, dialect: Dialect) -> None:
+        self._raw = raw
+        self.dialect = dialect
+
+    def _sql(self, sql: str) -> str:
+        return sql.replace("?", "%s") if self.dialect == "postgres" else sql
+
+    def execute(self, sql: str, params: Params = ()) -> Cursor:
+        self._raw.execute(self._sql(sql), params)
+        return self
+
+    def executemany(self, sql: str, rows: Sequence[Params]) -> None:
+        if rows:
+            self._raw.executemany(self._sql(sql), rows)
+
+    def fetchone(self) -> tuple[Any, ...] | None:
+        row = self._raw.fetchone()
+        return tuple(row) if row is not None else None
+
+    def fetchall(self) -> list[tuple[Any, ...]]:
+        return [tuple(r) for r in self._raw.fetchall()]
+
+    @property
+    def rowcount(self) -> int:
+        return int(self._raw.rowcount)
+
+
+class Database:
+    """Connections to the projection store (or any okrstream-owned SQL store)."""
+
+    def __init__(self, dialect: Dialect, *, path: Path | None = None, conninfo: str = "") -> None:
+        self.dialect: Dialect = dialect
+        self._path = path
+        self._local = threading.local()
+        self._pool: ConnectionPool[Any] | None = None
+        if dialect == "postgres":
+            self._pool = ConnectionPool(
+                conninfo,
+                min_size=1,
+                max_size=10,
+                kwargs={"autocommit": False, "row_factory": tuple_row},
+                timeout=10,
+                open=True,
+                configure=self._configure_pg,
+            )
+
+    @staticmethod
+    def _configure_pg(conn: psycopg.Connection[Any]) -> None:
+        conn.execute("SET statement_timeout = '30s'")
+        conn.commit()
+
+    @classmethod
+    def from_settings(cls, settings: Settings, sqlite_file: Path) -> Database:
+        """PostgreSQL when OKR_DATABASE_URL is set, else the SQLite file `sqlite_file`."""
+        if settings.uses_postgres:
+            return cls("postgres", conninfo=settings.postgres.conninfo())
+        sqlite_file.parent.mkdir(parents=True, exist_ok=True)
+        return cls("sqlite", path=sqlite_file)
+
+    def _sqlite(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            assert self._path is not None
+            conn = sqlite3.connect(
+                self._path, timeout=30, isolation_level=None, check_same_thread=False
+            )
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA busy_timeout=30000")
+            self._local.conn = conn
+        return conn
+
+    @contextmanager
+    def transaction(self, *, write: bool = True) -> Iterator[Cursor]:
+        """One transaction: committed on success, rolled back on error.
+
+        SQLite write transactions take the write lock up front (BEGIN IMMEDIATE), so
+        read-then-write sequences inside never interleave with another writer.
+        """
+        try:
+            if self.dialect == "sqlite":
+                conn = self._sqlite()
+                conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+                try:
+                    yield Cursor(conn.cursor(), "sqlite")
+                except BaseException:
+                    conn.execute("ROLLBACK")
+                    raise
+                else:
+                    conn.execute("COMMIT" if write else "ROLLBACK")
+            else:
+                assert self._pool is not None
+                # The pool commits on a clean exit and rolls back on an exception.
+                with self._pool.connection() as pg, pg.cursor() as cur:
+                    yield Cursor(cur, "postgres")
+        except (sqlite3.OperationalError, psycopg.OperationalError) as exc:
+            raise DatabaseUnavailableError(str(exc)) from exc
+
+    def close(self) -> None:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
+        if self._pool is not None:
+            self._pool.close()

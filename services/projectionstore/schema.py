@@ -1,0 +1,207 @@
+"""Tables of the projection store, per generation.
+
+Conventions: timestamps are TEXT in ISO-8601 UTC with microseconds and a `Z`
+(`2026-01-01T00:00:00.000000Z`, see `iso()`), so they sort chronologically as text on both
+engines; dates are TEXT `YYYY-MM-DD`; ids are TEXT (UUIDs in canonical lower-case form);
+JSON is TEXT. Every table a generation owns is named `g{N}_{name}`; `projection_meta` is
+shared and says which generation is live.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+PROJECTION_SCHEMA_VERSION = 1
+"""Bump when the projection tables or the arithmetic change: the processor then rebuilds."""
+
+
+def iso(value: datetime) -> str:
+    """The stored text form of a timestamp (UTC, microseconds, `Z`)."""
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def parse_iso(text: str) -> datetime:
+    """Inverse of `iso()`."""
+    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+
+
+META_TABLE = "projection_meta"
+META_DDL = f"CREATE TABLE IF NOT EXISTS {META_TABLE} ( key TEXT PRIMARY KEY, value TEXT NOT NULL)"
+# Rows of projection_meta: ("generation", "1"), ("schema_version", "1").
+
+
+@dataclass(frozen=True, slots=True)
+class Tables:
+    """The table names of one generation."""
+
+    generation: int
+
+    def _t(self, name: str) -> str:
+        return f"g{self.generation}_{name}"
+
+    @property
+    def objectives(self) -> str:
+        return self._t("objectives")
+
+    @property
+    def key_results(self) -> str:
+        return self._t("key_results")
+
+    @property
+    def checkins(self) -> str:
+        return self._t("checkins")
+
+    @property
+    def goal_events(self) -> str:
+        return self._t("goal_events")
+
+    @property
+    def kpis(self) -> str:
+        return self._t("kpis")
+
+    @property
+    def readings(self) -> str:
+        return self._t("readings")
+
+    @property
+    def kpi_days(self) -> str:
+        return self._t("kpi_days")
+
+    @property
+    def score_history(self) -> str:
+        return self._t("score_history")
+
+    @property
+    def detections(self) -> str:
+        return self._t("detections")
+
+    @property
+    def owner_closures(self) -> str:
+        return self._t("owner_closures")
+
+    @property
+    def watermarks(self) -> str:
+        return self._t("watermarks")
+
+    @property
+    def changes(self) -> str:
+        return self._t("changes")
+
+    def all(self) -> list[str]:
+        """Every table of this generation."""
+        return [
+            self.objectives,
+            self.key_results,
+            self.checkins,
+            self.goal_events,
+            self.kpis,
+            self.readings,
+            self.kpi_days,
+            self.score_history,
+            self.detections,
+            self.owner_closures,
+            self.watermarks,
+            self.changes,
+        ]
+
+    def ddl(self, dialect: str) -> list[str]:
+        """CREATE statements of this generation (idempotent)."""
+        serial = (
+            "BIGSERIAL PRIMARY KEY"
+            if dialect == "postgres"
+            else ("INTEGER PRIMARY KEY AUTOINCREMENT")
+        )
+        real = "DOUBLE PRECISION"
+        t = self
+        return [
+            # The objective view: one row per objective, current as of the last applied event.
+            f"CREATE TABLE IF NOT EXISTS {t.objectives} ("
+            " objective_id TEXT PRIMARY KEY, org_id TEXT NOT NULL, title TEXT NOT NULL,"
+            " description TEXT, owner TEXT NOT NULL, level TEXT NOT NULL, parent_id TEXT,"
+            " period_start TEXT NOT NULL, period_end TEXT NOT NULL,"
+            " state TEXT NOT NULL,"  # active | closed | archived
+            " version BIGINT NOT NULL,"  # stream_version of the last applied event
+            f" score {real} NOT NULL, progress {real} NOT NULL, rollup_score {real} NOT NULL,"
+            f" expected {real} NOT NULL, health {real}, status TEXT NOT NULL, forecast {real},"
+            " zone TEXT NOT NULL, policy_version TEXT NOT NULL, evaluated_at TEXT NOT NULL,"
+            " created_at TEXT NOT NULL, updated_at TEXT NOT NULL, closed_at TEXT,"
+            " position BIGINT NOT NULL)",  # global position of the last applied event
+            f"CREATE INDEX IF NOT EXISTS {t.objectives}_org ON {t.objectives}"
+            " (org_id, objective_id)",
+            f"CREATE INDEX IF NOT EXISTS {t.objectives}_parent ON {t.objectives} (parent_id)",
+            # Key results (removed ones stay, flagged, for history).
+            f"CREATE TABLE IF NOT EXISTS {t.key_results} ("
+            " kr_id TEXT PRIMARY KEY, objective_id TEXT NOT NULL, org_id TEXT NOT NULL,"
+            " ordinal INTEGER NOT NULL, title TEXT NOT NULL, kind TEXT NOT NULL, unit TEXT,"
+            f" start {real}, target {real}, comparison TEXT, weight {real} NOT NULL,"
+            f" kpi_id TEXT, aggregation TEXT, current {real}, progress {real} NOT NULL,"
+            f" score {real} NOT NULL, confidence {real}, done INTEGER,"
+            " removed INTEGER NOT NULL DEFAULT 0, updated_at TEXT NOT NULL)",
+            f"CREATE INDEX IF NOT EXISTS {t.key_results}_obj ON {t.key_results} (objective_id)",
+            f"CREATE INDEX IF NOT EXISTS {t.key_results}_kpi ON {t.key_results} (kpi_id)",
+            f"CREATE TABLE IF NOT EXISTS {t.checkins} ("
+            " event_id TEXT PRIMARY KEY, objective_id TEXT NOT NULL, kr_id TEXT NOT NULL,"
+            f" value {real}, done INTEGER, confidence {real}, note TEXT,"
+            " occurred_at TEXT NOT NULL, recorded_at TEXT NOT NULL)",
+            f"CREATE INDEX IF NOT EXISTS {t.checkins}_kr ON {t.checkins} (kr_id, occurred_at)",
+            # Raw goal events (objective and KPI streams) with envelope and hash chain: the
+            # source of /events, history and as_of/known_at folds.
+            f"CREATE TABLE IF NOT EXISTS {t.goal_events} ("
+            " stream_id TEXT NOT NULL, stream_version BIGINT NOT NULL, org_id TEXT NOT NULL,"
+            " event_id TEXT NOT NULL, type TEXT NOT NULL, position BIGINT,"
+            " occurred_at TEXT NOT NULL, recorded_at TEXT NOT NULL,"
+            " body TEXT NOT NULL,"  # the event's canonical JSON
+            " PRIMARY KEY (stream_id, stream_version))",
+            # KPI view.
+            f"CREATE TABLE IF NOT EXISTS {t.kpis} ("
+            " kpi_id TEXT PRIMARY KEY, org_id TEXT NOT NULL, name TEXT NOT NULL, unit TEXT,"
+            f" direction TEXT NOT NULL, target {real} NOT NULL, amber {real} NOT NULL,"
+            " interval TEXT NOT NULL, aggregation TEXT NOT NULL, owner TEXT, description TEXT,"
+            " state TEXT NOT NULL,"  # active | retired
+            " version BIGINT NOT NULL, created_at TEXT NOT NULL, updated_at TEXT NOT NULL,"
+            " last_reading_at TEXT, position BIGINT NOT NULL)",
+            f"CREATE INDEX IF NOT EXISTS {t.kpis}_org ON {t.kpis} (org_id, kpi_id)",
+            # Raw readings (for as_of / known_at and KR aggregation over a period).
+            f"CREATE TABLE IF NOT EXISTS {t.readings} ("
+            " event_id TEXT PRIMARY KEY, org_id TEXT NOT NULL, kpi_id TEXT NOT NULL,"
+            f" reading_id TEXT NOT NULL, value {real} NOT NULL, observed_at TEXT NOT NULL,"
+            " recorded_at TEXT NOT NULL, source TEXT, position BIGINT)",
+            f"CREATE INDEX IF NOT EXISTS {t.readings}_kpi ON {t.readings} (kpi_id, observed_at)",
+            # Daily accumulators per KPI (projections.kpi.Accumulator); week/month buckets and
+            # period aggregates are merges of days.
+            f"CREATE TABLE IF NOT EXISTS {t.kpi_days} ("
+            " kpi_id TEXT NOT NULL, day TEXT NOT NULL, count BIGINT NOT NULL,"
+            f" total {real} NOT NULL, minimum {real}, maximum {real}, last_at TEXT,"
+            f" last_value {real}, last_key TEXT, PRIMARY KEY (kpi_id, day))",
+            # One row per change of an objective's score, with the causing event.
+            f"CREATE TABLE IF NOT EXISTS {t.score_history} ("
+            " objective_id TEXT NOT NULL, seq BIGINT NOT NULL, org_id TEXT NOT NULL,"
+            " occurred_at TEXT NOT NULL, recorded_at TEXT NOT NULL, event_id TEXT NOT NULL,"
+            f" event_type TEXT NOT NULL, score {real} NOT NULL, progress {real} NOT NULL,"
+            " kr_scores TEXT NOT NULL,"  # JSON {kr_id: score}
+            " PRIMARY KEY (objective_id, seq))",
+            f"CREATE TABLE IF NOT EXISTS {t.detections} ("
+            " detection_id TEXT PRIMARY KEY, org_id TEXT NOT NULL, kind TEXT NOT NULL,"
+            " reason TEXT NOT NULL, subject_type TEXT NOT NULL, subject_id TEXT NOT NULL,"
+            " period TEXT NOT NULL, detected_at TEXT NOT NULL, resolved_at TEXT,"
+            " policy_version TEXT NOT NULL, evidence TEXT NOT NULL,"
+            " UNIQUE (org_id, kind, reason, subject_type, subject_id, period))",
+            f"CREATE INDEX IF NOT EXISTS {t.detections}_org ON {t.detections}"
+            " (org_id, detected_at)",
+            # Closed objectives per owner, in close order (chronic detections).
+            f"CREATE TABLE IF NOT EXISTS {t.owner_closures} ("
+            " org_id TEXT NOT NULL, owner TEXT NOT NULL, objective_id TEXT NOT NULL,"
+            f" closed_at TEXT NOT NULL, score {real} NOT NULL,"
+            " PRIMARY KEY (org_id, owner, objective_id))",
+            # Read-your-writes: per (stage, topic, partition, source_partition) the event-store
+            # position below which everything is applied. applied position = min over rows.
+            f"CREATE TABLE IF NOT EXISTS {t.watermarks} ("
+            " stage TEXT NOT NULL, topic TEXT NOT NULL, part INTEGER NOT NULL,"
+            " source_part INTEGER NOT NULL, position BIGINT NOT NULL, updated_at TEXT NOT NULL,"
+            " PRIMARY KEY (stage, topic, part, source_part))",
+            # Change feed for SSE: appended in the same transaction as the data.
+            f"CREATE TABLE IF NOT EXISTS {t.changes} ("
+            f" seq {serial}, org_id TEXT NOT NULL, kind TEXT NOT NULL,"
+            " subject_id TEXT NOT NULL, payload TEXT NOT NULL, at TEXT NOT NULL)",
+        ]

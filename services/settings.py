@@ -1,0 +1,158 @@
+"""The one settings object of every okrstream process, read from `OKR_*` variables.
+
+Validated at start-up: a bad value stops the process with a message that names the variable.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+Port = int
+
+
+class Settings(BaseSettings):
+    """Configuration of okrstream (see API.md, "Configuration")."""
+
+    model_config = SettingsConfigDict(env_prefix="OKR_", extra="ignore", frozen=True)
+
+    data_dir: Path = Field(
+        default=Path("./var/okrstream"), description="SQLite files, tokens, logs"
+    )
+    http_host: str = "127.0.0.1"
+    http_port: Port = Field(default=8000, ge=1, le=65535)
+    kafka_bootstrap: str | None = Field(
+        default=None, description="host:port[,host:port]; unset = start the embedded broker"
+    )
+    kafka_port: Port = Field(default=9092, ge=1, le=65535, description="embedded broker port")
+    database_url: str | None = Field(
+        default=None, description="unset = SQLite in the data dir; postgresql://… for PostgreSQL"
+    )
+    # Short group timeouts: the embedded broker evicts dead members only by session timeout.
+    kafka_session_timeout_ms: int = Field(default=6_000, ge=1_000)
+    kafka_rebalance_timeout_ms: int = Field(default=6_000, ge=1_000)
+    kafka_max_poll_interval_ms: int = Field(default=10_000, ge=1_000)
+    kafka_partitions: int = Field(default=4, ge=1, le=256, description="partitions per topic")
+    kafka_replication_factor: int = Field(default=1, ge=1)
+    relay_batch_size: int = Field(default=5_000, ge=1, le=100_000)
+    relay_poll_interval_s: float = Field(default=0.02, gt=0, le=10)
+    relay_readings_per_record: int = Field(default=500, ge=1, le=10_000)
+    ingest_mode: Literal["store", "kafka"] = Field(
+        default="store", description="store = via the event store (outbox); kafka = produce"
+    )
+    max_readings_per_request: int = Field(default=10_000, ge=1)
+    max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
+    processor_group: str = "okrstream-processor"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @field_validator("database_url")
+    @classmethod
+    def _known_database(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        scheme = urlsplit(value).scheme
+        if scheme not in ("postgresql", "postgres"):
+            raise ValueError(
+                f"unsupported scheme {scheme!r}: use postgresql://user@host:port/dbname "
+                "or leave OKR_DATABASE_URL unset for SQLite"
+            )
+        return value
+
+    @field_validator("kafka_bootstrap")
+    @classmethod
+    def _host_ports(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        for part in value.split(","):
+            host, sep, port = part.strip().rpartition(":")
+            if not sep or not host or not port.isdigit():
+                raise ValueError(f"{part!r} is not host:port")
+        return value
+
+    @property
+    def embedded_broker(self) -> bool:
+        """Whether this process group runs the embedded Tansu broker."""
+        return self.kafka_bootstrap is None
+
+    @property
+    def bootstrap_servers(self) -> str:
+        """Where Kafka clients connect."""
+        return self.kafka_bootstrap or f"127.0.0.1:{self.kafka_port}"
+
+    @property
+    def uses_postgres(self) -> bool:
+        return self.database_url is not None
+
+    @cached_property
+    def postgres(self) -> PostgresParams:
+        """Connection parameters parsed from OKR_DATABASE_URL."""
+        assert self.database_url is not None
+        return PostgresParams.from_url(self.database_url)
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.data_dir / "logs"
+
+    @property
+    def events_db_path(self) -> Path:
+        return self.data_dir / "events.sqlite"
+
+    @property
+    def projections_db_path(self) -> Path:
+        return self.data_dir / "projections.sqlite"
+
+    @property
+    def tokens_db_path(self) -> Path:
+        return self.data_dir / "tokens.sqlite"
+
+
+class PostgresParams:
+    """host, port, user, password, dbname and schema of a postgresql:// URL."""
+
+    def __init__(
+        self, host: str, port: int, user: str, password: str, dbname: str, schema: str
+    ) -> None:
+        self.host, self.port, self.user = host, port, user
+        self.password, self.dbname, self.schema = password, dbname, schema
+
+    @classmethod
+    def from_url(cls, url: str) -> PostgresParams:
+        parts = urlsplit(url)
+        query = parse_qs(parts.query)
+        return cls(
+            host=parts.hostname or "127.0.0.1",
+            port=parts.port or 5432,
+            user=unquote(parts.username or "postgres"),
+            password=unquote(parts.password or ""),
+            dbname=(parts.path or "/").lstrip("/") or "postgres",
+            schema=query.get("schema", ["public"])[0],
+        )
+
+    def conninfo(self) -> str:
+        """A libpq connection string."""
+        pw = f" password={self.password}" if self.password else ""
+        return (
+            f"host={self.host} port={self.port} user={self.user} dbname={self.dbname}{pw} "
+            f"options='-c search_path={self.schema}'"
+        )
+
+
+class SettingsError(SystemExit):
+    """A configuration error, reported in one readable block."""
+
+
+def load_settings() -> Settings:
+    """Read and validate the settings; exit with a clear message on a bad value."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        lines = ["okrstream: invalid configuration:"]
+        for error in exc.errors():
+            name = "OKR_" + "_".join(str(p) for p in error["loc"]).upper()
+            lines.append(f"  {name}={error.get('input')!r}: {error['msg']}")
+        raise SettingsError("\n".join(lines)) from None

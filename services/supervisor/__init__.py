@@ -1,0 +1,1 @@
+"""`okrstream up`: one supervisor for the embedded stack."""

@@ -1,0 +1,236 @@
+"""`okrstream up`: start the embedded broker and every service, supervise, stop cleanly.
+
+Each service is its own process, logging to OKR_DATA_DIR/logs/<name>.log. A process that
+exits unexpectedly is announced and restarted (never silently); more than MAX_RESTARTS
+within RESTART_WINDOW_S stops the whole stack. SIGINT/SIGTERM stop everything, newest first.
+Children get PR_SET_PDEATHSIG, so even a SIGKILLed supervisor leaves no orphan.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import importlib.util
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+import httpx
+
+from services.kafka.admin import ensure_topics, wait_for_broker
+from services.settings import Settings, load_settings
+
+MAX_RESTARTS = 5
+RESTART_WINDOW_S = 60.0
+STOP_TIMEOUT_S = 10.0
+
+
+def _die_with_parent() -> None:
+    # Linux prctl(PR_SET_PDEATHSIG, SIGTERM): the child gets SIGTERM when we die.
+    libc = ctypes.CDLL("libc.so.6", use_errno=True)
+    libc.prctl(1, signal.SIGTERM)
+
+
+@dataclass
+class Child:
+    """One supervised process."""
+
+    name: str
+    argv: list[str]
+    log_path: Path
+    env: dict[str, str]
+    process: subprocess.Popen[bytes] | None = None
+    restarts: deque[float] = field(default_factory=deque)
+    _log: IO[bytes] | None = None
+
+    def start(self) -> None:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self._log = self.log_path.open("ab")
+        self.process = subprocess.Popen(
+            self.argv,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=self.env,
+            preexec_fn=_die_with_parent,
+        )
+
+    def exited(self) -> int | None:
+        return None if self.process is None else self.process.poll()
+
+    def stop(self) -> None:
+        process = self.process
+        if process is not None and process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+
+def service_modules(settings: Settings) -> list[tuple[str, str]]:
+    """(name, module) of every service process this checkout has, in start order."""
+    wanted = [
+        ("broker", "services.broker.embedded"),
+        ("relay", "services.relay.main"),
+        ("processor", "services.processor.main"),
+        ("api", "services.api.main"),
+    ]
+    if not settings.embedded_broker:
+        wanted = wanted[1:]
+    return [(n, m) for n, m in wanted if _exists(m)]
+
+
+def _exists(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:  # its package is not there either
+        return False
+
+
+class Supervisor:
+    """Runs the stack until told to stop."""
+
+    def __init__(self, settings: Settings, say: Callable[[str], None]) -> None:
+        self.settings = settings
+        self.say = say
+        self.children: list[Child] = []
+        self.stopping = False
+        env = dict(os.environ)
+        env["OKR_KAFKA_BOOTSTRAP"] = settings.bootstrap_servers
+        env["OKR_DATA_DIR"] = str(settings.data_dir.resolve())
+        env["PYTHONUNBUFFERED"] = "1"
+        self.child_env = env
+
+    def _child(self, name: str, module: str) -> Child:
+        env = dict(self.child_env)
+        if name == "broker":
+            env.pop("OKR_KAFKA_BOOTSTRAP")
+        return Child(
+            name=name,
+            argv=[sys.executable, "-m", module],
+            log_path=self.settings.logs_dir / f"{name}.log",
+            env=env,
+        )
+
+    def start(self) -> None:
+        self.settings.logs_dir.mkdir(parents=True, exist_ok=True)
+        for name, module in service_modules(self.settings):
+            child = self._child(name, module)
+            child.start()
+            self.children.append(child)
+            if name == "broker":
+                wait_for_broker(self.settings.bootstrap_servers, timeout_s=30)
+            if name in ("broker", "relay") or not self.settings.embedded_broker:
+                ensure_topics(
+                    self.settings.bootstrap_servers,
+                    self.settings.kafka_partitions,
+                    self.settings.kafka_replication_factor,
+                )
+            self.say(f"started {name} (pid {child.process.pid if child.process else '?'})")
+
+    def wait_http_ready(self, timeout_s: float = 60.0) -> bool:
+        """Wait until the front door answers /healthz (when the stack has one)."""
+        if not any(c.name == "api" for c in self.children):
+            return False
+        url = f"http://{self.settings.http_host}:{self.settings.http_port}/healthz"
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline and not self.stopping:
+            try:
+                if httpx.get(url, timeout=1).status_code == 200:
+                    return True
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        return False
+
+    def watch(self) -> int:
+        """Supervise until stopped; restart crashed children loudly. Returns the exit code."""
+        while not self.stopping:
+            time.sleep(0.3)
+            for child in self.children:
+                code = child.exited()
+                if code is None or self.stopping:
+                    continue
+                now = time.monotonic()
+                child.restarts.append(now)
+                while child.restarts and now - child.restarts[0] > RESTART_WINDOW_S:
+                    child.restarts.popleft()
+                if len(child.restarts) > MAX_RESTARTS:
+                    self.say(
+                        f"ERROR {child.name} exited with code {code} {MAX_RESTARTS} times "
+                        f"within {RESTART_WINDOW_S:.0f} s (log: {child.log_path}); stopping"
+                    )
+                    return 1
+                self.say(
+                    f"WARNING {child.name} exited with code {code} (log: {child.log_path}); "
+                    f"restarting ({len(child.restarts)}/{MAX_RESTARTS})"
+                )
+                child.stop()
+                child.start()
+                if child.name == "broker":
+                    wait_for_broker(self.settings.bootstrap_servers, timeout_s=30)
+                    ensure_topics(self.settings.bootstrap_servers, self.settings.kafka_partitions)
+        return 0
+
+    def stop(self) -> None:
+        self.stopping = True
+        for child in reversed(self.children):
+            child.stop()
+            self.say(f"stopped {child.name}")
+
+
+def dev_token(settings: Settings) -> str | None:
+    """A fresh read/write/ingest token for the `dev` organisation, when auth exists."""
+    if not _exists("services.auth.tokens"):
+        return None
+    from services.auth.tokens import TokenStore
+
+    store = TokenStore.from_settings(settings)
+    try:
+        return store.create("dev", ("read", "write", "ingest"))
+    finally:
+        store.close()
+
+
+def main() -> int:
+    """Run the embedded stack in the foreground until SIGINT/SIGTERM."""
+    settings = load_settings()
+
+    def say(message: str) -> None:
+        print(f"[okrstream] {message}", flush=True)
+
+    supervisor = Supervisor(settings, say)
+
+    def _stop(signum: int, _frame: object) -> None:
+        supervisor.stopping = True
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    code = 1
+    try:
+        supervisor.start()
+        say(f"Kafka: {settings.bootstrap_servers}")
+        say(f"data and logs: {settings.data_dir.resolve()}")
+        if supervisor.wait_http_ready():
+            say(f"okrstream is up: http://{settings.http_host}:{settings.http_port}/")
+        token = dev_token(settings)
+        if token:
+            say(f"dev token (org 'dev', scopes read,write,ingest): {token}")
+        say("ready; Ctrl-C stops everything")
+        code = supervisor.watch()
+    except Exception as exc:  # start-up failures: say what, then stop what started
+        say(f"ERROR {exc}")
+    finally:
+        supervisor.stop()
+    return code if not supervisor.stopping or code else 0
