@@ -1,0 +1,1 @@
+"""What every HTTP service shares: problem+json errors, auth dependencies, limits."""
