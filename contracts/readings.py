@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
 from datetime import UTC, datetime
 from typing import Annotated
-from uuid import UUID
+from uuid import NAMESPACE_URL, UUID, uuid5
 
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
 
@@ -61,3 +62,21 @@ class ReadingsAccepted(BaseModel):
     duplicates: int
     rejected: list[RejectedReading]
     position: int
+
+
+def derive_reading_id(
+    kpi_id: UUID | str, observed_at: datetime, value: float, source: str | None
+) -> str:
+    """The reading id of a reading sent without one (HTTP ingest and direct Kafka alike).
+
+    sha256 over "kpi_id|observed_at (UTC isoformat)|repr(value)|source", so a blind retry
+    of the same reading derives the same id and never counts twice.
+    """
+    when = observed_at.astimezone(UTC).isoformat()
+    text = f"{str(kpi_id).lower()}|{when}|{float(value)!r}|{source or ''}"
+    return "derived-" + hashlib.sha256(text.encode()).hexdigest()
+
+
+def reading_stream_id(org_id: str, kpi_id: UUID | str, reading_id: str) -> UUID:
+    """The stream (and event) id of a reading: one per (org, kpi, reading id)."""
+    return uuid5(NAMESPACE_URL, f"okrstream:reading:{org_id}:{str(kpi_id).lower()}:{reading_id}")

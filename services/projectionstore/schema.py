@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-PROJECTION_SCHEMA_VERSION = 1
+PROJECTION_SCHEMA_VERSION = 2
 """Bump when the projection tables or the arithmetic change: the processor then rebuilds."""
 
 
@@ -88,6 +88,11 @@ class Tables:
     def changes(self) -> str:
         return self._t("changes")
 
+    @property
+    def outbox(self) -> str:
+        """Detection events committed with the data, deleted once published to Kafka."""
+        return self._t("outbox")
+
     def all(self) -> list[str]:
         """Every table of this generation."""
         return [
@@ -103,6 +108,7 @@ class Tables:
             self.owner_closures,
             self.watermarks,
             self.changes,
+            self.outbox,
         ]
 
     def ddl(self, dialect: str) -> list[str]:
@@ -168,12 +174,18 @@ class Tables:
             f" reading_id TEXT NOT NULL, value {real} NOT NULL, observed_at TEXT NOT NULL,"
             " recorded_at TEXT NOT NULL, source TEXT, position BIGINT)",
             f"CREATE INDEX IF NOT EXISTS {t.readings}_kpi ON {t.readings} (kpi_id, observed_at)",
+            # A reading counts once per (kpi, reading id), whichever path it came by.
+            f"CREATE UNIQUE INDEX IF NOT EXISTS {t.readings}_rid ON {t.readings}"
+            " (kpi_id, reading_id)",
             # Daily accumulators per KPI (projections.kpi.Accumulator); week/month buckets and
             # period aggregates are merges of days.
             f"CREATE TABLE IF NOT EXISTS {t.kpi_days} ("
             " kpi_id TEXT NOT NULL, day TEXT NOT NULL, count BIGINT NOT NULL,"
             f" total {real} NOT NULL, minimum {real}, maximum {real}, last_at TEXT,"
-            f" last_value {real}, last_key TEXT, PRIMARY KEY (kpi_id, day))",
+            f" last_value {real}, last_key TEXT,"
+            # The exact rational sum "num/den" (Accumulator.exact_total): sums and averages
+            # stay independent of the order readings arrive in; `total` is its float.
+            " exact_total TEXT NOT NULL DEFAULT '0', PRIMARY KEY (kpi_id, day))",
             # One row per change of an objective's score, with the causing event.
             f"CREATE TABLE IF NOT EXISTS {t.score_history} ("
             " objective_id TEXT NOT NULL, seq BIGINT NOT NULL, org_id TEXT NOT NULL,"
@@ -186,6 +198,8 @@ class Tables:
             " reason TEXT NOT NULL, subject_type TEXT NOT NULL, subject_id TEXT NOT NULL,"
             " period TEXT NOT NULL, detected_at TEXT NOT NULL, resolved_at TEXT,"
             " policy_version TEXT NOT NULL, evidence TEXT NOT NULL,"
+            # stream_version of the last detection.raised/resolved event of this detection.
+            " version BIGINT NOT NULL DEFAULT 0,"
             " UNIQUE (org_id, kind, reason, subject_type, subject_id, period))",
             f"CREATE INDEX IF NOT EXISTS {t.detections}_org ON {t.detections}"
             " (org_id, detected_at)",
@@ -204,4 +218,6 @@ class Tables:
             f"CREATE TABLE IF NOT EXISTS {t.changes} ("
             f" seq {serial}, org_id TEXT NOT NULL, kind TEXT NOT NULL,"
             " subject_id TEXT NOT NULL, payload TEXT NOT NULL, at TEXT NOT NULL)",
+            f"CREATE TABLE IF NOT EXISTS {t.outbox} ("
+            f" seq {serial}, topic TEXT NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL)",
         ]

@@ -1,0 +1,471 @@
+"""An objective's state as a pure fold of its goal events, and its evaluation at an instant.
+
+`apply(state, event)` folds one event of the objective's stream (dispatched per event
+type); `evaluate(state, measurements, at, policy)` scores the state at `at`. The processor
+and the query API's `as_of` / `known_at` reads call exactly these functions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, replace
+from datetime import UTC, date, datetime, time
+from typing import Any, Literal, TypeVar
+
+import events
+from projections.kpi import Accumulator, Aggregation, Interval, bucket_start
+from projections.periods import Period, as_utc
+from projections.policy import DEFAULT_POLICY, ScoringPolicy
+from projections.scoring import (
+    Comparison,
+    KeyResultInput,
+    KeyResultKind,
+    KeyResultScore,
+    ObjectiveScore,
+    score_key_result,
+    score_objective,
+)
+
+ObjectiveLifecycle = Literal["active", "closed", "archived"]
+
+
+@dataclass(frozen=True, slots=True)
+class TargetInForce:
+    """Start and target of a key result from `since` (the retargeting's occurred_at) on."""
+
+    since: datetime
+    start: float | None
+    target: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class CheckIn:
+    """One check-in of a key result (`version` = its stream_version, breaks ties)."""
+
+    event_id: str
+    kr_id: str
+    value: float | None
+    done: bool | None
+    confidence: float | None
+    note: str | None
+    occurred_at: datetime
+    recorded_at: datetime
+    version: int
+
+
+@dataclass(frozen=True, slots=True)
+class KeyResultState:
+    """A key result as its events left it. `targets`: every start/target ever in force,
+    oldest first; the first applies to all time before the next one."""
+
+    id: str
+    ordinal: int
+    title: str
+    kind: KeyResultKind
+    unit: str | None
+    comparison: Comparison | None
+    weight: float
+    kpi_id: str | None
+    aggregation: Aggregation | None
+    targets: tuple[TargetInForce, ...]
+    removed: bool
+    added_at: datetime
+    updated_at: datetime
+
+    @property
+    def start(self) -> float | None:
+        """The latest start (the one in force from the last retargeting on)."""
+        return self.targets[-1].start
+
+    @property
+    def target(self) -> float | None:
+        """The latest target."""
+        return self.targets[-1].target
+
+    def in_force(self, at: datetime) -> TargetInForce:
+        """The start/target in force at `at`: the latest change with since <= at, else the
+        first (a target change never applies to the time before it)."""
+        chosen = self.targets[0]
+        for t in self.targets[1:]:
+            if t.since <= at:
+                chosen = t
+        return chosen
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectiveState:
+    """An objective's state after the events up to `version` of its stream."""
+
+    id: str
+    org_id: str
+    title: str
+    description: str | None
+    owner: str
+    level: str
+    parent_id: str | None
+    period: Period
+    state: ObjectiveLifecycle
+    version: int
+    created_at: datetime
+    updated_at: datetime
+    closed_at: datetime | None
+    key_results: tuple[KeyResultState, ...]
+    checkins: tuple[CheckIn, ...]
+
+    def key_result(self, kr_id: str) -> KeyResultState | None:
+        """The key result `kr_id` (removed ones included), or None."""
+        for kr in self.key_results:
+            if kr.id == kr_id:
+                return kr
+        return None
+
+    @property
+    def active_key_results(self) -> tuple[KeyResultState, ...]:
+        """Key results not removed, in the order they were added."""
+        return tuple(kr for kr in self.key_results if not kr.removed)
+
+
+class NotThisObjectiveError(ValueError):
+    """The event does not belong to an objective stream (or precedes its drafting)."""
+
+
+E = TypeVar("E", bound=events.Event)
+Handler = Callable[[ObjectiveState | None, Any], ObjectiveState]
+_HANDLERS: dict[str, Handler] = {}
+
+
+def _handles(cls: type[E]) -> Callable[[Callable[[ObjectiveState | None, E], ObjectiveState]], Any]:
+    def register(fn: Callable[[ObjectiveState | None, E], ObjectiveState]) -> Any:
+        _HANDLERS[cls.type_name()] = fn
+        return fn
+
+    return register
+
+
+def handled_types() -> frozenset[str]:
+    """Event types `apply` folds (the objective stream's types)."""
+    return frozenset(_HANDLERS)
+
+
+def apply(state: ObjectiveState | None, event: events.Event) -> ObjectiveState:
+    """Fold one event of the objective's stream into its state.
+
+    Idempotent: an event whose stream_version is not above `state.version` returns `state`
+    unchanged, so redelivered and replayed events change nothing.
+    """
+    if state is not None and event.stream_version <= state.version:
+        return state
+    handler = _HANDLERS.get(event.type)
+    if handler is None:
+        raise NotThisObjectiveError(f"{event.type} is not an objective event")
+    return handler(state, event)
+
+
+def fold(events_in_order: Iterable[events.Event]) -> ObjectiveState | None:
+    """The state after folding the events (in stream order) from nothing."""
+    state: ObjectiveState | None = None
+    for event in events_in_order:
+        state = apply(state, event)
+    return state
+
+
+def _existing(state: ObjectiveState | None, event: events.Event) -> ObjectiveState:
+    if state is None:
+        raise NotThisObjectiveError(f"{event.type} before objective.drafted")
+    return state
+
+
+def _touch(current: ObjectiveState, event: events.Event, **changes: Any) -> ObjectiveState:
+    return replace(current, version=event.stream_version, updated_at=event.occurred_at, **changes)
+
+
+def _period(p: events.Period) -> Period:
+    return Period(p.start, p.end)
+
+
+def _with_kr(
+    state: ObjectiveState, event: events.Event, kr_id: str, **changes: Any
+) -> ObjectiveState:
+    krs = tuple(
+        replace(kr, updated_at=event.occurred_at, **changes) if kr.id == kr_id else kr
+        for kr in state.key_results
+    )
+    return _touch(state, event, key_results=krs)
+
+
+@_handles(events.ObjectiveDrafted)
+def _drafted(state: ObjectiveState | None, e: events.ObjectiveDrafted) -> ObjectiveState:
+    if state is not None:
+        return state
+    return ObjectiveState(
+        id=str(e.stream_id),
+        org_id=e.org_id,
+        title=e.title,
+        description=e.description,
+        owner=e.owner,
+        level=e.level,
+        parent_id=None if e.parent_id is None else str(e.parent_id),
+        period=_period(e.period),
+        state="active",
+        version=e.stream_version,
+        created_at=e.occurred_at,
+        updated_at=e.occurred_at,
+        closed_at=None,
+        key_results=(),
+        checkins=(),
+    )
+
+
+@_handles(events.ObjectiveRevised)
+def _revised(state: ObjectiveState | None, e: events.ObjectiveRevised) -> ObjectiveState:
+    s = _existing(state, e)
+    return _touch(
+        s,
+        e,
+        title=s.title if e.title is None else e.title,
+        description=s.description if e.description is None else e.description,
+        owner=s.owner if e.owner is None else e.owner,
+    )
+
+
+@_handles(events.ObjectiveRealigned)
+def _realigned(state: ObjectiveState | None, e: events.ObjectiveRealigned) -> ObjectiveState:
+    parent = None if e.parent_id is None else str(e.parent_id)
+    return _touch(_existing(state, e), e, parent_id=parent)
+
+
+@_handles(events.ObjectiveRescheduled)
+def _rescheduled(state: ObjectiveState | None, e: events.ObjectiveRescheduled) -> ObjectiveState:
+    return _touch(_existing(state, e), e, period=_period(e.period))
+
+
+@_handles(events.ObjectiveClosed)
+def _closed(state: ObjectiveState | None, e: events.ObjectiveClosed) -> ObjectiveState:
+    return _touch(_existing(state, e), e, state="closed", closed_at=e.occurred_at)
+
+
+@_handles(events.ObjectiveReopened)
+def _reopened(state: ObjectiveState | None, e: events.ObjectiveReopened) -> ObjectiveState:
+    return _touch(_existing(state, e), e, state="active", closed_at=None)
+
+
+@_handles(events.ObjectiveArchived)
+def _archived(state: ObjectiveState | None, e: events.ObjectiveArchived) -> ObjectiveState:
+    return _touch(_existing(state, e), e, state="archived")
+
+
+@_handles(events.KeyResultAdded)
+def _kr_added(state: ObjectiveState | None, e: events.KeyResultAdded) -> ObjectiveState:
+    s = _existing(state, e)
+    if s.key_result(str(e.kr_id)) is not None:
+        return _touch(s, e)
+    kr = KeyResultState(
+        id=str(e.kr_id),
+        ordinal=len(s.key_results),
+        title=e.title,
+        kind=e.kind,
+        unit=e.unit,
+        comparison=e.comparison,
+        weight=e.weight,
+        kpi_id=None if e.kpi_id is None else str(e.kpi_id),
+        aggregation=e.aggregation,
+        targets=(TargetInForce(e.occurred_at, e.start, e.target),),
+        removed=False,
+        added_at=e.occurred_at,
+        updated_at=e.occurred_at,
+    )
+    return _touch(s, e, key_results=(*s.key_results, kr))
+
+
+def _kr(
+    state: ObjectiveState | None, e: events.Event, kr_id: object
+) -> tuple[ObjectiveState, KeyResultState | None]:
+    s = _existing(state, e)
+    return s, s.key_result(str(kr_id))
+
+
+@_handles(events.KeyResultRevised)
+def _kr_revised(state: ObjectiveState | None, e: events.KeyResultRevised) -> ObjectiveState:
+    s, kr = _kr(state, e, e.kr_id)
+    return _touch(s, e) if kr is None else _with_kr(s, e, kr.id, title=e.title)
+
+
+@_handles(events.KeyResultRetargeted)
+def _kr_retargeted(state: ObjectiveState | None, e: events.KeyResultRetargeted) -> ObjectiveState:
+    s, kr = _kr(state, e, e.kr_id)
+    if kr is None:
+        return _touch(s, e)
+    change = TargetInForce(
+        e.occurred_at,
+        kr.start if e.start is None else e.start,
+        kr.target if e.target is None else e.target,
+    )
+    # The first entry stays the baseline; later ones are kept sorted by `since` (stable, so
+    # of two changes at one instant the later event wins) and apply from their own time on.
+    later = sorted((*kr.targets[1:], change), key=lambda t: t.since)
+    targets = (kr.targets[0], *later)
+    return _with_kr(s, e, kr.id, targets=targets)
+
+
+@_handles(events.KeyResultReweighted)
+def _kr_reweighted(state: ObjectiveState | None, e: events.KeyResultReweighted) -> ObjectiveState:
+    s, kr = _kr(state, e, e.kr_id)
+    return _touch(s, e) if kr is None else _with_kr(s, e, kr.id, weight=e.weight)
+
+
+@_handles(events.KeyResultRemoved)
+def _kr_removed(state: ObjectiveState | None, e: events.KeyResultRemoved) -> ObjectiveState:
+    s, kr = _kr(state, e, e.kr_id)
+    return _touch(s, e) if kr is None else _with_kr(s, e, kr.id, removed=True)
+
+
+@_handles(events.KeyResultPromoted)
+def _kr_promoted(state: ObjectiveState | None, e: events.KeyResultPromoted) -> ObjectiveState:
+    s, kr = _kr(state, e, e.kr_id)
+    return _touch(s, e) if kr is None else _with_kr(s, e, kr.id, kpi_id=str(e.kpi_id))
+
+
+@_handles(events.KeyResultCheckedIn)
+def _kr_checked_in(state: ObjectiveState | None, e: events.KeyResultCheckedIn) -> ObjectiveState:
+    s, kr = _kr(state, e, e.kr_id)
+    if kr is None:
+        return _touch(s, e)
+    checkin = CheckIn(
+        event_id=str(e.event_id),
+        kr_id=kr.id,
+        value=e.value,
+        done=e.done,
+        confidence=e.confidence,
+        note=e.note,
+        occurred_at=e.occurred_at,
+        recorded_at=e.recorded_at,
+        version=e.stream_version,
+    )
+    s = _with_kr(s, e, kr.id)
+    return replace(s, checkins=(*s.checkins, checkin))
+
+
+# -- measurements ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Measurement:
+    """What a KPI says about a linked key result at an instant.
+
+    `current`: the KR's aggregation over the readings inside the period up to the instant
+    (None without readings; count: 0.0). `observations`: the KPI's interval-bucket values
+    inside the period (for maintain KRs), oldest bucket first.
+    """
+
+    current: float | None
+    observations: tuple[float, ...]
+
+
+def measure(
+    days: Iterable[tuple[date, Accumulator]],
+    aggregation: Aggregation,
+    interval: Interval,
+    period: Period,
+    at: datetime,
+) -> Measurement:
+    """Measure a KPI for a key result from its per-UTC-day accumulators.
+
+    Uses the days from the period's start to the day of `at` (inclusive) that lie inside the
+    period; for an exact `as_of`, pass accumulators of the readings with observed_at <= at.
+    """
+    last_day = min(period.end, as_utc(at, "at").date())
+    if as_utc(at, "at") < period.starts_at:
+        return Measurement(Accumulator.empty().value(aggregation), ())
+    total = Accumulator.empty()
+    buckets: dict[datetime, Accumulator] = {}
+    for day, acc in days:
+        if not period.start <= day <= last_day or acc.count == 0:
+            continue
+        total = total.merge(acc)
+        start = bucket_start(datetime.combine(day, time(), tzinfo=UTC), interval)
+        buckets[start] = buckets.get(start, Accumulator.empty()).merge(acc)
+    observations = tuple(
+        v for _, acc in sorted(buckets.items()) if (v := acc.value(aggregation)) is not None
+    )
+    return Measurement(total.value(aggregation), observations)
+
+
+# -- evaluation -----------------------------------------------------------------------------
+
+
+def _latest_checkin(checkins: Iterable[CheckIn]) -> CheckIn | None:
+    latest: CheckIn | None = None
+    for c in checkins:
+        if latest is None or (c.occurred_at, c.version) > (latest.occurred_at, latest.version):
+            latest = c
+    return latest
+
+
+def key_result_input(
+    state: ObjectiveState,
+    kr: KeyResultState,
+    measurement: Measurement | None,
+    at: datetime,
+) -> KeyResultInput:
+    """What scoring needs of `kr` at `at`: start/target in force then, and its current value
+    (the KPI's measurement when linked and given, else the latest check-in's value)."""
+    force = kr.in_force(at)
+    own = [c for c in state.checkins if c.kr_id == kr.id]
+    latest = _latest_checkin(own)
+    latest_valued = _latest_checkin(c for c in own if c.value is not None)
+    current = latest_valued.value if latest_valued is not None else None
+    observations: tuple[float, ...] = ()
+    if kr.kpi_id is not None and measurement is not None:
+        current = measurement.current
+        observations = measurement.observations
+    elif kr.kind == "maintain":
+        observations = tuple(
+            c.value
+            for c in sorted(own, key=lambda c: (c.occurred_at, c.version))
+            if c.value is not None and state.period.contains(c.occurred_at) and c.occurred_at <= at
+        )
+    done = latest.done if latest is not None else None
+    return KeyResultInput(
+        id=kr.id,
+        kind=kr.kind,
+        weight=kr.weight,
+        start=force.start,
+        target=force.target,
+        comparison=kr.comparison,
+        current=current,
+        done=done,
+        observations=observations,
+    )
+
+
+def latest_confidence(state: ObjectiveState, kr_id: str) -> float | None:
+    """The confidence of the key result's latest check-in that gave one."""
+    latest = _latest_checkin(
+        c for c in state.checkins if c.kr_id == kr_id and c.confidence is not None
+    )
+    return None if latest is None else latest.confidence
+
+
+def evaluate(
+    state: ObjectiveState,
+    measurements: Mapping[str, Measurement],
+    at: datetime,
+    policy: ScoringPolicy = DEFAULT_POLICY,
+) -> tuple[ObjectiveScore, dict[str, KeyResultScore]]:
+    """Score the objective at `at` (API.md "Scoring policy v1").
+
+    `measurements`: by key-result id, for KPI-linked KRs (see `measure`); a linked KR
+    without one scores as if it had no readings yet. Returns the objective's score and the
+    score of each active key result by id.
+    """
+    at = as_utc(at, "at")
+    scores: dict[str, KeyResultScore] = {}
+    weighted: list[tuple[float, KeyResultScore]] = []
+    for kr in state.active_key_results:
+        measurement = measurements.get(kr.id)
+        if kr.kpi_id is not None and measurement is None:
+            measurement = Measurement(None, ())
+        scored = score_key_result(key_result_input(state, kr, measurement, at))
+        scores[kr.id] = scored
+        weighted.append((kr.weight, scored))
+    return score_objective(weighted, state.period, at, policy), scores

@@ -1,0 +1,74 @@
+"""Which generation of the projection tables is live, and the writers' lock.
+
+`projection_meta` rows: ("generation", N) names the live `Tables(N)`; ("schema_version", V)
+says which PROJECTION_SCHEMA_VERSION built it. Every projection write transaction takes
+`write_lock` first, so writers (processor workers, the replay's final catch-up and swap)
+are serialised and always see the generation that is live when they hold the lock.
+"""
+
+from __future__ import annotations
+
+from services.projectionstore.db import Cursor, Database
+from services.projectionstore.schema import META_DDL, META_TABLE, PROJECTION_SCHEMA_VERSION, Tables
+
+# An arbitrary constant: the advisory lock key of projection writers on PostgreSQL.
+_PG_LOCK_KEY = 0x6F6B7273  # "okrs"
+
+
+def write_lock(cur: Cursor) -> None:
+    """Serialise projection writers until the end of the transaction.
+
+    SQLite's BEGIN IMMEDIATE already holds the database's write lock; PostgreSQL takes a
+    transaction-scoped advisory lock.
+    """
+    if cur.dialect == "postgres":
+        cur.execute("SELECT pg_advisory_xact_lock(?)", (_PG_LOCK_KEY,))
+
+
+def read_meta(cur: Cursor, key: str) -> str | None:
+    row = cur.execute(f"SELECT value FROM {META_TABLE} WHERE key = ?", (key,)).fetchone()
+    return None if row is None else str(row[0])
+
+
+def write_meta(cur: Cursor, key: str, value: str) -> None:
+    cur.execute(
+        f"INSERT INTO {META_TABLE} (key, value) VALUES (?, ?)"
+        " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        (key, value),
+    )
+
+
+def live_generation(cur: Cursor) -> int:
+    """The live generation (1 before anything was written)."""
+    value = read_meta(cur, "generation")
+    return 1 if value is None else int(value)
+
+
+def create_tables(cur: Cursor, tables: Tables) -> None:
+    for statement in tables.ddl(cur.dialect):
+        cur.execute(statement)
+
+
+def drop_tables(cur: Cursor, tables: Tables) -> None:
+    for name in tables.all():
+        cur.execute(f"DROP TABLE IF EXISTS {name}")
+
+
+def ensure_schema(db: Database) -> tuple[int, int]:
+    """Create projection_meta and the live generation's tables when missing.
+
+    Returns (live generation, schema version that built it). A fresh store is stamped with
+    the current PROJECTION_SCHEMA_VERSION.
+    """
+    with db.transaction() as cur:
+        cur.execute(META_DDL)
+        write_lock(cur)
+        generation = live_generation(cur)
+        stored = read_meta(cur, "schema_version")
+        if stored is None:
+            write_meta(cur, "generation", str(generation))
+            write_meta(cur, "schema_version", str(PROJECTION_SCHEMA_VERSION))
+            stored = str(PROJECTION_SCHEMA_VERSION)
+        if int(stored) == PROJECTION_SCHEMA_VERSION:
+            create_tables(cur, Tables(generation))
+        return generation, int(stored)
