@@ -13,6 +13,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from services.auth.tokens import TokenStore
+from services.http.limits import install_body_limit
 from services.http.problems import install_problem_handlers
 from services.settings import Settings, load_settings
 
@@ -37,6 +38,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.tokens = TokenStore.from_settings(settings)
     install_problem_handlers(app)
+    install_body_limit(app, settings)
     for name in SERVICES:
         if _present(name):
             importlib.import_module(name).install(app, settings)

@@ -1,0 +1,1 @@
+"""Goal commands: event-sourced Objective and Kpi aggregates behind HTTP."""
