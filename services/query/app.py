@@ -1,0 +1,264 @@
+"""Composition root of the query service: every read of API.md, the SSE stream, the dashboard.
+
+Reads only the projection store. The token's organisation is applied to every query: another
+organisation's resource answers 404 and lists come back empty. `install(app, settings)` adds
+the routes to the front door; `create_app()` runs the service alone.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from uuid import UUID
+
+from fastapi import APIRouter, Depends, FastAPI, Query, Request, Response
+from fastapi.responses import FileResponse
+from fastapi.staticfiles import StaticFiles
+from pydantic import AwareDatetime
+
+from services.auth.tokens import TokenStore
+from services.http.problems import Problem, install_problem_handlers
+from services.http.security import Reader
+from services.projectionstore.db import Database
+from services.query import live, ops, timetravel
+from services.query.reads import Reads
+from services.query.store import ReadStore
+from services.settings import Settings, load_settings
+
+STATIC_DIR = Path(__file__).parent / "static"
+POSITION_HEADER = "X-Projection-Position"
+MIN_POSITION_WAIT_S = 10.0
+MAX_LIMIT = 1000
+
+Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT, description="page size (default 100)")]
+PageCursor = Annotated[str | None, Query(max_length=500, description="opaque, from next_cursor")]
+MinPosition = Annotated[
+    int | None,
+    Query(ge=0, le=2**62, description="answer only once projections include this position"),
+]
+Instant = Annotated[AwareDatetime | None, Query()]
+
+
+class ReadRequest:
+    """One read: the caller's organisation, min_position waiting, X-Projection-Position."""
+
+    def __init__(
+        self,
+        request: Request,
+        response: Response,
+        principal: Reader,
+        min_position: MinPosition = None,
+    ) -> None:
+        self.store: ReadStore = request.app.state.query_store
+        self.wait_s: float = getattr(request.app.state, "min_position_wait_s", MIN_POSITION_WAIT_S)
+        self.org = principal.org_id
+        self.min_position = min_position
+        self.response = response
+        self.position = 0
+
+    def _wait(self) -> None:
+        if self.min_position is None:
+            return
+        deadline = time.monotonic() + self.wait_s
+        delay = 0.005
+        while True:
+            position = self.store.current_position()
+            if position >= self.min_position:
+                return
+            if time.monotonic() >= deadline:
+                raise Problem(
+                    503,
+                    f"projections are at position {position}, not yet {self.min_position}",
+                    headers={"Retry-After": "1", POSITION_HEADER: str(position)},
+                )
+            time.sleep(delay)
+            delay = min(delay * 2, 0.1)
+
+    @contextmanager
+    def reads(self) -> Iterator[Reads]:
+        """A read transaction scoped to the caller's organisation, at the current instant."""
+        self._wait()
+        with self.store.reading() as (cur, tables):
+            self.position = self.store.position(cur, tables)
+            self.response.headers[POSITION_HEADER] = str(self.position)
+            yield Reads(cur, tables, self.org, datetime.now(UTC))
+
+    def not_found(self, what: str) -> Problem:
+        return Problem(404, f"no such {what}", headers={POSITION_HEADER: str(self.position)})
+
+
+Read = Annotated[ReadRequest, Depends()]
+
+
+def _etag(response: Response, request: Request, version: int) -> Response | None:
+    tag = f'"{version}"'
+    response.headers["ETag"] = tag
+    if request.headers.get("if-none-match") == tag:
+        return Response(status_code=304, headers=dict(response.headers))
+    return None
+
+
+def build_router() -> APIRouter:
+    router = APIRouter(tags=["reads"])
+
+    @router.get("/v1/objectives", summary="List objective views")
+    def list_objectives(
+        read: Read,
+        owner: Annotated[str | None, Query(max_length=100)] = None,
+        level: Literal["company", "department", "team", "individual"] | None = None,
+        status: Literal["achieved", "not_started", "on_track", "behind", "at_risk"] | None = None,
+        parent_id: UUID | None = None,
+        include_archived: bool = False,
+        limit: Limit = 100,
+        cursor: PageCursor = None,
+    ) -> dict[str, Any]:
+        with read.reads() as r:
+            return r.objectives(
+                owner=owner,
+                level=level,
+                status=status,
+                parent_id=str(parent_id) if parent_id else None,
+                include_archived=include_archived,
+                limit=limit,
+                cursor=cursor,
+            )
+
+    # Declared before /{objective_id} so "tree" is not taken for an id.
+    @router.get("/v1/objectives/tree", summary="Nested objective views with rollup_score")
+    def objective_tree(read: Read, root: UUID | None = None) -> dict[str, Any]:
+        with read.reads() as r:
+            found = r.tree(str(root) if root else None)
+        if found is None:
+            raise read.not_found("objective")
+        return {"items": found, "next_cursor": None}
+
+    @router.get("/v1/objectives/{objective_id}", summary="An objective view")
+    def get_objective(
+        objective_id: UUID,
+        read: Read,
+        request: Request,
+        response: Response,
+        as_of: Instant = None,
+        known_at: Instant = None,
+    ) -> Any:
+        with read.reads() as r:
+            if as_of is None and known_at is None:
+                view = r.objective(str(objective_id))
+            else:
+                view = timetravel.objective_at(r, str(objective_id), as_of, known_at)
+        if view is None:
+            raise read.not_found("objective")
+        return _etag(response, request, int(view["version"])) or view
+
+    @router.get("/v1/objectives/{objective_id}/history", summary="An objective's score history")
+    def objective_history(
+        objective_id: UUID,
+        read: Read,
+        from_: Annotated[AwareDatetime | None, Query(alias="from")] = None,
+        to: Instant = None,
+        limit: Limit = 100,
+        cursor: PageCursor = None,
+    ) -> dict[str, Any]:
+        with read.reads() as r:
+            if r.objective_row(str(objective_id)) is None:
+                raise read.not_found("objective")
+            return r.history(str(objective_id), from_, to, limit, cursor)
+
+    @router.get("/v1/objectives/{objective_id}/events", summary="An objective's raw events")
+    def objective_events(
+        objective_id: UUID, read: Read, limit: Limit = 100, cursor: PageCursor = None
+    ) -> dict[str, Any]:
+        with read.reads() as r:
+            if r.objective_row(str(objective_id)) is None:
+                raise read.not_found("objective")
+            return r.events(str(objective_id), limit, cursor)
+
+    @router.get("/v1/kpis/{kpi_id}", summary="A KPI view")
+    def get_kpi(
+        kpi_id: UUID, read: Read, request: Request, response: Response, as_of: Instant = None
+    ) -> Any:
+        with read.reads() as r:
+            view = r.kpi(str(kpi_id)) if as_of is None else timetravel.kpi_at(r, str(kpi_id), as_of)
+        if view is None:
+            raise read.not_found("KPI")
+        return _etag(response, request, int(view["version"])) or view
+
+    @router.get("/v1/kpis/{kpi_id}/series", summary="A KPI's buckets")
+    def kpi_series(
+        kpi_id: UUID,
+        read: Read,
+        from_: Annotated[AwareDatetime | None, Query(alias="from")] = None,
+        to: Instant = None,
+        limit: Limit = 100,
+        cursor: PageCursor = None,
+    ) -> dict[str, Any]:
+        with read.reads() as r:
+            found = r.series(str(kpi_id), from_, to, limit, cursor)
+        if found is None:
+            raise read.not_found("KPI")
+        return found
+
+    @router.get("/v1/detections", summary="Over- and under-reach detections")
+    def list_detections(
+        read: Read,
+        kind: Literal["over_reach", "under_reach", "kpi_breach", "stale_kpi"] | None = None,
+        reason: Literal[
+            "forecast",
+            "final",
+            "achieved_early",
+            "target_already_met",
+            "chronic",
+            "red",
+            "no_data",
+        ]
+        | None = None,
+        subject_id: Annotated[str | None, Query(max_length=200)] = None,
+        active: bool | None = None,
+        limit: Limit = 100,
+        cursor: PageCursor = None,
+    ) -> dict[str, Any]:
+        with read.reads() as r:
+            return r.detections(
+                kind=kind,
+                reason=reason,
+                subject_id=subject_id,
+                active=active,
+                limit=limit,
+                cursor=cursor,
+            )
+
+    return router
+
+
+def _dashboard() -> FileResponse:
+    return FileResponse(STATIC_DIR / "index.html", media_type="text/html")
+
+
+def install(app: FastAPI, settings: Settings) -> None:
+    """Add the query service's routes and state to `app` (the front door or its own)."""
+    if not hasattr(app.state, "projection_db"):
+        app.state.projection_db = Database.from_settings(settings, settings.projections_db_path)
+    if not hasattr(app.state, "query_store"):
+        app.state.query_store = ReadStore(app.state.projection_db, settings.kafka_partitions)
+    app.state.query_settings = settings
+    app.include_router(build_router())
+    app.include_router(live.build_router())
+    app.include_router(ops.build_router())
+    ops.install_metrics(app)
+    app.add_api_route("/", _dashboard, methods=["GET"], include_in_schema=False)
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="query-static")
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """The query service alone (production: stateless replicas behind a balancer)."""
+    settings = settings or load_settings()
+    app = FastAPI(title="okrstream query", version="1")
+    app.state.settings = settings
+    app.state.tokens = TokenStore.from_settings(settings)
+    install_problem_handlers(app)
+    install(app, settings)
+    return app

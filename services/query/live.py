@@ -1,0 +1,191 @@
+"""GET /v1/stream: Server-Sent Events from the projection store's change feed.
+
+One poller per process reads the `changes` table (seq > last) and fans each change out to
+the subscribers of its organisation. Each subscriber has a bounded, coalescing buffer: a
+newer change of the same (kind, subject) replaces the pending one, and when the buffer is
+full the oldest pending change is dropped, so a slow client never blocks the poller or the
+other clients. Heartbeat comment lines keep proxies from closing idle connections.
+
+EventSource cannot set headers: the token may be given as `?access_token=` on this route
+only (over TLS in production; it appears in access logs otherwise).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import OrderedDict
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+from fastapi import APIRouter, FastAPI, Query, Request
+from fastapi.responses import StreamingResponse
+
+from services.auth.tokens import Principal, TokenStore
+from services.http.problems import Problem
+from services.http.security import CHALLENGE
+from services.query.store import ReadStore
+
+log = logging.getLogger("okrstream.query.live")
+
+HEARTBEAT_S = 15.0
+POLL_S = 0.1
+MAX_PENDING = 1000
+KINDS = ("objective.updated", "kpi.updated", "detection.raised", "detection.resolved")
+
+
+class Subscriber:
+    """One SSE client: its organisation and its bounded, coalescing buffer."""
+
+    def __init__(self, org: str, max_pending: int = MAX_PENDING) -> None:
+        self.org = org
+        self.max_pending = max_pending
+        self.pending: OrderedDict[tuple[str, str], tuple[int, str, str]] = OrderedDict()
+        self.wake = asyncio.Event()
+        self.dropped = 0
+
+    def offer(self, seq: int, kind: str, subject_id: str, payload: str) -> None:
+        key = (kind, subject_id)
+        if key in self.pending:
+            del self.pending[key]  # coalesce: only the newest state of a subject matters
+        elif len(self.pending) >= self.max_pending:
+            self.pending.popitem(last=False)
+            self.dropped += 1
+        self.pending[key] = (seq, kind, payload)
+        self.wake.set()
+
+    def drain(self) -> list[tuple[int, str, str]]:
+        items = sorted(self.pending.values())
+        self.pending.clear()
+        self.wake.clear()
+        return items
+
+
+class Feed:
+    """The process's single poller of the change feed and its subscribers."""
+
+    def __init__(self, store: ReadStore, poll_s: float = POLL_S) -> None:
+        self.store = store
+        self.poll_s = poll_s
+        self.subscribers: set[Subscriber] = set()
+        self._task: asyncio.Task[None] | None = None
+        self._cursor: tuple[int, int] | None = None  # (generation, last seq)
+
+    def subscribe(self, org: str) -> Subscriber:
+        sub = Subscriber(org)
+        self.subscribers.add(sub)
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._run())
+        return sub
+
+    def unsubscribe(self, sub: Subscriber) -> None:
+        self.subscribers.discard(sub)
+
+    def _read(self) -> list[tuple[Any, ...]]:
+        tables = self.store.tables()
+        with self.store.reading() as (cur, t):
+            if self._cursor is None or self._cursor[0] != tables.generation:
+                # Start at the head: subscribers get what happens from now on.
+                row = ReadStore.one(cur, f"SELECT MAX(seq) FROM {t.changes}")
+                self._cursor = (tables.generation, int(row[0] or 0) if row else 0)
+                return []
+            return ReadStore.rows(
+                cur,
+                f"SELECT seq, org_id, kind, subject_id, payload FROM {t.changes}"
+                " WHERE seq > ? ORDER BY seq LIMIT 5000",
+                (self._cursor[1],),
+            )
+
+    async def poll_once(self) -> int:
+        rows = await asyncio.to_thread(self._read)
+        for seq, org, kind, subject_id, payload in rows:
+            for sub in list(self.subscribers):
+                if sub.org == org:
+                    sub.offer(int(seq), str(kind), str(subject_id), str(payload))
+        if rows and self._cursor is not None:
+            self._cursor = (self._cursor[0], int(rows[-1][0]))
+        return len(rows)
+
+    async def _run(self) -> None:
+        while self.subscribers:
+            try:
+                if await self.poll_once() == 0:
+                    await asyncio.sleep(self.poll_s)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # a store hiccup must not end the feed
+                log.exception("change feed poll failed")
+                await asyncio.sleep(1.0)
+
+
+def feed_of(app: FastAPI) -> Feed:
+    feed: Feed | None = getattr(app.state, "query_feed", None)
+    if feed is None:
+        feed = Feed(app.state.query_store)
+        app.state.query_feed = feed
+    return feed
+
+
+def stream_principal(request: Request, access_token: str | None) -> Principal:
+    """Bearer header, or `?access_token=` (EventSource cannot send headers)."""
+    header = request.headers.get("authorization", "")
+    scheme, _, credentials = header.partition(" ")
+    token = credentials.strip() if scheme.lower() == "bearer" else access_token
+    if not token:
+        raise Problem(401, "a bearer token or access_token is required", headers=CHALLENGE)
+    tokens: TokenStore = request.app.state.tokens
+    principal = tokens.verify(token)
+    if principal is None:
+        raise Problem(401, "unknown token", headers=CHALLENGE)
+    if not principal.allows("read"):
+        raise Problem(403, "this token lacks the 'read' scope")
+    return principal
+
+
+def format_event(seq: int, kind: str, payload: str) -> str:
+    data = "".join(f"data: {line}\n" for line in payload.splitlines() or [""])
+    return f"id: {seq}\nevent: {kind}\n{data}\n"
+
+
+def build_router() -> APIRouter:
+    router = APIRouter(tags=["live"])
+
+    @router.get(
+        "/v1/stream",
+        summary="Server-Sent Events: objective.updated, kpi.updated, detection.raised/resolved",
+        response_class=StreamingResponse,
+        responses={200: {"content": {"text/event-stream": {}}}},
+    )
+    async def stream(
+        request: Request,
+        access_token: Annotated[
+            str | None, Query(max_length=300, description="token, for EventSource clients")
+        ] = None,
+    ) -> StreamingResponse:
+        principal = await asyncio.to_thread(stream_principal, request, access_token)
+        feed = feed_of(request.app)
+        heartbeat_s: float = getattr(request.app.state, "sse_heartbeat_s", HEARTBEAT_S)
+        sub = feed.subscribe(principal.org_id)
+
+        async def events() -> AsyncIterator[str]:
+            try:
+                yield "retry: 2000\n: connected\n\n"
+                while True:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(sub.wake.wait(), heartbeat_s)
+                    items = sub.drain()
+                    if not items:
+                        yield ": heartbeat\n\n"
+                    for seq, kind, payload in items:
+                        yield format_event(seq, kind, payload)
+            finally:
+                feed.unsubscribe(sub)
+
+        return StreamingResponse(
+            events(),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
+
+    return router

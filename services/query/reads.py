@@ -1,0 +1,333 @@
+"""The reads of API.md over one read transaction, always restricted to one organisation.
+
+Lists page by keyset: the opaque cursor is the base64 of the last item's sort key.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import orjson
+
+from projections.kpi import bucket_start, kpi_status
+from services.http.problems import Problem
+from services.projectionstore.db import Cursor
+from services.projectionstore.schema import Tables, iso
+from services.query.store import ReadStore
+from services.query.views import (
+    DAY_COLUMNS,
+    DETECTION_COLUMNS,
+    KPI_COLUMNS,
+    KR_COLUMNS,
+    OBJECTIVE_COLUMNS,
+    bucket_of_day,
+    current_bucket_days,
+    detection_view,
+    kpi_view,
+    merge_days,
+    objective_view,
+)
+
+Page = dict[str, Any]
+
+
+def encode_cursor(key: list[Any]) -> str:
+    return base64.urlsafe_b64encode(orjson.dumps(key)).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str | None, arity: int) -> list[Any] | None:
+    """The sort key inside `cursor`; 422 when it is not one of ours."""
+    if cursor is None:
+        return None
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        key = orjson.loads(raw)
+    except (ValueError, orjson.JSONDecodeError):
+        key = None
+    if not isinstance(key, list) or len(key) != arity:
+        raise Problem(
+            422, "cursor is not valid", errors=[{"loc": ["query", "cursor"], "msg": "not a cursor"}]
+        )
+    return key
+
+
+def page(items: list[Any], limit: int, key_of: Any) -> Page:
+    """{"items", "next_cursor"} from up to limit+1 fetched items."""
+    more = len(items) > limit
+    items = items[:limit]
+    return {"items": items, "next_cursor": encode_cursor(key_of(items[-1])) if more else None}
+
+
+@dataclass(frozen=True, slots=True)
+class Reads:
+    """One request's reads: its transaction, tables, organisation and clock."""
+
+    cur: Cursor
+    t: Tables
+    org: str
+    now: datetime
+
+    def rows(self, sql: str, params: Iterable[Any] = ()) -> list[tuple[Any, ...]]:
+        return ReadStore.rows(self.cur, sql, list(params))
+
+    # -- objectives -------------------------------------------------------------------
+
+    def objective_row(self, objective_id: str) -> tuple[Any, ...] | None:
+        found = self.rows(
+            f"SELECT {OBJECTIVE_COLUMNS} FROM {self.t.objectives}"
+            " WHERE objective_id = ? AND org_id = ?",
+            (objective_id, self.org),
+        )
+        return found[0] if found else None
+
+    def _key_results(self, ids: list[str]) -> dict[str, list[tuple[Any, ...]]]:
+        found: dict[str, list[tuple[Any, ...]]] = {i: [] for i in ids}
+        if not ids:
+            return found
+        marks = ",".join("?" * len(ids))
+        for row in self.rows(
+            f"SELECT {KR_COLUMNS} FROM {self.t.key_results} WHERE objective_id IN ({marks})"
+            " AND org_id = ? AND removed = 0 ORDER BY objective_id, ordinal, kr_id",
+            (*ids, self.org),
+        ):
+            found[row[1]].append(row)
+        return found
+
+    def _children(self, ids: list[str]) -> dict[str, list[str]]:
+        found: dict[str, list[str]] = {i: [] for i in ids}
+        if not ids:
+            return found
+        marks = ",".join("?" * len(ids))
+        for child, parent in self.rows(
+            f"SELECT objective_id, parent_id FROM {self.t.objectives} WHERE parent_id IN"
+            f" ({marks}) AND org_id = ? AND state <> 'archived' ORDER BY objective_id",
+            (*ids, self.org),
+        ):
+            found[parent].append(child)
+        return found
+
+    def objective_views(self, rows: list[tuple[Any, ...]]) -> list[dict[str, Any]]:
+        ids = [r[0] for r in rows]
+        krs, children = self._key_results(ids), self._children(ids)
+        return [objective_view(r, krs[r[0]], children[r[0]], self.now) for r in rows]
+
+    def objective(self, objective_id: str) -> dict[str, Any] | None:
+        row = self.objective_row(objective_id)
+        return self.objective_views([row])[0] if row is not None else None
+
+    def objectives(
+        self,
+        *,
+        owner: str | None,
+        level: str | None,
+        status: str | None,
+        parent_id: str | None,
+        include_archived: bool,
+        limit: int,
+        cursor: str | None,
+    ) -> Page:
+        after = decode_cursor(cursor, 1)
+        where, params = ["org_id = ?"], [self.org]
+        if owner is not None:
+            where.append("owner = ?")
+            params.append(owner)
+        if level is not None:
+            where.append("level = ?")
+            params.append(level)
+        if parent_id is not None:
+            where.append("parent_id = ?")
+            params.append(parent_id)
+        if not include_archived:
+            where.append("state <> 'archived'")
+        last = after[0] if after else ""
+        items: list[dict[str, Any]] = []
+        # status is evaluated at request time, so it filters after evaluation.
+        while len(items) <= limit:
+            batch = self.rows(
+                f"SELECT {OBJECTIVE_COLUMNS} FROM {self.t.objectives} WHERE "
+                + " AND ".join(where)
+                + " AND objective_id > ? ORDER BY objective_id LIMIT ?",
+                (*params, last, limit + 1),
+            )
+            if not batch:
+                break
+            views = self.objective_views(batch)
+            items += [v for v in views if status is None or v["status"] == status]
+            last = batch[-1][0]
+            if len(batch) <= limit:
+                break
+        return page(items, limit, lambda v: [v["id"]])
+
+    def tree(self, root: str | None) -> list[dict[str, Any]] | None:
+        """Nested views (children replaced by their views), from `root` or from every top."""
+        rows = self.rows(
+            f"SELECT {OBJECTIVE_COLUMNS} FROM {self.t.objectives}"
+            " WHERE org_id = ? AND state <> 'archived' ORDER BY objective_id",
+            (self.org,),
+        )
+        views = {v["id"]: v for v in self.objective_views(rows)}
+        for view in views.values():
+            view["children"] = [views[c] for c in view["children"] if c in views]
+        if root is not None:
+            return [views[root]] if root in views else None
+        return [v for v in views.values() if v["parent_id"] not in views]
+
+    def history(
+        self, objective_id: str, start: datetime | None, end: datetime | None, limit: int,
+        cursor: str | None,
+    ) -> Page:  # fmt: skip
+        after = decode_cursor(cursor, 1)
+        where, params = ["objective_id = ?", "org_id = ?", "seq > ?"], [
+            objective_id, self.org, int(after[0]) if after else -1,
+        ]  # fmt: skip
+        if start is not None:
+            where.append("occurred_at >= ?")
+            params.append(iso(start))
+        if end is not None:
+            where.append("occurred_at <= ?")
+            params.append(iso(end))
+        rows = self.rows(
+            "SELECT seq, occurred_at, recorded_at, event_id, event_type, score, progress,"
+            f" kr_scores FROM {self.t.score_history} WHERE "
+            + " AND ".join(where)
+            + " ORDER BY seq LIMIT ?",
+            (*params, limit + 1),
+        )
+        items = [
+            {
+                "seq": seq,
+                "occurred_at": occurred_at,
+                "recorded_at": recorded_at,
+                "event_id": event_id,
+                "event_type": event_type,
+                "score": score,
+                "progress": progress,
+                "key_results": orjson.loads(kr_scores) if kr_scores else {},
+            }
+            for seq, occurred_at, recorded_at, event_id, event_type, score, progress, kr_scores in (
+                rows
+            )
+        ]
+        result = page(items, limit, lambda v: [v["seq"]])
+        for item in result["items"]:
+            item.pop("seq")
+        return result
+
+    def events(self, stream_id: str, limit: int, cursor: str | None) -> Page:
+        after = decode_cursor(cursor, 1)
+        rows = self.rows(
+            f"SELECT stream_version, position, body FROM {self.t.goal_events}"
+            " WHERE stream_id = ? AND org_id = ? AND stream_version > ?"
+            " ORDER BY stream_version LIMIT ?",
+            (stream_id, self.org, int(after[0]) if after else 0, limit + 1),
+        )
+        items = [{**orjson.loads(body), "position": position} for _v, position, body in rows]
+        return page(items, limit, lambda v: [v["stream_version"]])
+
+    # -- KPIs ---------------------------------------------------------------------------
+
+    def kpi_row(self, kpi_id: str) -> tuple[Any, ...] | None:
+        found = self.rows(
+            f"SELECT {KPI_COLUMNS} FROM {self.t.kpis} WHERE kpi_id = ? AND org_id = ?",
+            (kpi_id, self.org),
+        )
+        return found[0] if found else None
+
+    def kpi(self, kpi_id: str) -> dict[str, Any] | None:
+        row = self.kpi_row(kpi_id)
+        if row is None:
+            return None
+        first, after_last = current_bucket_days(row[7], self.now)
+        days = self.rows(
+            f"SELECT {DAY_COLUMNS} FROM {self.t.kpi_days}"
+            " WHERE kpi_id = ? AND day >= ? AND day < ? ORDER BY day",
+            (kpi_id, first, after_last),
+        )
+        return kpi_view(row, days, self.now)
+
+    def series(
+        self, kpi_id: str, start: datetime | None, end: datetime | None, limit: int,
+        cursor: str | None,
+    ) -> Page | None:  # fmt: skip
+        row = self.kpi_row(kpi_id)
+        if row is None:
+            return None
+        direction, target, amber, interval, aggregation = row[4], row[5], row[6], row[7], row[8]
+        after = decode_cursor(cursor, 1)
+        where, params = ["kpi_id = ?"], [kpi_id]
+        if start is not None:
+            # The whole bucket holding `start`, so its value is complete.
+            where.append("day >= ?")
+            params.append(bucket_start(start, interval).date().isoformat())
+        if end is not None:
+            where.append("day <= ?")
+            params.append(end.date().isoformat())
+        if after is not None:
+            where.append("day > ?")
+            params.append(str(after[0]))
+        buckets: dict[str, list[tuple[Any, ...]]] = {}
+        for day in self.rows(
+            f"SELECT {DAY_COLUMNS} FROM {self.t.kpi_days} WHERE "
+            + " AND ".join(where)
+            + " ORDER BY day",
+            params,
+        ):
+            key = iso(bucket_of_day(day[0], interval))
+            if key not in buckets and len(buckets) > limit:
+                break
+            buckets.setdefault(key, []).append(day)
+        items = []
+        for key, days in buckets.items():
+            acc = merge_days(days)
+            value = acc.value(aggregation)
+            items.append(
+                {
+                    "bucket_start": key,
+                    "value": value,
+                    "count": acc.count,
+                    "status": kpi_status(value, direction, target, amber),
+                    "_last_day": days[-1][0],
+                }
+            )
+        # The cursor is the last day of the last bucket served.
+        more = len(items) > limit
+        items = items[:limit]
+        next_cursor = encode_cursor([_last_day_of(items[-1])]) if more else None
+        for item in items:
+            item.pop("_last_day")
+        return {"items": items, "next_cursor": next_cursor}
+
+    # -- detections -----------------------------------------------------------------------
+
+    def detections(
+        self, *, kind: str | None, reason: str | None, subject_id: str | None,
+        active: bool | None, limit: int, cursor: str | None,
+    ) -> Page:  # fmt: skip
+        after = decode_cursor(cursor, 2)
+        where, params = ["org_id = ?"], [self.org]
+        for column, value in (("kind", kind), ("reason", reason), ("subject_id", subject_id)):
+            if value is not None:
+                where.append(f"{column} = ?")
+                params.append(value)
+        if active is True:
+            where.append("resolved_at IS NULL")
+        elif active is False:
+            where.append("resolved_at IS NOT NULL")
+        if after is not None:
+            where.append("(detected_at < ? OR (detected_at = ? AND detection_id < ?))")
+            params += [after[0], after[0], after[1]]
+        rows = self.rows(
+            f"SELECT {DETECTION_COLUMNS} FROM {self.t.detections} WHERE "
+            + " AND ".join(where)
+            + " ORDER BY detected_at DESC, detection_id DESC LIMIT ?",
+            (*params, limit + 1),
+        )
+        return page([detection_view(r) for r in rows], limit, lambda v: [v["detected_at"], v["id"]])
+
+
+def _last_day_of(item: dict[str, Any]) -> str:
+    return str(item["_last_day"])

@@ -1,0 +1,312 @@
+"""Every read of API.md against a real projection store (SQLite and PostgreSQL)."""
+
+from __future__ import annotations
+
+import itertools
+import time
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from fastapi.routing import APIRoute
+
+from tests.integration.query.conftest import World
+
+pytestmark = pytest.mark.integration
+
+VIEW_FIELDS = {
+    "id", "title", "description", "owner", "level", "parent_id", "period", "state", "version",
+    "score", "progress", "rollup_score", "expected", "health", "status", "forecast", "zone",
+    "policy_version", "evaluated_at", "children", "key_results",
+}  # fmt: skip
+KR_FIELDS = {
+    "id", "title", "kind", "unit", "start", "target", "comparison", "weight", "kpi_id",
+    "aggregation", "current", "progress", "score", "confidence", "updated_at",
+}  # fmt: skip
+
+
+def test_objective_view_has_every_field_and_is_evaluated_now(world: World) -> None:
+    before = datetime.now(UTC)
+    r = world.get(f"/v1/objectives/{world.company}")
+    assert r.status_code == 200, r.text
+    view = r.json()
+    assert view.keys() >= VIEW_FIELDS
+    assert view["title"] == "Delight customers <script>alert(1)</script>"
+    assert r.headers["ETag"] == f'"{view["version"]}"'
+    assert int(r.headers["X-Projection-Position"]) == world.position
+    assert view["score"] == pytest.approx((0.6 + 1.0) / 2)
+    assert view["children"] == [world.department]
+    assert [kr["title"] for kr in view["key_results"]] == ["NPS", "Launch"]
+    assert view["key_results"][0].keys() >= KR_FIELDS
+    evaluated = datetime.fromisoformat(view["evaluated_at"].replace("Z", "+00:00"))
+    assert evaluated >= before - timedelta(seconds=1)
+    assert 0.4 < view["expected"] < 0.6
+    assert view["health"] == pytest.approx(view["score"] / view["expected"])
+    assert view["status"] in {"on_track", "behind", "at_risk", "achieved"}
+    assert view["period"]["start"] < view["period"]["end"]
+    # If-None-Match with the current version: not modified.
+    again = world.client.get(
+        f"/v1/objectives/{world.company}",
+        headers={"Authorization": f"Bearer {world.token}", "If-None-Match": r.headers["ETag"]},
+    )
+    assert again.status_code == 304
+
+
+def test_unknown_objective_is_404_problem(world: World) -> None:
+    r = world.get("/v1/objectives/00000000-0000-0000-0000-000000000001")
+    assert r.status_code == 404
+    assert r.headers["content-type"].startswith("application/problem+json")
+    assert r.json()["status"] == 404
+    assert world.get("/v1/objectives/not-a-uuid").status_code == 422
+
+
+def test_auth_errors(world: World) -> None:
+    assert world.client.get("/v1/objectives").status_code == 401
+    assert world.get("/v1/objectives", token="okr_nope").status_code == 401
+    r = world.get("/v1/objectives", token=world.writer_only)
+    assert r.status_code == 403
+    assert r.headers["content-type"].startswith("application/problem+json")
+
+
+def test_list_filters(world: World) -> None:
+    def ids(**params: object) -> list[str]:
+        r = world.get("/v1/objectives", **params)
+        assert r.status_code == 200, r.text
+        assert int(r.headers["X-Projection-Position"]) == world.position
+        return [v["id"] for v in r.json()["items"]]
+
+    everything = {world.company, world.department, world.team}
+    assert set(ids()) == everything
+    assert set(ids(include_archived=True)) == everything | {world.archived}
+    assert ids(owner="bo") == [world.department]
+    assert ids(level="team") == [world.team]
+    assert ids(parent_id=world.company) == [world.department]
+    achieved = ids(status="achieved")
+    assert world.team in achieved
+    assert world.company not in achieved
+    assert ids(owner="nobody") == []
+    assert world.get("/v1/objectives", level="galaxy").status_code == 422
+    assert world.get("/v1/objectives", status="great").status_code == 422
+
+
+@pytest.mark.parametrize("limit", [0, 1001, -1])
+def test_limit_out_of_range_is_422(world: World, limit: int) -> None:
+    r = world.get("/v1/objectives", limit=limit)
+    assert r.status_code == 422
+    assert r.json()["errors"]
+
+
+def test_pagination_walks_every_item_once(world: World) -> None:
+    seen: list[str] = []
+    cursor = None
+    for _ in range(10):
+        params: dict[str, object] = {"limit": 1, "include_archived": True}
+        if cursor:
+            params["cursor"] = cursor
+        body = world.get("/v1/objectives", **params).json()
+        seen += [v["id"] for v in body["items"]]
+        cursor = body["next_cursor"]
+        if cursor is None:
+            break
+    assert sorted(seen) == sorted({world.company, world.department, world.team, world.archived})
+    assert world.get("/v1/objectives", cursor="garbage!").status_code == 422
+
+
+def test_tree_nests_views_with_rollup(world: World) -> None:
+    body = world.get("/v1/objectives/tree").json()
+    assert [n["id"] for n in body["items"]] == [world.company]
+    dept = body["items"][0]["children"][0]
+    assert dept["id"] == world.department
+    assert dept["children"][0]["id"] == world.team
+    assert "rollup_score" in dept
+    sub = world.get("/v1/objectives/tree", root=world.department).json()
+    assert [n["id"] for n in sub["items"]] == [world.department]
+    assert world.get("/v1/objectives/tree", root=world.foreign).status_code == 404
+
+
+def test_history_with_range_and_pages(world: World) -> None:
+    r = world.get(f"/v1/objectives/{world.company}/history")
+    items = r.json()["items"]
+    assert len(items) == 3
+    assert {"occurred_at", "recorded_at", "event_id", "event_type", "score", "progress",
+            "key_results"} <= items[0].keys()  # fmt: skip
+    assert [i["score"] for i in items] == sorted(i["score"] for i in items)
+    first = world.get(f"/v1/objectives/{world.company}/history", limit=2).json()
+    assert len(first["items"]) == 2
+    rest = world.get(
+        f"/v1/objectives/{world.company}/history", limit=2, cursor=first["next_cursor"]
+    ).json()
+    assert len(rest["items"]) == 1
+    assert rest["next_cursor"] is None
+    cut = items[1]["occurred_at"]
+    ranged = world.get(f"/v1/objectives/{world.company}/history", to=cut).json()["items"]
+    assert len(ranged) == 2
+    ranged = world.get(f"/v1/objectives/{world.company}/history", **{"from": cut}).json()
+    assert len(ranged["items"]) == 2
+    assert (
+        world.get(f"/v1/objectives/{world.company}/history", to="2026-01-01T00:00:00").status_code
+        == 422
+    )
+
+
+def test_events_carry_envelope_and_chain(world: World) -> None:
+    items = world.get(f"/v1/objectives/{world.company}/events").json()["items"]
+    assert [e["stream_version"] for e in items] == [1, 2, 3]
+    assert items[0]["type"] == "objective.drafted"
+    assert items[0]["prev_hash"] is None
+    assert all(b["prev_hash"] == a["hash"] for a, b in itertools.pairwise(items))
+    assert {"event_id", "org_id", "occurred_at", "recorded_at", "hash"} <= items[0].keys()
+
+
+def test_kpi_view_and_series(world: World) -> None:
+    r = world.get(f"/v1/kpis/{world.kpi}")
+    assert r.status_code == 200, r.text
+    kpi = r.json()
+    assert {"id", "name", "unit", "direction", "target", "amber", "interval", "aggregation",
+            "current", "status", "last_reading_at", "stale", "version"} <= kpi.keys()  # fmt: skip
+    assert r.headers["ETag"] == '"1"'
+    # Today's bucket: 40 (five minutes ago, unless that was yesterday) + 70.
+    assert kpi["current"] in (110.0, 70.0)
+    assert kpi["status"] == ("green" if kpi["current"] >= 100 else "red")
+    assert kpi["stale"] is False
+    series = world.get(f"/v1/kpis/{world.kpi}/series").json()
+    assert {"bucket_start", "value", "count", "status"} <= series["items"][0].keys()
+    assert sum(b["count"] for b in series["items"]) == 21
+    assert len(series["items"]) in (20, 21)
+    first = world.get(f"/v1/kpis/{world.kpi}/series", limit=5).json()
+    assert len(first["items"]) == 5
+    second = world.get(f"/v1/kpis/{world.kpi}/series", limit=5, cursor=first["next_cursor"]).json()
+    assert second["items"][0]["bucket_start"] > first["items"][-1]["bucket_start"]
+    recent = world.get(
+        f"/v1/kpis/{world.kpi}/series",
+        **{"from": (datetime.now(UTC) - timedelta(days=2)).isoformat()},
+    ).json()
+    assert 2 <= len(recent["items"]) <= 3
+    assert world.get(f"/v1/kpis/{world.foreign_kpi}").status_code == 404
+    assert world.get(f"/v1/kpis/{world.foreign_kpi}/series").status_code == 404
+
+
+def test_detections_filters_and_pages(world: World) -> None:
+    def ids(**params: object) -> list[str]:
+        r = world.get("/v1/detections", **params)
+        assert r.status_code == 200, r.text
+        return [d["id"] for d in r.json()["items"]]
+
+    mine = world.detections[:3]
+    assert ids() == list(reversed(mine))  # newest first
+    assert ids(kind="over_reach") == [mine[0]]
+    assert ids(reason="achieved_early") == [mine[1]]
+    assert ids(subject_id=world.kpi) == [mine[2]]
+    assert set(ids(active=True)) == {mine[0], mine[2]}
+    assert ids(active=False) == [mine[1]]
+    page = world.get("/v1/detections", limit=2).json()
+    rest = world.get("/v1/detections", limit=2, cursor=page["next_cursor"]).json()
+    assert [d["id"] for d in page["items"] + rest["items"]] == list(reversed(mine))
+    d = world.get("/v1/detections", kind="kpi_breach").json()["items"][0]
+    assert {"id", "kind", "reason", "subject_type", "subject_id", "period", "detected_at",
+            "resolved_at", "policy_version", "evidence"} <= d.keys()  # fmt: skip
+
+
+def test_min_position(world: World) -> None:
+    ok = world.get(f"/v1/objectives/{world.company}", min_position=world.position)
+    assert ok.status_code == 200
+    started = time.monotonic()
+    late = world.get(f"/v1/objectives/{world.company}", min_position=world.position + 1)
+    assert late.status_code == 503
+    assert late.headers["Retry-After"]
+    assert time.monotonic() - started >= 0.4
+    assert world.get("/v1/detections", min_position=-1).status_code == 422
+
+
+def test_min_position_answers_once_the_processor_catches_up(world: World) -> None:
+    import threading
+
+    from tests.integration.query.query_seed import set_position
+
+    world.client.app.state.min_position_wait_s = 5.0  # type: ignore[attr-defined]
+    timer = threading.Timer(
+        0.3,
+        set_position,
+        (world.db, world.tables, world.position + 5, world.settings.kafka_partitions),
+    )
+    timer.start()
+    r = world.get("/v1/objectives", min_position=world.position + 5)
+    timer.join()
+    assert r.status_code == 200
+    assert int(r.headers["X-Projection-Position"]) == world.position + 5
+
+
+def _read_routes(app) -> list[APIRoute]:  # type: ignore[no-untyped-def]
+    """Every GET API route of the app, through included routers."""
+    found: list[APIRoute] = []
+
+    def walk(routes) -> None:  # type: ignore[no-untyped-def]
+        for route in routes:
+            if isinstance(route, APIRoute):
+                found.append(route)
+            elif hasattr(route, "original_router"):
+                walk(route.original_router.routes)
+            elif hasattr(route, "routes") and not hasattr(route, "app"):
+                walk(route.routes)
+
+    walk(app.routes)
+    return [r for r in found if "GET" in r.methods]
+
+
+# Routes that serve no organisation's data (operations), or are covered by their own test.
+NOT_TENANT_DATA = {"/", "/healthz", "/readyz", "/metrics", "/v1/stream"}
+
+
+def test_tenancy_on_every_read_route(world: World) -> None:
+    """Another organisation's token sees 404 or nothing of acme's on every route."""
+    routes = _read_routes(world.client.app)
+    paths = {r.path for r in routes}
+    assert "/v1/objectives/{objective_id}" in paths
+    acme_ids = [world.company, world.department, world.team, world.kpi, *world.detections[:3]]
+    fill = {"objective_id": world.company, "kpi_id": world.kpi}
+    extra = {"/v1/objectives/tree": {"root": world.company}}
+    checked = 0
+    for route in routes:
+        if route.path in NOT_TENANT_DATA:
+            continue
+        path = route.path.format(**{p: fill[p] for p in route.param_convertors})
+        for params in ({}, extra.get(route.path, {})):
+            # The owner sees it; the other organisation does not.
+            own = world.get(path, **params)
+            assert own.status_code == 200, (path, own.text)
+            r = world.get(path, token=world.other, **params)
+            assert r.status_code in (200, 404), (path, r.status_code, r.text)
+            if r.status_code == 200:
+                assert not any(i in r.text for i in acme_ids), (path, r.text)
+                items = r.json().get("items")
+                assert items is None or all(i.get("org_id") in (None, "globex") for i in items)
+            checked += 1
+    assert checked >= 8
+
+
+def test_foreign_objective_is_404_for_owner_token(world: World) -> None:
+    for suffix in ("", "/history", "/events"):
+        assert world.get(f"/v1/objectives/{world.foreign}{suffix}").status_code == 404
+    assert world.get("/v1/objectives/tree", token=world.other).json()["items"][0]["id"] == (
+        world.foreign
+    )
+
+
+def test_ops_endpoints(world: World) -> None:
+    assert world.client.get("/healthz").json() == {"status": "ok"}
+    ready = world.client.get("/readyz")
+    body = ready.json()
+    assert body["checks"]["projection_store"]["applied_position"] == world.position
+    assert body["checks"]["token_store"]["ok"] is True
+    # No broker in this test: not ready, and says why.
+    assert ready.status_code == 503
+    assert body["checks"]["broker"]["ok"] is False
+    world.get(f"/v1/objectives/{world.company}")
+    metrics = world.client.get("/metrics").text
+    assert 'route="/v1/objectives/{objective_id}"' in metrics
+    assert f"okr_processor_applied_position {float(world.position)}" in metrics
+
+
+def test_dashboard_page_is_served(world: World) -> None:
+    r = world.client.get("/")
+    assert r.status_code == 200
+    assert r.headers["content-type"].startswith("text/html")
