@@ -121,9 +121,15 @@ class EventStore:
         readings, whose stream id is derived from their reading id: a duplicate is skipped,
         never stored twice, and never fails the batch.
         """
-        if not new_events:
-            return []
         rows = [(e.stream_id, e.stream_version, e.type, events.encode(e)) for e in new_events]
+        return self.append_new_encoded(rows)
+
+    def append_new_encoded(self, rows: Sequence[tuple[UUID, int, str, bytes]]) -> list[int | None]:
+        """append_new for events already encoded: (stream_id, stream_version, type, canonical
+        JSON). The bulk-ingest path, which builds canonical bytes without pydantic models."""
+        rows = list(rows)
+        if not rows:
+            return []
         try:
             if self.is_postgres:
                 return self._append_new_postgres(rows)

@@ -1,0 +1,1 @@
+"""Readings ingest: POST /v1/readings into the event store (the outbox)."""

@@ -1,0 +1,129 @@
+"""Composition root of the ingest service: POST /v1/readings (API.md, "Readings").
+
+`install(app, settings)` adds the route to any FastAPI app (the front door does this);
+`create_app()` builds the service alone. Answers 202 only after the batch is committed.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import orjson
+from fastapi import APIRouter, FastAPI, Header, Request
+from fastapi.responses import Response
+from starlette.concurrency import run_in_threadpool
+
+from contracts.readings import ReadingsAccepted
+from services.auth.tokens import TokenStore
+from services.eventstore import EventStore, StoreUnavailableError
+from services.http.idempotency import Answer, IdempotencyStore, fingerprint, run_once
+from services.http.limits import install_body_limit
+from services.http.problems import Problem, install_problem_handlers
+from services.http.security import Ingester
+from services.ingest.service import ReadingsService
+from services.settings import Settings, load_settings
+
+IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key")]
+
+
+def _items(raw: bytes, limit: int) -> list[Any]:
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise Problem(400, f"the body is not valid JSON: {exc}") from None
+    if not isinstance(body, dict) or not isinstance(body.get("readings"), list):
+        raise Problem(
+            422,
+            'the body must be {"readings": [...]}',
+            errors=[{"loc": ["body", "readings"], "msg": "a list of readings is required"}],
+        )
+    extra = sorted(set(body) - {"readings"})
+    if extra:
+        raise Problem(
+            422,
+            "unknown fields in the body",
+            errors=[{"loc": ["body", k], "msg": "Extra inputs are not permitted"} for k in extra],
+        )
+    items: list[Any] = body["readings"]
+    if len(items) > limit:
+        raise Problem(413, f"at most {limit} readings per request ({len(items)} sent)")
+    return items
+
+
+def build_router() -> APIRouter:
+    router = APIRouter(tags=["readings"])
+
+    @router.post(
+        "/v1/readings",
+        status_code=202,
+        response_model=ReadingsAccepted,
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/json": {
+                        "schema": {
+                            "type": "object",
+                            "required": ["readings"],
+                            "properties": {"readings": {"type": "array"}},
+                        }
+                    }
+                },
+            }
+        },
+    )
+    async def post_readings(
+        request: Request, principal: Ingester, key: IdempotencyKey = None
+    ) -> Response:
+        raw = await request.body()
+        settings: Settings = request.app.state.ingest_settings
+        service: ReadingsService = request.app.state.readings
+        items = _items(raw, settings.max_readings_per_request)
+
+        def produce(_retried: bool) -> Answer:
+            try:
+                return Answer(202, service.accept(principal.org_id, items))
+            except StoreUnavailableError as exc:
+                raise Problem(
+                    503, f"the event store is unavailable: {exc}", headers={"Retry-After": "1"}
+                ) from None
+
+        def run() -> Answer:
+            fp = fingerprint("POST", request.url.path, raw)
+            return run_once(request.app.state.idempotency, principal.org_id, key, fp, produce)
+
+        answer = await run_in_threadpool(run)
+        return Response(
+            orjson.dumps(answer.body),
+            status_code=answer.status,
+            media_type="application/json",
+            headers=dict(answer.headers),
+        )
+
+    return router
+
+
+def install(app: FastAPI, settings: Settings) -> None:
+    """Add POST /v1/readings to `app`; share its EventStore and idempotency store."""
+    if not hasattr(app.state, "event_store"):
+        app.state.event_store = EventStore.from_settings(settings)
+        app.router.on_shutdown.append(app.state.event_store.close)
+    if not hasattr(app.state, "idempotency"):
+        app.state.idempotency = IdempotencyStore.from_settings(settings)
+        app.router.on_shutdown.append(app.state.idempotency.close)
+    app.state.ingest_settings = settings
+    app.state.readings = ReadingsService(app.state.event_store)
+    app.include_router(build_router())
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """The ingest service alone."""
+    settings = settings or load_settings()
+    app = FastAPI(title="okrstream ingest", version="1")
+    app.state.settings = settings
+    app.state.tokens = TokenStore.from_settings(settings)
+    app.router.on_shutdown.append(app.state.tokens.close)
+    install_problem_handlers(app)
+    install_body_limit(app, settings)
+    install(app, settings)
+    return app
