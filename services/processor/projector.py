@@ -1,0 +1,1219 @@
+"""Batch application of readings, goal events and measurement notices to the projection
+store: the processor's whole effect, independent of Kafka (the live agents and the replay
+call the same methods).
+
+Every call is one transaction that first takes the projection writers' lock, so it sees
+the live generation and never interleaves with another writer (another worker, the
+replay's swap). Everything is idempotent: readings count once per (kpi, reading id), goal
+events once per (stream, version), detections once per key, so a redelivered batch
+changes nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from fractions import Fraction
+from typing import Any
+from uuid import NAMESPACE_URL, UUID, uuid5
+
+import orjson
+
+import events
+from contracts.topics import DETECTIONS
+from projections import detections as rules
+from projections.history import score_changed
+from projections.kpi import Accumulator, bucket_end, bucket_start
+from projections.objective import (
+    Measurement,
+    NotThisObjectiveError,
+    ObjectiveState,
+    apply,
+    evaluate,
+    fold,
+    key_result_input,
+    latest_confidence,
+    measure,
+)
+from projections.periods import Period
+from projections.policy import DEFAULT_POLICY, ScoringPolicy
+from projections.scoring import KeyResultScore, ObjectiveScore, rollup_score, score_objective
+from services.processor.records import GoalItem, Notice, ReadingRow, Watermark
+from services.projectionstore.db import Cursor, Database
+from services.projectionstore.meta import live_generation, write_lock
+from services.projectionstore.schema import Tables, iso, parse_iso
+
+log = logging.getLogger(__name__)
+
+CHUNK = 400  # rows per IN (...) list: well under SQLite's bound-parameter limit
+
+OBJECTIVE_RULES = {
+    ("over_reach", "forecast"),
+    ("over_reach", "final"),
+    ("under_reach", "achieved_early"),
+    ("under_reach", "final"),
+}
+KR_RULES = {("under_reach", "target_already_met")}
+OWNER_RULES = {("over_reach", "chronic"), ("under_reach", "chronic")}
+KPI_RULES = {("kpi_breach", "red"), ("stale_kpi", "no_data")}
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _chunks(items: Sequence[Any], size: int = CHUNK) -> Iterator[Sequence[Any]]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
+def _marks(n: int) -> str:
+    return ",".join("?" * n)
+
+
+def _opt_iso(t: datetime | None) -> str | None:
+    return None if t is None else iso(t)
+
+
+def _fraction_text(f: Fraction) -> str:
+    return f"{f.numerator}/{f.denominator}"
+
+
+def _fraction(text: str) -> Fraction:
+    num, _, den = text.partition("/")
+    return Fraction(int(num), int(den or 1))
+
+
+def _accumulator(row: Sequence[Any]) -> Accumulator:
+    """kpi_days columns (count, exact_total, minimum, maximum, last_at, last_value, last_key)."""
+    count, exact, minimum, maximum, last_at, last_value, last_key = row
+    return Accumulator(
+        count=int(count),
+        exact_total=_fraction(str(exact)),
+        minimum=minimum,
+        maximum=maximum,
+        last_at=None if last_at is None else parse_iso(last_at),
+        last_value=last_value,
+        last_key=last_key,
+    )
+
+
+@dataclass(slots=True)
+class KpiRow:
+    kpi_id: str
+    org_id: str
+    direction: str
+    target: float
+    amber: float
+    interval: str
+    aggregation: str
+    state: str
+    created_at: datetime
+    last_reading_at: datetime | None
+
+
+@dataclass(slots=True)
+class Tx:
+    """One projection write transaction: the cursor, the live tables, the evaluation time,
+    and what to do once it commits."""
+
+    cur: Cursor
+    tables: Tables
+    now: datetime
+    cached: dict[str, ObjectiveState] = field(default_factory=dict)
+    published: list[tuple[str, bytes]] = field(default_factory=list)
+
+
+class Projector:
+    """Applies batches to the projection store (see the module docstring).
+
+    `generation`: None = the live generation (re-read in every transaction); a number =
+    always that generation's tables (the replay's build). `publish`: whether detection
+    events go to the outbox for okr.detections.v1.
+    """
+
+    def __init__(
+        self,
+        db: Database,
+        *,
+        policy: ScoringPolicy = DEFAULT_POLICY,
+        clock: Callable[[], datetime] = utcnow,
+        generation: int | None = None,
+        lock: bool = True,
+        publish: bool = True,
+        cache_size: int = 20_000,
+    ) -> None:
+        self.db = db
+        self.policy = policy
+        self.clock = clock
+        self.generation = generation
+        self.lock = lock
+        self.publish = publish
+        self.cache_size = cache_size
+        self._cache: dict[str, ObjectiveState] = {}
+        self._cache_generation: int | None = None
+
+    # -- transactions --------------------------------------------------------------------
+
+    @contextmanager
+    def transaction(self) -> Iterator[Tx]:
+        """One write transaction on the live (or fixed) generation; the objective cache is
+        updated only once it commits."""
+        with self.db.transaction() as cur:
+            if self.lock:
+                write_lock(cur)
+            generation = self.generation if self.generation is not None else live_generation(cur)
+            if generation != self._cache_generation:
+                self._cache.clear()
+                self._cache_generation = generation
+            tx = Tx(cur, Tables(generation), self.clock())
+            yield tx
+        self._cache.update(tx.cached)
+        while len(self._cache) > self.cache_size:
+            del self._cache[next(iter(self._cache))]
+
+    def write_watermarks(self, tx: Tx, marks: Iterable[Watermark]) -> None:
+        best: dict[tuple[str, str, int, int], int] = {}
+        for m in marks:
+            key = (m.stage, m.topic, m.part, m.source_part)
+            best[key] = max(best.get(key, m.position), m.position)
+        t = tx.tables.watermarks
+        tx.cur.executemany(
+            f"INSERT INTO {t} (stage, topic, part, source_part, position, updated_at)"
+            " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (stage, topic, part, source_part)"
+            " DO UPDATE SET position = excluded.position, updated_at = excluded.updated_at"
+            f" WHERE excluded.position > {t}.position",
+            [(*k, p, iso(tx.now)) for k, p in sorted(best.items())],
+        )
+
+    # -- readings ------------------------------------------------------------------------
+
+    def apply_readings(
+        self, rows: Sequence[ReadingRow], marks: Sequence[Watermark] = ()
+    ) -> list[Notice]:
+        """Store readings once each, fold the new ones into kpi_days, update the KPIs and
+        their detections; return one notice per objective whose key results measure a
+        KPI of the batch (also for already-stored readings, so a redelivery after a crash
+        re-sends the notices that may have been lost)."""
+        with self.transaction() as tx:
+            notices = self.readings_in(tx, rows)
+            self.write_watermarks(tx, marks)
+        return notices
+
+    def readings_in(self, tx: Tx, rows: Sequence[ReadingRow]) -> list[Notice]:
+        if not rows:
+            return []
+        new = self._insert_readings(tx, rows)
+        self._fold_days(tx, new)
+        kpi_ids = sorted({r.kpi_id for r in rows})
+        latest: dict[str, ReadingRow] = {}
+        for r in new:
+            seen = latest.get(r.kpi_id)
+            if seen is None or (r.observed_at, r.event_id) > (seen.observed_at, seen.event_id):
+                latest[r.kpi_id] = r
+        t = tx.tables
+        tx.cur.executemany(
+            f"UPDATE {t.kpis} SET last_reading_at = ? WHERE kpi_id = ?"
+            " AND (last_reading_at IS NULL OR last_reading_at < ?)",
+            [(iso(r.observed_at), k, iso(r.observed_at)) for k, r in sorted(latest.items())],
+        )
+        kpis = self._kpis(tx, sorted(latest))
+        for kpi_id in sorted(latest):
+            kpi = kpis.get(kpi_id)
+            if kpi is not None:
+                payload = {"kpi_id": kpi_id, "last_reading_at": _opt_iso(kpi.last_reading_at)}
+                self._change(tx, kpi.org_id, "kpi.updated", kpi_id, payload)
+        self.sync_kpi_detections(tx, list(kpis.values()))
+        # The reading that caused a notice: the latest of the batch per KPI (or any).
+        cause: dict[str, ReadingRow] = {}
+        for r in rows:
+            seen = cause.get(r.kpi_id)
+            if seen is None or (r.observed_at, r.event_id) > (seen.observed_at, seen.event_id):
+                cause[r.kpi_id] = r
+        notices: dict[str, Notice] = {}
+        for chunk in _chunks(kpi_ids):
+            for objective_id, kpi_id in tx.cur.execute(
+                f"SELECT objective_id, kpi_id FROM {t.key_results}"
+                f" WHERE removed = 0 AND kpi_id IN ({_marks(len(chunk))})",
+                chunk,
+            ).fetchall():
+                r = cause[kpi_id]
+                found = notices.get(objective_id)
+                if found is None or (r.observed_at, r.event_id) > (
+                    found.occurred_at,
+                    found.event_id,
+                ):
+                    notices[objective_id] = Notice(
+                        objective_id, r.event_id, r.observed_at, r.recorded_at
+                    )
+        return [notices[k] for k in sorted(notices)]
+
+    def _insert_readings(self, tx: Tx, rows: Sequence[ReadingRow]) -> list[ReadingRow]:
+        unique: dict[tuple[str, str], ReadingRow] = {}
+        for r in rows:
+            unique.setdefault((r.kpi_id, r.reading_id), r)
+        keys = list(unique)
+        t = tx.tables.readings
+        for chunk in _chunks(keys):
+            values = ",".join(["(?, ?)"] * len(chunk))
+            params = [p for k in chunk for p in k]
+            for kpi_id, reading_id in tx.cur.execute(
+                f"SELECT kpi_id, reading_id FROM {t} WHERE (kpi_id, reading_id) IN"
+                f" (VALUES {values})",
+                params,
+            ).fetchall():
+                unique.pop((kpi_id, reading_id), None)
+        new = list(unique.values())
+        tx.cur.executemany(
+            f"INSERT INTO {t} (event_id, org_id, kpi_id, reading_id, value, observed_at,"
+            " recorded_at, source, position) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT DO NOTHING",
+            [
+                (
+                    r.event_id,
+                    r.org_id,
+                    r.kpi_id,
+                    r.reading_id,
+                    r.value,
+                    iso(r.observed_at),
+                    iso(r.recorded_at),
+                    r.source,
+                    r.position,
+                )
+                for r in new
+            ],
+        )
+        return new
+
+    def _fold_days(self, tx: Tx, new: Sequence[ReadingRow]) -> None:
+        adds: dict[tuple[str, str], Accumulator] = {}
+        for r in new:
+            key = (r.kpi_id, r.observed_at.date().isoformat())
+            acc = Accumulator.of(r.value, r.observed_at, r.reading_id)
+            found = adds.get(key)
+            adds[key] = acc if found is None else found.merge(acc)
+        keys = sorted(adds)
+        t = tx.tables.kpi_days
+        for chunk in _chunks(keys):
+            values = ",".join(["(?, ?)"] * len(chunk))
+            params = [p for k in chunk for p in k]
+            for row in tx.cur.execute(
+                f"SELECT kpi_id, day, count, exact_total, minimum, maximum, last_at, last_value,"
+                f" last_key FROM {t} WHERE (kpi_id, day) IN (VALUES {values})",
+                params,
+            ).fetchall():
+                key = (row[0], row[1])
+                adds[key] = _accumulator(row[2:]).merge(adds[key])
+        tx.cur.executemany(
+            f"INSERT INTO {t} (kpi_id, day, count, total, minimum, maximum, last_at, last_value,"
+            " last_key, exact_total) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT (kpi_id, day) DO UPDATE SET count = excluded.count,"
+            " total = excluded.total, minimum = excluded.minimum, maximum = excluded.maximum,"
+            " last_at = excluded.last_at, last_value = excluded.last_value,"
+            " last_key = excluded.last_key, exact_total = excluded.exact_total",
+            [
+                (
+                    k[0],
+                    k[1],
+                    a.count,
+                    a.total,
+                    a.minimum,
+                    a.maximum,
+                    _opt_iso(a.last_at),
+                    a.last_value,
+                    a.last_key,
+                    _fraction_text(a.exact_total),
+                )
+                for k in keys
+                for a in (adds[k],)
+            ],
+        )
+
+    def _kpis(self, tx: Tx, kpi_ids: Sequence[str]) -> dict[str, KpiRow]:
+        found: dict[str, KpiRow] = {}
+        for chunk in _chunks(list(kpi_ids)):
+            for row in tx.cur.execute(
+                "SELECT kpi_id, org_id, direction, target, amber, interval, aggregation, state,"
+                f" created_at, last_reading_at FROM {tx.tables.kpis}"
+                f" WHERE kpi_id IN ({_marks(len(chunk))})",
+                chunk,
+            ).fetchall():
+                found[row[0]] = KpiRow(
+                    kpi_id=row[0],
+                    org_id=row[1],
+                    direction=row[2],
+                    target=row[3],
+                    amber=row[4],
+                    interval=row[5],
+                    aggregation=row[6],
+                    state=row[7],
+                    created_at=parse_iso(row[8]),
+                    last_reading_at=None if row[9] is None else parse_iso(row[9]),
+                )
+        return found
+
+    def _days(
+        self, tx: Tx, kpi_ids: Sequence[str], first: date, last: date
+    ) -> dict[str, list[tuple[date, Accumulator]]]:
+        found: dict[str, list[tuple[date, Accumulator]]] = defaultdict(list)
+        for chunk in _chunks(sorted(set(kpi_ids))):
+            for row in tx.cur.execute(
+                "SELECT kpi_id, day, count, exact_total, minimum, maximum, last_at, last_value,"
+                f" last_key FROM {tx.tables.kpi_days} WHERE kpi_id IN ({_marks(len(chunk))})"
+                " AND day >= ? AND day <= ? ORDER BY kpi_id, day",
+                [*chunk, first.isoformat(), last.isoformat()],
+            ).fetchall():
+                found[row[0]].append((date.fromisoformat(row[1]), _accumulator(row[2:])))
+        return found
+
+    # -- KPI detections ------------------------------------------------------------------
+
+    def sync_kpi_detections(self, tx: Tx, kpis: Sequence[KpiRow]) -> None:
+        """kpi_breach/red and stale_kpi/no_data for these KPIs at tx.now."""
+        if not kpis:
+            return
+        now = tx.now
+        first = min(
+            bucket_start(now, k.interval)  # type: ignore[arg-type]
+            for k in kpis
+        ).date()
+        days = self._days(tx, [k.kpi_id for k in kpis], first, now.date())
+        holding: list[rules.Finding] = []
+        for k in kpis:
+            if k.state == "retired":
+                continue
+            start = bucket_start(now, k.interval)  # type: ignore[arg-type]
+            end = bucket_end(start, k.interval)  # type: ignore[arg-type]
+            acc = Accumulator.empty()
+            for day, a in days.get(k.kpi_id, ()):
+                if start.date() <= day < end.date():
+                    acc = acc.merge(a)
+            value = acc.value(k.aggregation) if acc.count else None  # type: ignore[arg-type]
+            holding += rules.kpi_findings(
+                k.kpi_id,
+                k.direction,  # type: ignore[arg-type]
+                k.target,
+                k.amber,
+                start,
+                value,
+                k.last_reading_at,
+                k.created_at,
+                k.interval,  # type: ignore[arg-type]
+                now,
+                self.policy,
+            )
+        subjects = [(k.org_id, "kpi", k.kpi_id) for k in kpis]
+        self.sync_detections(tx, subjects, KPI_RULES, holding)
+
+    # -- detections ----------------------------------------------------------------------
+
+    def sync_detections(
+        self,
+        tx: Tx,
+        subjects: Sequence[tuple[str, str, str]],
+        family: set[tuple[str, str]],
+        holding: Sequence[rules.Finding],
+        org_of: dict[str, str] | None = None,
+    ) -> None:
+        """Raise the findings not active yet and resolve the active detections of these
+        (org, subject_type, subject_id) subjects and rule family that no longer hold."""
+        if not subjects:
+            return
+        t = tx.tables.detections
+        org_by_subject = {(st, sid): org for org, st, sid in subjects}
+        active: dict[rules.DetectionKey, tuple[str, int, str]] = {}
+        by_type: dict[str, list[str]] = defaultdict(list)
+        for _, st, sid in subjects:
+            by_type[st].append(sid)
+        for st, ids in by_type.items():
+            for chunk in _chunks(sorted(set(ids))):
+                for row in tx.cur.execute(
+                    "SELECT kind, reason, subject_type, subject_id, period, detection_id,"
+                    f" version, org_id FROM {t} WHERE resolved_at IS NULL AND subject_type = ?"
+                    f" AND subject_id IN ({_marks(len(chunk))})",
+                    [st, *chunk],
+                ).fetchall():
+                    if (row[0], row[1]) not in family:
+                        continue
+                    if org_by_subject.get((row[2], row[3])) != row[7]:
+                        continue
+                    key = rules.DetectionKey(row[0], row[1], row[2], row[3], row[4])
+                    active[key] = (row[5], int(row[6]), row[7])
+        raised, resolved = rules.diff_findings(active, holding)
+        for f in raised:
+            org = org_by_subject[(f.key.subject_type, f.key.subject_id)]
+            self._raise(tx, org, f)
+        for key in resolved:
+            detection_id, version, org = active[key]
+            self._resolve(tx, org, key, detection_id, version)
+
+    @staticmethod
+    def detection_id(org: str, key: rules.DetectionKey) -> str:
+        name = f"{org}|{key.kind}|{key.reason}|{key.subject_type}|{key.subject_id}|{key.period}"
+        return str(uuid5(NAMESPACE_URL, "okrstream:detection:" + name))
+
+    def _raise(self, tx: Tx, org: str, f: rules.Finding) -> None:
+        t = tx.tables.detections
+        key = f.key
+        detection_id = self.detection_id(org, key)
+        row = tx.cur.execute(
+            f"SELECT version FROM {t} WHERE detection_id = ?", (detection_id,)
+        ).fetchone()
+        version = 1 if row is None else int(row[0]) + 1
+        evidence = orjson.dumps(f.evidence, option=orjson.OPT_SORT_KEYS).decode()
+        tx.cur.execute(
+            f"INSERT INTO {t} (detection_id, org_id, kind, reason, subject_type, subject_id,"
+            " period, detected_at, resolved_at, policy_version, evidence, version)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, NULL, ?, ?, ?) ON CONFLICT (detection_id) DO UPDATE"
+            " SET detected_at = excluded.detected_at, resolved_at = NULL,"
+            " policy_version = excluded.policy_version, evidence = excluded.evidence,"
+            " version = excluded.version",
+            (
+                detection_id,
+                org,
+                key.kind,
+                key.reason,
+                key.subject_type,
+                key.subject_id,
+                key.period,
+                iso(tx.now),
+                f.policy_version,
+                evidence,
+                version,
+            ),
+        )
+        event = events.DetectionRaised(
+            event_id=uuid5(NAMESPACE_URL, f"okrstream:detection-event:{detection_id}:{version}"),
+            org_id=org,
+            stream_id=UUID(detection_id),
+            stream_version=version,
+            occurred_at=tx.now,
+            recorded_at=tx.now,
+            actor="processor",
+            kind=key.kind,
+            reason=key.reason,
+            subject_type=key.subject_type,
+            subject_id=key.subject_id,
+            period=key.period,
+            detected_at=tx.now,
+            policy_version=f.policy_version,
+            evidence=f.evidence,
+        )
+        self._emit_detection(tx, org, key.subject_id, event)
+
+    def _resolve(
+        self, tx: Tx, org: str, key: rules.DetectionKey, detection_id: str, version: int
+    ) -> None:
+        t = tx.tables.detections
+        row = tx.cur.execute(
+            f"SELECT evidence, policy_version FROM {t} WHERE detection_id = ?", (detection_id,)
+        ).fetchone()
+        assert row is not None
+        tx.cur.execute(
+            f"UPDATE {t} SET resolved_at = ?, version = ? WHERE detection_id = ?",
+            (iso(tx.now), version + 1, detection_id),
+        )
+        event = events.DetectionResolved(
+            event_id=uuid5(
+                NAMESPACE_URL, f"okrstream:detection-event:{detection_id}:{version + 1}"
+            ),
+            org_id=org,
+            stream_id=UUID(detection_id),
+            stream_version=version + 1,
+            occurred_at=tx.now,
+            recorded_at=tx.now,
+            actor="processor",
+            kind=key.kind,
+            reason=key.reason,
+            subject_type=key.subject_type,
+            subject_id=key.subject_id,
+            period=key.period,
+            resolved_at=tx.now,
+            policy_version=str(row[1]),
+            evidence=orjson.loads(row[0]),
+        )
+        self._emit_detection(tx, org, key.subject_id, event)
+
+    def _emit_detection(self, tx: Tx, org: str, subject_id: str, event: events.Event) -> None:
+        body = events.encode(event)
+        self._change(tx, org, event.type, subject_id, orjson.loads(body))
+        if self.publish:
+            tx.cur.execute(
+                f"INSERT INTO {tx.tables.outbox} (topic, key, value) VALUES (?, ?, ?)",
+                (DETECTIONS.name, subject_id, body.decode()),
+            )
+            tx.published.append((subject_id, body))
+
+    def _change(self, tx: Tx, org: str, kind: str, subject_id: str, payload: Any) -> None:
+        tx.cur.execute(
+            f"INSERT INTO {tx.tables.changes} (org_id, kind, subject_id, payload, at)"
+            " VALUES (?, ?, ?, ?, ?)",
+            (org, kind, subject_id, orjson.dumps(payload).decode(), iso(tx.now)),
+        )
+
+    # -- goal events and measurements ----------------------------------------------------
+
+    def apply_goal_batch(
+        self,
+        items: Sequence[GoalItem],
+        notices: Sequence[Notice] = (),
+        marks: Sequence[Watermark] = (),
+    ) -> list[tuple[str, bytes]]:
+        """Fold goal events (objective and KPI streams) and measurement notices; recompute
+        the touched objectives, their history, detections and ancestors' rollups. Returns
+        the detection events to publish (key, canonical JSON), also kept in the outbox."""
+        with self.transaction() as tx:
+            self.goal_batch_in(tx, items, notices)
+            self.write_watermarks(tx, marks)
+        return tx.published
+
+    def goal_batch_in(self, tx: Tx, items: Sequence[GoalItem], notices: Sequence[Notice]) -> None:
+        kpi_items = [i for i in items if i.event.type.startswith("kpi.")]
+        objective_items = [i for i in items if not i.event.type.startswith("kpi.")]
+        touched_kpis = self._apply_kpi_events(tx, kpi_items)
+        by_stream: dict[str, list[GoalItem]] = defaultdict(list)
+        for item in objective_items:
+            by_stream[str(item.event.stream_id)].append(item)
+        causes: dict[str, list[tuple[str, str, datetime, datetime, int | None]]] = defaultdict(list)
+        for n in notices:
+            causes[n.objective_id].append(
+                (n.event_id, "reading.recorded", n.occurred_at, n.recorded_at, None)
+            )
+        if touched_kpis:
+            for chunk in _chunks(sorted(touched_kpis)):
+                for (objective_id,) in tx.cur.execute(
+                    f"SELECT DISTINCT objective_id FROM {tx.tables.key_results}"
+                    f" WHERE kpi_id IN ({_marks(len(chunk))})",
+                    chunk,
+                ).fetchall():
+                    causes.setdefault(objective_id, [])
+        ids = sorted(set(by_stream) | set(causes))
+        if not ids:
+            return
+        before, db_rows = self._load_states(tx, ids)
+        after: dict[str, ObjectiveState] = dict(before)
+        applied: dict[str, list[GoalItem]] = defaultdict(list)
+        goal_rows: list[tuple[Any, ...]] = []
+        checkin_rows: list[tuple[Any, ...]] = []
+        for stream_id, stream_items in by_stream.items():
+            state = after.get(stream_id)
+            for item in sorted(stream_items, key=lambda i: i.event.stream_version):
+                e = item.event
+                try:
+                    new = apply(state, e)
+                except NotThisObjectiveError as exc:
+                    log.warning("skipping %s %s: %s", e.type, e.event_id, exc)
+                    continue
+                if new is state:
+                    continue
+                state = new
+                applied[stream_id].append(item)
+                goal_rows.append(self._goal_row(item))
+                if isinstance(e, events.KeyResultCheckedIn):
+                    checkin_rows.append(
+                        (
+                            str(e.event_id),
+                            stream_id,
+                            str(e.kr_id),
+                            e.value,
+                            None if e.done is None else int(e.done),
+                            e.confidence,
+                            e.note,
+                            iso(e.occurred_at),
+                            iso(e.recorded_at),
+                        )
+                    )
+            if state is not None:
+                after[stream_id] = state
+        t = tx.tables
+        tx.cur.executemany(
+            f"INSERT INTO {t.goal_events} (stream_id, stream_version, org_id, event_id, type,"
+            " position, occurred_at, recorded_at, body) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT DO NOTHING",
+            goal_rows,
+        )
+        tx.cur.executemany(
+            f"INSERT INTO {t.checkins} (event_id, objective_id, kr_id, value, done, confidence,"
+            " note, occurred_at, recorded_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT DO NOTHING",
+            checkin_rows,
+        )
+        recompute = sorted(oid for oid in ids if oid in after)
+        self._recompute(tx, recompute, before, after, applied, causes, db_rows)
+        tx.cached.update({oid: after[oid] for oid in recompute})
+
+    def _goal_row(self, item: GoalItem) -> tuple[Any, ...]:
+        e = item.event
+        return (
+            str(e.stream_id),
+            e.stream_version,
+            e.org_id,
+            str(e.event_id),
+            e.type,
+            item.position,
+            iso(e.occurred_at),
+            iso(e.recorded_at),
+            item.body,
+        )
+
+    def _apply_kpi_events(self, tx: Tx, items: Sequence[GoalItem]) -> set[str]:
+        if not items:
+            return set()
+        t = tx.tables
+        touched: set[str] = set()
+        ordered = sorted(items, key=lambda i: (str(i.event.stream_id), i.event.stream_version))
+        versions: dict[str, int] = {}
+        ids = sorted({str(i.event.stream_id) for i in ordered})
+        for chunk in _chunks(ids):
+            for kpi_id, version in tx.cur.execute(
+                f"SELECT kpi_id, version FROM {t.kpis} WHERE kpi_id IN ({_marks(len(chunk))})",
+                chunk,
+            ).fetchall():
+                versions[kpi_id] = int(version)
+        for item in ordered:
+            e = item.event
+            kpi_id = str(e.stream_id)
+            if e.stream_version <= versions.get(kpi_id, 0):
+                continue
+            common = (e.stream_version, iso(e.occurred_at), item.position or 0, kpi_id)
+            if isinstance(e, events.KpiDefined):
+                if kpi_id in versions:
+                    continue
+                tx.cur.execute(
+                    f"INSERT INTO {t.kpis} (kpi_id, org_id, name, unit, direction, target, amber,"
+                    " interval, aggregation, owner, description, state, version, created_at,"
+                    " updated_at, last_reading_at, position) VALUES"
+                    " (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'active', ?, ?, ?, ?, ?)",
+                    (
+                        kpi_id,
+                        e.org_id,
+                        e.name,
+                        e.unit,
+                        e.direction,
+                        e.target,
+                        e.amber,
+                        e.interval,
+                        e.aggregation,
+                        e.owner,
+                        e.description,
+                        e.stream_version,
+                        iso(e.occurred_at),
+                        iso(e.occurred_at),
+                        self._last_observed(tx, kpi_id),
+                        item.position or 0,
+                    ),
+                )
+            elif kpi_id not in versions:
+                log.warning("skipping %s for unknown KPI %s", e.type, kpi_id)
+                continue
+            elif isinstance(e, events.KpiRevised):
+                tx.cur.execute(
+                    f"UPDATE {t.kpis} SET name = COALESCE(?, name), owner = COALESCE(?, owner),"
+                    " description = COALESCE(?, description), version = ?, updated_at = ?,"
+                    " position = ? WHERE kpi_id = ?",
+                    (e.name, e.owner, e.description, *common),
+                )
+            elif isinstance(e, events.KpiRetargeted):
+                tx.cur.execute(
+                    f"UPDATE {t.kpis} SET target = ?, amber = ?, version = ?, updated_at = ?,"
+                    " position = ? WHERE kpi_id = ?",
+                    (e.target, e.amber, *common),
+                )
+            elif isinstance(e, events.KpiRetired):
+                tx.cur.execute(
+                    f"UPDATE {t.kpis} SET state = 'retired', version = ?, updated_at = ?,"
+                    " position = ? WHERE kpi_id = ?",
+                    common,
+                )
+            versions[kpi_id] = e.stream_version
+            touched.add(kpi_id)
+            tx.cur.execute(
+                f"INSERT INTO {t.goal_events} (stream_id, stream_version, org_id, event_id, type,"
+                " position, occurred_at, recorded_at, body) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT DO NOTHING",
+                self._goal_row(item),
+            )
+            self._change(tx, e.org_id, "kpi.updated", kpi_id, {"kpi_id": kpi_id})
+        kpis = self._kpis(tx, sorted(touched))
+        self.sync_kpi_detections(tx, list(kpis.values()))
+        return touched
+
+    def _last_observed(self, tx: Tx, kpi_id: str) -> str | None:
+        # Readings may have been applied before their KPI's definition reached us.
+        row = tx.cur.execute(
+            f"SELECT MAX(observed_at) FROM {tx.tables.readings} WHERE kpi_id = ?", (kpi_id,)
+        ).fetchone()
+        return None if row is None else row[0]
+
+    def _load_states(
+        self, tx: Tx, ids: Sequence[str]
+    ) -> tuple[dict[str, ObjectiveState], dict[str, tuple[Any, ...]]]:
+        """Current states (cache, checked against the stored version, else a fold of the
+        stored goal events) and the stored objective rows."""
+        t = tx.tables
+        rows: dict[str, tuple[Any, ...]] = {}
+        for chunk in _chunks(list(ids)):
+            for row in tx.cur.execute(
+                "SELECT objective_id, version, score, progress, rollup_score, parent_id, state,"
+                f" position FROM {t.objectives} WHERE objective_id IN ({_marks(len(chunk))})",
+                chunk,
+            ).fetchall():
+                rows[row[0]] = row
+        states: dict[str, ObjectiveState] = {}
+        missing: list[str] = []
+        for oid in ids:
+            stored = rows.get(oid)
+            if stored is None:
+                continue
+            cached = self._cache.get(oid)
+            if cached is not None and cached.version == int(stored[1]):
+                states[oid] = cached
+            else:
+                missing.append(oid)
+        bodies: dict[str, list[events.Event]] = defaultdict(list)
+        for chunk in _chunks(missing):
+            for stream_id, body in tx.cur.execute(
+                f"SELECT stream_id, body FROM {t.goal_events}"
+                f" WHERE stream_id IN ({_marks(len(chunk))}) ORDER BY stream_id, stream_version",
+                chunk,
+            ).fetchall():
+                bodies[stream_id].append(events.decode(body))
+        for oid in missing:
+            state = fold(bodies.get(oid, ()))
+            if state is not None:
+                states[oid] = state
+        return states, rows
+
+    def _measurements(
+        self, tx: Tx, states: Sequence[tuple[ObjectiveState, datetime]]
+    ) -> dict[str, dict[str, Measurement]]:
+        """Measurements of the KPI-linked key results, by objective and key result."""
+        linked = [(s, at, kr) for s, at in states for kr in s.key_results if kr.kpi_id is not None]
+        if not linked:
+            return {}
+        kpi_ids = sorted({kr.kpi_id for _, _, kr in linked if kr.kpi_id is not None})
+        kpis = self._kpis(tx, kpi_ids)
+        first = min(s.period.start for s, _, _ in linked)
+        last = max(min(s.period.end, at.date()) for s, at, _ in linked)
+        days = self._days(tx, kpi_ids, first, max(first, last))
+        found: dict[str, dict[str, Measurement]] = defaultdict(dict)
+        for s, at, kr in linked:
+            assert kr.kpi_id is not None
+            kpi = kpis.get(kr.kpi_id)
+            aggregation = kr.aggregation or (kpi.aggregation if kpi else "last")
+            interval = kpi.interval if kpi else "day"
+            found[s.id][kr.id] = measure(
+                days.get(kr.kpi_id, ()),
+                aggregation,  # type: ignore[arg-type]
+                interval,  # type: ignore[arg-type]
+                s.period,
+                at,
+            )
+        return found
+
+    def evaluation_time(self, state: ObjectiveState, now: datetime) -> datetime:
+        """When an objective is evaluated: now, or its close (a closed score is final)."""
+        if state.closed_at is not None and state.state != "active":
+            return min(now, state.closed_at)
+        return now
+
+    def _recompute(
+        self,
+        tx: Tx,
+        ids: Sequence[str],
+        before: dict[str, ObjectiveState],
+        after: dict[str, ObjectiveState],
+        applied: dict[str, list[GoalItem]],
+        causes: dict[str, list[tuple[str, str, datetime, datetime, int | None]]],
+        db_rows: dict[str, tuple[Any, ...]],
+    ) -> None:
+        t = tx.tables
+        now = tx.now
+        evaluated = [(after[oid], self.evaluation_time(after[oid], now)) for oid in ids]
+        # Intermediate states of the batch only add key results, so the final state's KRs
+        # cover every KPI any of them links.
+        measurements = self._measurements(tx, evaluated)
+        last_history = self._last_history(tx, ids)
+        history_rows: list[tuple[Any, ...]] = []
+        rollup_queue: set[str] = set()
+        owners: set[tuple[str, str]] = set()
+        subjects_obj: list[tuple[str, str, str]] = []
+        subjects_kr: list[tuple[str, str, str]] = []
+        holding_obj: list[rules.Finding] = []
+        holding_kr: list[rules.Finding] = []
+        for state, at in evaluated:
+            oid = state.id
+            m = measurements.get(oid, {})
+            seq, prev_score, prev_krs = last_history.get(oid, (0, None, {}))
+            # One history row per change: evaluate after each applied event in turn.
+            steps: list[tuple[ObjectiveState, tuple[str, str, datetime, datetime, int | None]]]
+            steps = []
+            partial = before.get(oid)
+            for item in applied.get(oid, ()):
+                partial = apply(partial, item.event)
+                e = item.event
+                steps.append(
+                    (partial, (str(e.event_id), e.type, e.occurred_at, e.recorded_at, None))
+                )
+            for cause in causes.get(oid, ()):
+                steps.append((state, cause))
+            if not steps:
+                steps.append((state, ("", "", now, now, None)))
+            for step_state, cause in steps:
+                score, kr_scores = evaluate(
+                    step_state, m, self.evaluation_time(step_state, now), self.policy
+                )
+                krs = {k: v.score for k, v in kr_scores.items()}
+                if cause[0] and score_changed(prev_score, score, prev_krs, krs):
+                    seq += 1
+                    history_rows.append(
+                        (
+                            oid,
+                            seq,
+                            state.org_id,
+                            iso(cause[2]),
+                            iso(cause[3]),
+                            cause[0],
+                            cause[1],
+                            score.score,
+                            score.progress,
+                            orjson.dumps(krs, option=orjson.OPT_SORT_KEYS).decode(),
+                        )
+                    )
+                    prev_score, prev_krs = score, krs
+            score, kr_scores = evaluate(state, m, at, self.policy)
+            row = db_rows.get(oid)
+            position = max(
+                [int(row[7]) if row else 0] + [i.position or 0 for i in applied.get(oid, ())]
+            )
+            self._write_objective(tx, state, score, at, position)
+            self._write_key_results(tx, state, kr_scores, m, at)
+            rollup_queue.add(oid)
+            if row is not None and row[5] is not None and row[5] != state.parent_id:
+                rollup_queue.add(str(row[5]))
+            if state.parent_id is not None:
+                rollup_queue.add(state.parent_id)
+            self._change(
+                tx,
+                state.org_id,
+                "objective.updated",
+                oid,
+                {"objective_id": oid, "version": state.version, "score": score.score},
+            )
+            # Detections of the objective and its key results.
+            subjects_obj.append((state.org_id, "objective", oid))
+            holding_obj += rules.objective_findings(
+                oid, state.owner, state.state, state.period, score, at, self.policy
+            )
+            for kr in state.key_results:
+                subjects_kr.append((state.org_id, "key_result", kr.id))
+                if kr.removed or kr.kpi_id is None or state.state == "archived":
+                    continue
+                measured = m.get(kr.id)
+                if measured is None or measured.current is None:
+                    continue
+                finding = rules.target_already_met(
+                    key_result_input(state, kr, measured, at), oid, state.period, self.policy
+                )
+                if finding is not None:
+                    holding_kr.append(finding)
+            self._closure(tx, state, score.score, owners)
+        tx.cur.executemany(
+            f"INSERT INTO {t.score_history} (objective_id, seq, org_id, occurred_at,"
+            " recorded_at, event_id, event_type, score, progress, kr_scores)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+            history_rows,
+        )
+        self.sync_detections(tx, subjects_obj, OBJECTIVE_RULES, holding_obj)
+        self._sync_target_met(tx, subjects_kr, holding_kr, applied)
+        self._chronic(tx, owners)
+        self.rollups(tx, rollup_queue)
+
+    def _sync_target_met(
+        self,
+        tx: Tx,
+        subjects: Sequence[tuple[str, str, str]],
+        holding: Sequence[rules.Finding],
+        applied: dict[str, list[GoalItem]],
+    ) -> None:
+        # target_already_met is raised only when a KR is added or re-targeted; afterwards it
+        # stays active while it holds and is resolved once it stops holding.
+        triggered = {
+            str(getattr(i.event, "kr_id", ""))
+            for items in applied.values()
+            for i in items
+            if isinstance(i.event, events.KeyResultAdded | events.KeyResultRetargeted)
+        }
+        t = tx.tables.detections
+        active: set[str] = set()
+        for chunk in _chunks(sorted({sid for _, _, sid in subjects})):
+            for (sid,) in tx.cur.execute(
+                f"SELECT subject_id FROM {t} WHERE resolved_at IS NULL AND kind = 'under_reach'"
+                " AND reason = 'target_already_met' AND subject_type = 'key_result'"
+                f" AND subject_id IN ({_marks(len(chunk))})",
+                chunk,
+            ).fetchall():
+                active.add(sid)
+        kept = [f for f in holding if f.key.subject_id in triggered or f.key.subject_id in active]
+        self.sync_detections(tx, subjects, KR_RULES, kept)
+
+    def _closure(self, tx: Tx, state: ObjectiveState, score: float, owners: set[Any]) -> None:
+        t = tx.tables.owner_closures
+        if state.state == "closed" and state.closed_at is not None:
+            tx.cur.execute(
+                f"INSERT INTO {t} (org_id, owner, objective_id, closed_at, score)"
+                " VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                (state.org_id, state.owner, state.id, iso(state.closed_at), score),
+            )
+            owners.add((state.org_id, state.owner))
+        elif state.state == "active":
+            cur = tx.cur.execute(
+                f"DELETE FROM {t} WHERE org_id = ? AND objective_id = ?",
+                (state.org_id, state.id),
+            )
+            if cur.rowcount:
+                owners.add((state.org_id, state.owner))
+
+    def _chronic(self, tx: Tx, owners: set[tuple[str, str]]) -> None:
+        holding: list[rules.Finding] = []
+        for org, owner in sorted(owners):
+            scores = [
+                float(s)
+                for (s,) in tx.cur.execute(
+                    f"SELECT score FROM {tx.tables.owner_closures} WHERE org_id = ? AND owner = ?"
+                    " ORDER BY closed_at, objective_id",
+                    (org, owner),
+                ).fetchall()
+            ]
+            holding += rules.chronic_findings(owner, scores, self.policy)
+        subjects = [(org, "owner", owner) for org, owner in sorted(owners)]
+        self.sync_detections(tx, subjects, OWNER_RULES, holding)
+
+    def _last_history(
+        self, tx: Tx, ids: Sequence[str]
+    ) -> dict[str, tuple[int, ObjectiveScore | None, dict[str, float]]]:
+        found: dict[str, tuple[int, ObjectiveScore | None, dict[str, float]]] = {}
+        t = tx.tables.score_history
+        for chunk in _chunks(list(ids)):
+            for oid, seq, score, progress, kr_scores in tx.cur.execute(
+                f"SELECT h.objective_id, h.seq, h.score, h.progress, h.kr_scores FROM {t} h"
+                f" WHERE h.objective_id IN ({_marks(len(chunk))}) AND h.seq ="
+                f" (SELECT MAX(seq) FROM {t} m WHERE m.objective_id = h.objective_id)",
+                chunk,
+            ).fetchall():
+                prev = ObjectiveScore(score, progress, 0.0, None, "not_started", None, "fail", "")
+                found[oid] = (int(seq), prev, orjson.loads(kr_scores))
+        return found
+
+    def _write_objective(
+        self, tx: Tx, s: ObjectiveState, score: ObjectiveScore, at: datetime, position: int
+    ) -> None:
+        own = score.score
+        tx.cur.execute(
+            f"INSERT INTO {tx.tables.objectives} (objective_id, org_id, title, description,"
+            " owner, level, parent_id, period_start, period_end, state, version, score, progress,"
+            " rollup_score, expected, health, status, forecast, zone, policy_version,"
+            " evaluated_at, created_at, updated_at, closed_at, position) VALUES"
+            " (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT (objective_id) DO UPDATE SET title = excluded.title,"
+            " description = excluded.description, owner = excluded.owner,"
+            " level = excluded.level, parent_id = excluded.parent_id,"
+            " period_start = excluded.period_start, period_end = excluded.period_end,"
+            " state = excluded.state, version = excluded.version, score = excluded.score,"
+            " progress = excluded.progress, expected = excluded.expected,"
+            " health = excluded.health, status = excluded.status, forecast = excluded.forecast,"
+            " zone = excluded.zone, policy_version = excluded.policy_version,"
+            " evaluated_at = excluded.evaluated_at, updated_at = excluded.updated_at,"
+            " closed_at = excluded.closed_at, position = excluded.position",
+            (
+                s.id,
+                s.org_id,
+                s.title,
+                s.description,
+                s.owner,
+                s.level,
+                s.parent_id,
+                s.period.start.isoformat(),
+                s.period.end.isoformat(),
+                s.state,
+                s.version,
+                score.score,
+                score.progress,
+                own,
+                score.expected,
+                score.health,
+                score.status,
+                score.forecast,
+                score.zone,
+                score.policy_version,
+                iso(at),
+                iso(s.created_at),
+                iso(s.updated_at),
+                _opt_iso(s.closed_at),
+                position,
+            ),
+        )
+
+    def _write_key_results(
+        self,
+        tx: Tx,
+        s: ObjectiveState,
+        scores: dict[str, KeyResultScore],
+        m: dict[str, Measurement],
+        at: datetime,
+    ) -> None:
+        rows = []
+        for kr in s.key_results:
+            scored = scores.get(kr.id)
+            force = kr.in_force(at)
+            done = key_result_input(s, kr, m.get(kr.id), at).done
+            rows.append(
+                (
+                    kr.id,
+                    s.id,
+                    s.org_id,
+                    kr.ordinal,
+                    kr.title,
+                    kr.kind,
+                    kr.unit,
+                    force.start,
+                    force.target,
+                    kr.comparison,
+                    kr.weight,
+                    kr.kpi_id,
+                    kr.aggregation,
+                    None if scored is None else scored.current,
+                    0.0 if scored is None else scored.progress,
+                    0.0 if scored is None else scored.score,
+                    latest_confidence(s, kr.id),
+                    None if done is None else int(done),
+                    int(kr.removed),
+                    iso(kr.updated_at),
+                )
+            )
+        tx.cur.executemany(
+            f"INSERT INTO {tx.tables.key_results} (kr_id, objective_id, org_id, ordinal, title,"
+            " kind, unit, start, target, comparison, weight, kpi_id, aggregation, current,"
+            " progress, score, confidence, done, removed, updated_at) VALUES"
+            " (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT (kr_id) DO UPDATE SET title = excluded.title, start = excluded.start,"
+            " target = excluded.target, weight = excluded.weight, kpi_id = excluded.kpi_id,"
+            " current = excluded.current, progress = excluded.progress, score = excluded.score,"
+            " confidence = excluded.confidence, done = excluded.done,"
+            " removed = excluded.removed, updated_at = excluded.updated_at",
+            rows,
+        )
+
+    def rollups(self, tx: Tx, queue: set[str]) -> None:
+        """Recompute rollup_score of these objectives and, when it changes, their ancestors
+        (children are read from the rows already written in this transaction)."""
+        t = tx.tables
+        pending = sorted(queue)
+        budget = 10 * len(pending) + 100  # a parent cycle must not loop forever
+        while pending and budget > 0:
+            budget -= 1
+            oid = pending.pop(0)
+            row = tx.cur.execute(
+                f"SELECT score, rollup_score, parent_id FROM {t.objectives} WHERE objective_id = ?",
+                (oid,),
+            ).fetchone()
+            if row is None:
+                continue
+            counted = tx.cur.execute(
+                f"SELECT COUNT(*) FROM {t.key_results} WHERE objective_id = ? AND removed = 0",
+                (oid,),
+            ).fetchone()
+            has_krs = bool(counted and counted[0])
+            children = [
+                float(r)
+                for (r,) in tx.cur.execute(
+                    f"SELECT rollup_score FROM {t.objectives} WHERE parent_id = ?"
+                    " AND state <> 'archived' ORDER BY objective_id",
+                    (oid,),
+                ).fetchall()
+            ]
+            value = rollup_score(float(row[0]) if has_krs else None, children)
+            if value != row[1]:
+                tx.cur.execute(
+                    f"UPDATE {t.objectives} SET rollup_score = ? WHERE objective_id = ?",
+                    (value, oid),
+                )
+                if row[2] is not None and row[2] not in pending:
+                    pending.append(str(row[2]))
+
+    # -- time ----------------------------------------------------------------------------
+
+    def tick(self) -> list[tuple[str, bytes]]:
+        """Time-driven rules at the clock's now: expected progress, status and forecast of
+        active objectives (and the detections they trigger: forecast, period ended,
+        achieved early), and KPI staleness and current-bucket status."""
+        with self.transaction() as tx:
+            self.tick_in(tx)
+        return tx.published
+
+    def tick_in(self, tx: Tx) -> None:
+        t = tx.tables
+        now = tx.now
+        rows = tx.cur.execute(
+            "SELECT objective_id, org_id, owner, state, period_start, period_end, score,"
+            f" progress, expected, status, forecast FROM {t.objectives} WHERE state = 'active'"
+        ).fetchall()
+        holding: list[rules.Finding] = []
+        subjects: list[tuple[str, str, str]] = []
+        updates: list[tuple[Any, ...]] = []
+        for oid, org, owner, state, start, end, score, progress, expected, status, fc in rows:
+            period = Period(date.fromisoformat(start), date.fromisoformat(end))
+            fixed = KeyResultScore(progress=float(progress), score=float(score), current=None)
+            view = score_objective([(1.0, fixed)], period, now, self.policy)
+            subjects.append((org, "objective", oid))
+            holding += rules.objective_findings(oid, owner, state, period, view, now, self.policy)
+            if (
+                view.status != status
+                or (view.forecast is None) != (fc is None)
+                or abs(view.expected - float(expected)) >= 0.001
+            ):
+                updates.append(
+                    (
+                        view.expected,
+                        view.health,
+                        view.status,
+                        view.forecast,
+                        iso(now),
+                        oid,
+                    )
+                )
+        tx.cur.executemany(
+            f"UPDATE {t.objectives} SET expected = ?, health = ?, status = ?, forecast = ?,"
+            " evaluated_at = ? WHERE objective_id = ?",
+            updates,
+        )
+        self.sync_detections(tx, subjects, OBJECTIVE_RULES, holding)
+        kpi_ids = [r[0] for r in tx.cur.execute(f"SELECT kpi_id FROM {t.kpis}").fetchall()]
+        self.sync_kpi_detections(tx, list(self._kpis(tx, kpi_ids).values()))
+
+    # -- outbox --------------------------------------------------------------------------
+
+    def outbox(self, limit: int = 1000) -> list[tuple[int, str, str, bytes]]:
+        """Detection events not yet confirmed published: (seq, topic, key, value)."""
+        with self.db.transaction(write=False) as cur:
+            generation = self.generation or live_generation(cur)
+            return [
+                (int(seq), topic, key, value.encode())
+                for seq, topic, key, value in cur.execute(
+                    f"SELECT seq, topic, key, value FROM {Tables(generation).outbox}"
+                    " ORDER BY seq LIMIT ?",
+                    (limit,),
+                ).fetchall()
+            ]
+
+    def published(self, up_to_seq: int | None = None) -> None:
+        """Forget outbox entries once they are on Kafka (all of them when None)."""
+        with self.transaction() as tx:
+            if up_to_seq is None:
+                tx.cur.execute(f"DELETE FROM {tx.tables.outbox}")
+            else:
+                tx.cur.execute(f"DELETE FROM {tx.tables.outbox} WHERE seq <= ?", (up_to_seq,))

@@ -1,0 +1,254 @@
+"""What the processor consumes and emits, independent of Kafka: readings, goal events,
+measurement notices and watermarks, and their wire (de)coding.
+
+Relay records are trusted (they come from the event store, validated on the way in) and
+take a fast path; records written straight to okr.kpi-readings.v1 by integrations are
+validated like HTTP ingest and, when invalid, become dead letters.
+"""
+
+from __future__ import annotations
+
+import base64
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from uuid import UUID
+
+import orjson
+from pydantic import ValidationError
+
+import events
+from contracts.readings import MAX_FUTURE_SKEW_S, KafkaReading, derive_reading_id, reading_stream_id
+from contracts.topics import (
+    CONTENT_READING_BATCH,
+    CONTENT_WATERMARK,
+    HEADER_CONTENT,
+    HEADER_POSITION,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class ReadingRow:
+    """One reading to store: its event id, and the reading's own fields (UTC datetimes)."""
+
+    event_id: str
+    org_id: str
+    kpi_id: str
+    reading_id: str
+    value: float
+    observed_at: datetime
+    recorded_at: datetime
+    source: str | None
+    position: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class GoalItem:
+    """One goal event (objective or KPI stream) with its global position and stored body."""
+
+    event: events.Event
+    position: int | None
+    body: str
+
+
+@dataclass(frozen=True, slots=True)
+class Notice:
+    """A KPI that a key result of `objective_id` measures changed, because of reading
+    `event_id` (observed at `occurred_at`, recorded at `recorded_at`)."""
+
+    objective_id: str
+    event_id: str
+    occurred_at: datetime
+    recorded_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Watermark:
+    """Everything at or below `position` was applied, for this (stage, topic, partition,
+    source partition) row of services.projectionstore.positions."""
+
+    stage: str
+    topic: str
+    part: int
+    source_part: int
+    position: int
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """A record that cannot be applied, with the reason (okr.readings-dlq.v1)."""
+
+    reason: str
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+
+    def encode(self) -> bytes:
+        return orjson.dumps(
+            {
+                "reason": self.reason,
+                "topic": self.topic,
+                "partition": self.partition,
+                "offset": self.offset,
+                "key": _text(self.key),
+                "value": _text(self.value),
+            }
+        )
+
+
+def _text(raw: bytes | None) -> str | None:
+    if raw is None:
+        return None
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return "base64:" + base64.b64encode(raw).decode("ascii")
+
+
+def header_map(headers: Any) -> dict[str, str]:
+    """Record headers (list of (key, bytes) pairs or a mapping) as str → str."""
+    items = headers.items() if isinstance(headers, Mapping) else (headers or ())
+    found: dict[str, str] = {}
+    for k, v in items:
+        key = k.decode() if isinstance(k, bytes) else str(k)
+        found[key] = v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v)
+    return found
+
+
+def parse_utc(text: str) -> datetime:
+    """An RFC 3339 timestamp (the events' canonical JSON form) as an aware UTC datetime."""
+    value = datetime.fromisoformat(text)
+    if value.tzinfo is None:
+        raise ValueError(f"naive timestamp {text!r}")
+    return value.astimezone(UTC)
+
+
+def watermark_of(headers: Mapping[str, str], value: bytes | None) -> int | None:
+    """The position of a watermark record, or None when the record is not one."""
+    if headers.get(HEADER_CONTENT) != CONTENT_WATERMARK:
+        return None
+    raw = headers.get("okr-watermark")
+    if raw is not None:
+        return int(raw)
+    data = orjson.loads(value or b"{}")
+    return int(data["watermark"])
+
+
+def reading_from_event_dict(data: Mapping[str, Any], position: int | None) -> ReadingRow:
+    """A stored/relayed reading.recorded event (canonical JSON dict) as a row (fast path)."""
+    if data.get("type") != "reading.recorded":
+        raise ValueError(f"not a reading.recorded event: {data.get('type')!r}")
+    value = float(data["value"])
+    if not math.isfinite(value):
+        raise ValueError("reading value must be finite")
+    return ReadingRow(
+        event_id=str(data["event_id"]),
+        org_id=str(data["org_id"]),
+        kpi_id=str(data["kpi_id"]).lower(),
+        reading_id=str(data["reading_id"]),
+        value=value,
+        observed_at=parse_utc(str(data["observed_at"])),
+        recorded_at=parse_utc(str(data["recorded_at"])),
+        source=data.get("source"),
+        position=position,
+    )
+
+
+def relay_batch(value: bytes, position: int | None) -> list[ReadingRow]:
+    """The readings of one relay record (a JSON array of reading.recorded events)."""
+    items = orjson.loads(value)
+    if not isinstance(items, list):
+        raise ValueError("a reading batch must be a JSON array")
+    return [reading_from_event_dict(d, position) for d in items]
+
+
+KpiLookup = Callable[[str], tuple[str, str] | None]
+"""kpi_id → (org_id, state) from the projection store, or None when unknown."""
+
+
+def direct_reading(value: bytes, now: datetime, kpi_lookup: KpiLookup) -> ReadingRow:
+    """Validate a reading written straight to the topic by an integration (like HTTP
+    ingest); raise ValueError with the reason when it must go to the dead-letter topic."""
+    try:
+        reading = KafkaReading.model_validate_json(value)
+    except ValidationError as exc:
+        errors = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors()
+        )
+        raise ValueError(f"invalid reading: {errors}") from None
+    kpi_id = str(reading.kpi_id)
+    known = kpi_lookup(kpi_id)
+    if known is None or known[0] != reading.org_id:
+        raise ValueError(f"unknown KPI {kpi_id} for organisation {reading.org_id!r}")
+    if known[1] == "retired":
+        raise ValueError(f"KPI {kpi_id} is retired")
+    if reading.observed_at > now + timedelta(seconds=MAX_FUTURE_SKEW_S):
+        raise ValueError("observed_at is more than 5 minutes in the future")
+    reading_id = reading.reading_id or derive_reading_id(
+        reading.kpi_id, reading.observed_at, reading.value, reading.source
+    )
+    return ReadingRow(
+        event_id=str(reading_stream_id(reading.org_id, reading.kpi_id, reading_id)),
+        org_id=reading.org_id,
+        kpi_id=kpi_id,
+        reading_id=reading_id,
+        value=reading.value,
+        observed_at=reading.observed_at,
+        recorded_at=now,
+        source=reading.source,
+        position=None,
+    )
+
+
+def is_reading_batch(headers: Mapping[str, str]) -> bool:
+    return headers.get(HEADER_CONTENT) == CONTENT_READING_BATCH
+
+
+def position_header(headers: Mapping[str, str]) -> int | None:
+    raw = headers.get(HEADER_POSITION)
+    return int(raw) if raw else None
+
+
+def goal_item(value: bytes, position: int | None) -> GoalItem:
+    """A goal event record's value as a GoalItem (its body re-encoded canonically)."""
+    event = events.decode(value)
+    return GoalItem(event, position, events.encode(event).decode())
+
+
+# -- the internal measurement topic ----------------------------------------------------------
+
+
+def encode_notice(notice: Notice) -> bytes:
+    return orjson.dumps(
+        {
+            "objective_id": notice.objective_id,
+            "event_id": notice.event_id,
+            "occurred_at": notice.occurred_at.isoformat(),
+            "recorded_at": notice.recorded_at.isoformat(),
+        }
+    )
+
+
+def encode_measure_watermark(position: int, source_part: int) -> bytes:
+    return orjson.dumps({"watermark": position, "source_part": source_part})
+
+
+def decode_measurement(value: bytes) -> Notice | tuple[int, int]:
+    """A notice, or a forwarded watermark as (position, source partition)."""
+    data = orjson.loads(value)
+    if "watermark" in data:
+        return int(data["watermark"]), int(data["source_part"])
+    return Notice(
+        objective_id=str(data["objective_id"]),
+        event_id=str(data["event_id"]),
+        occurred_at=parse_utc(data["occurred_at"]),
+        recorded_at=parse_utc(data["recorded_at"]),
+    )
+
+
+def uuid_text(value: UUID | str) -> str:
+    return str(value).lower()

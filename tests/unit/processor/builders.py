@@ -1,0 +1,126 @@
+"""Goal events, readings and relay-format records for processor tests."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+from uuid import UUID, uuid4, uuid5
+
+import events
+from services.processor.records import GoalItem, ReadingRow
+
+T0 = datetime(2026, 1, 10, tzinfo=UTC)
+NS = UUID(int=42)
+
+
+@dataclass
+class Log:
+    """An event-store-like log: stream versions, global positions, events in order."""
+
+    org: str = "acme"
+    versions: dict[UUID, int] = field(default_factory=dict)
+    entries: list[tuple[int, events.Event]] = field(default_factory=list)
+
+    def emit(
+        self, type_name: str, stream_id: UUID, at: datetime = T0, **payload: Any
+    ) -> events.Event:
+        version = self.versions.get(stream_id, 0) + 1
+        self.versions[stream_id] = version
+        cls = events.EVENT_TYPES[type_name]
+        event = cls.model_validate(
+            {
+                "event_id": uuid5(NS, f"{stream_id}:{version}"),
+                "org_id": self.org,
+                "stream_id": stream_id,
+                "stream_version": version,
+                "occurred_at": at,
+                "recorded_at": at,
+                **payload,
+            }
+        )
+        self.entries.append((len(self.entries) + 1, event))
+        return event
+
+    def reading(self, kpi_id: UUID, value: float, observed_at: datetime, rid: str) -> events.Event:
+        stream = uuid5(NS, f"reading:{kpi_id}:{rid}")
+        return self.emit(
+            "reading.recorded",
+            stream,
+            at=observed_at,
+            kpi_id=kpi_id,
+            value=value,
+            observed_at=observed_at,
+            reading_id=rid,
+        )
+
+    def goal_items(self) -> list[GoalItem]:
+        return [
+            GoalItem(e, p, events.encode(e).decode())
+            for p, e in self.entries
+            if e.type != "reading.recorded"
+        ]
+
+    def reading_rows(self) -> list[ReadingRow]:
+        return [to_row(e, p) for p, e in self.entries if isinstance(e, events.ReadingRecorded)]
+
+
+def to_row(e: events.Event, position: int | None) -> ReadingRow:
+    assert isinstance(e, events.ReadingRecorded)
+    return ReadingRow(
+        event_id=str(e.event_id),
+        org_id=e.org_id,
+        kpi_id=str(e.kpi_id),
+        reading_id=e.reading_id,
+        value=e.value,
+        observed_at=e.observed_at,
+        recorded_at=e.recorded_at,
+        source=e.source,
+        position=position,
+    )
+
+
+def worked_example(log: Log) -> dict[str, UUID]:
+    """API.md's worked example: score 0.65 (KR A 0.4, KR B 1, KR C weight 2 at 0.6)."""
+    objective, kpi = uuid4(), uuid4()
+    kr_a, kr_b, kr_c = uuid4(), uuid4(), uuid4()
+    period = {"start": "2026-01-01", "end": "2026-03-31"}
+    log.emit(
+        "kpi.defined",
+        kpi,
+        name="Tickets",
+        direction="increase",
+        target=10.0,
+        amber=9.0,
+        interval="day",
+        aggregation="avg",
+    )
+    log.emit(
+        "objective.drafted", objective, title="Delight", owner="ana", level="company", period=period
+    )
+    log.emit(
+        "key_result.added",
+        objective,
+        kr_id=kr_a,
+        title="A",
+        kind="metric",
+        start=100.0,
+        target=50.0,
+    )
+    log.emit("key_result.added", objective, kr_id=kr_b, title="B", kind="milestone")
+    log.emit(
+        "key_result.added",
+        objective,
+        kr_id=kr_c,
+        title="C",
+        kind="metric",
+        start=0.0,
+        target=10.0,
+        weight=2.0,
+        kpi_id=kpi,
+    )
+    log.emit("key_result.checked_in", objective, kr_id=kr_a, value=80.0)
+    log.emit("key_result.checked_in", objective, kr_id=kr_b, done=True)
+    log.reading(kpi, 4.0, datetime(2026, 1, 20, tzinfo=UTC), "r1")
+    log.reading(kpi, 8.0, datetime(2026, 2, 3, tzinfo=UTC), "r2")
+    return {"objective": objective, "kpi": kpi, "kr_a": kr_a, "kr_b": kr_b, "kr_c": kr_c}
