@@ -1,19 +1,300 @@
-"""as_of (valid time) and known_at (knowledge time) views, recomputed from stored events."""
+"""as_of (valid time) and known_at (knowledge time) views, recomputed from stored events.
+
+The objective's goal events (canonical JSON in goal_events) and the raw readings are cut
+at the requested instants and folded with the same projections/ functions the processor
+uses (projections.objective.fold / measure / evaluate), so a view as of T equals what a
+replay of the log cut at T gives.
+
+- as_of: events with occurred_at ≤ as_of and readings with observed_at ≤ as_of, evaluated
+  at as_of.
+- known_at: events and readings recorded ≤ known_at, evaluated at known_at (or at as_of
+  when both are given).
+"""
 
 from __future__ import annotations
 
-from datetime import datetime
+from collections.abc import Iterable
+from datetime import date, datetime
+from fractions import Fraction
 from typing import Any
 
-from services.http.problems import Problem
+import events
+from projections.kpi import Accumulator, bucket_start, is_stale, kpi_status
+from projections.objective import (
+    KeyResultState,
+    Measurement,
+    ObjectiveState,
+    evaluate,
+    fold,
+    latest_confidence,
+    measure,
+)
+from projections.scoring import rollup_score
+from services.projectionstore.schema import iso, parse_iso
 from services.query.reads import Reads
+from services.query.views import DAY_COLUMNS, accumulator_of
+
+MAX_TREE_DEPTH = 8
+
+
+def _events(
+    r: Reads, stream_id: str, as_of: datetime | None, known_at: datetime | None
+) -> list[events.Event]:
+    where, params = ["stream_id = ?", "org_id = ?"], [stream_id, r.org]
+    if as_of is not None:
+        where.append("occurred_at <= ?")
+        params.append(iso(as_of))
+    if known_at is not None:
+        where.append("recorded_at <= ?")
+        params.append(iso(known_at))
+    rows = r.rows(
+        f"SELECT body FROM {r.t.goal_events} WHERE "
+        + " AND ".join(where)
+        + " ORDER BY stream_version",
+        params,
+    )
+    return [events.decode(body) for (body,) in rows]
+
+
+def _day_accumulators(rows: Iterable[tuple[Any, ...]]) -> dict[date, Accumulator]:
+    """Per-UTC-day accumulators of (value, observed_at, reading_id) rows, exact totals."""
+    per_day: dict[date, list[tuple[float, str, str]]] = {}
+    for value, observed_at, reading_id in rows:
+        per_day.setdefault(date.fromisoformat(observed_at[:10]), []).append(
+            (float(value), observed_at, str(reading_id))
+        )
+    result: dict[date, Accumulator] = {}
+    for day, readings in per_day.items():
+        values = [v + 0.0 for v, _, _ in readings]
+        last_at, last_key, last_value = max((o, k, v) for v, o, k in readings)
+        result[day] = Accumulator(
+            count=len(values),
+            exact_total=sum(map(Fraction, values), Fraction(0)),
+            minimum=min(values),
+            maximum=max(values),
+            last_at=parse_iso(last_at),
+            last_value=last_value + 0.0,
+            last_key=last_key,
+        )
+    return result
+
+
+def kpi_days_at(
+    r: Reads,
+    kpi_id: str,
+    first_day: date,
+    at: datetime,
+    known_at: datetime | None,
+) -> dict[date, Accumulator]:
+    """Day accumulators of the KPI's readings observed in [first_day, at] (and recorded ≤
+    known_at). For valid time alone the complete days come from kpi_days and only the day
+    of `at` is read reading by reading."""
+    at_text, at_day = iso(at), at.date()
+    if known_at is None:
+        days = {
+            date.fromisoformat(row[0]): accumulator_of(row)
+            for row in r.rows(
+                f"SELECT {DAY_COLUMNS} FROM {r.t.kpi_days}"
+                " WHERE kpi_id = ? AND day >= ? AND day < ?",
+                (kpi_id, first_day.isoformat(), at_day.isoformat()),
+            )
+        }
+        if at_day >= first_day:
+            rows = r.rows(
+                f"SELECT value, observed_at, reading_id FROM {r.t.readings}"
+                " WHERE kpi_id = ? AND observed_at >= ? AND observed_at <= ?",
+                (kpi_id, iso(datetime.combine(at_day, datetime.min.time(), at.tzinfo)), at_text),
+            )
+            days.update(_day_accumulators(rows))
+        return days
+    rows = r.rows(
+        f"SELECT value, observed_at, reading_id FROM {r.t.readings}"
+        " WHERE kpi_id = ? AND observed_at >= ? AND observed_at <= ? AND recorded_at <= ?",
+        (
+            kpi_id,
+            iso(datetime.combine(first_day, datetime.min.time(), at.tzinfo)),
+            at_text,
+            iso(known_at),
+        ),
+    )
+    return _day_accumulators(rows)
+
+
+def _kpi_meta(r: Reads, kpi_id: str) -> tuple[str, str] | None:
+    """(interval, aggregation) of a KPI of the caller's organisation."""
+    row = r.rows(
+        f"SELECT interval, aggregation FROM {r.t.kpis} WHERE kpi_id = ? AND org_id = ?",
+        (kpi_id, r.org),
+    )
+    return (str(row[0][0]), str(row[0][1])) if row else None
+
+
+def _measurements(
+    r: Reads, state: ObjectiveState, at: datetime, known_at: datetime | None
+) -> dict[str, Measurement]:
+    found: dict[str, Measurement] = {}
+    for kr in state.active_key_results:
+        if kr.kpi_id is None:
+            continue
+        meta = _kpi_meta(r, kr.kpi_id)
+        if meta is None:
+            continue
+        interval, kpi_aggregation = meta
+        aggregation = kr.aggregation or kpi_aggregation
+        days = kpi_days_at(r, kr.kpi_id, state.period.start, at, known_at)
+        found[kr.id] = measure(
+            sorted(days.items()),
+            aggregation,  # type: ignore[arg-type]
+            interval,  # type: ignore[arg-type]
+            state.period,
+            at,
+        )
+    return found
+
+
+def _kr_view(
+    state: ObjectiveState, kr: KeyResultState, scored: Any, at: datetime
+) -> dict[str, Any]:
+    force = kr.in_force(at)
+    return {
+        "id": kr.id,
+        "title": kr.title,
+        "kind": kr.kind,
+        "unit": kr.unit,
+        "start": force.start,
+        "target": force.target,
+        "comparison": kr.comparison,
+        "weight": kr.weight,
+        "kpi_id": kr.kpi_id,
+        "aggregation": kr.aggregation,
+        "current": scored.current,
+        "progress": scored.progress,
+        "score": scored.score,
+        "confidence": latest_confidence(state, kr.id),
+        "updated_at": iso(kr.updated_at),
+    }
+
+
+def _view(
+    r: Reads,
+    objective_id: str,
+    as_of: datetime | None,
+    known_at: datetime | None,
+    depth: int,
+) -> dict[str, Any] | None:
+    state = fold(_events(r, objective_id, as_of, known_at))
+    if state is None:
+        return None
+    at = as_of or known_at or r.now
+    if state.state == "closed" and state.closed_at is not None and state.closed_at < at:
+        at_eval = state.closed_at  # the final score is fixed at closing
+    else:
+        at_eval = at
+    score, kr_scores = evaluate(state, _measurements(r, state, at_eval, known_at), at_eval)
+    children: list[str] = []
+    child_rollups: list[float] = []
+    if depth < MAX_TREE_DEPTH:
+        for (child_id,) in r.rows(
+            f"SELECT objective_id FROM {r.t.objectives} WHERE parent_id = ? AND org_id = ?"
+            " ORDER BY objective_id",
+            (objective_id, r.org),
+        ):
+            child = _view(r, str(child_id), as_of, known_at, depth + 1)
+            if (
+                child is not None
+                and child["parent_id"] == objective_id
+                and child["state"] != "archived"
+            ):
+                children.append(child["id"])
+                child_rollups.append(child["rollup_score"])
+    own = score.score if state.active_key_results else None
+    return {
+        "id": state.id,
+        "title": state.title,
+        "description": state.description,
+        "owner": state.owner,
+        "level": state.level,
+        "parent_id": state.parent_id,
+        "period": {"start": state.period.start.isoformat(), "end": state.period.end.isoformat()},
+        "state": state.state,
+        "version": state.version,
+        "score": score.score,
+        "progress": score.progress,
+        "rollup_score": rollup_score(own, child_rollups),
+        "expected": score.expected,
+        "health": score.health,
+        "status": score.status,
+        "forecast": score.forecast,
+        "zone": score.zone,
+        "policy_version": score.policy_version,
+        "evaluated_at": iso(at_eval),
+        "children": children,
+        "key_results": [
+            _kr_view(state, kr, kr_scores[kr.id], at_eval) for kr in state.active_key_results
+        ],
+        "as_of": None if as_of is None else iso(as_of),
+        "known_at": None if known_at is None else iso(known_at),
+    }
 
 
 def objective_at(
     r: Reads, objective_id: str, as_of: datetime | None, known_at: datetime | None
 ) -> dict[str, Any] | None:
-    raise Problem(501, "as_of/known_at are not available yet")
+    """The objective view as it stood at valid time `as_of` / knowledge time `known_at`;
+    None when it did not exist then (or belongs to another organisation)."""
+    return _view(r, objective_id, as_of, known_at, 0)
 
 
 def kpi_at(r: Reads, kpi_id: str, as_of: datetime) -> dict[str, Any] | None:
-    raise Problem(501, "as_of is not available yet")
+    """The KPI view at valid time `as_of`: definition in force, current bucket, status."""
+    stream = _events(r, kpi_id, as_of, None)
+    if not stream or not isinstance(stream[0], events.KpiDefined):
+        return None
+    d = stream[0]
+    name, owner, description = d.name, d.owner, d.description
+    target, amber, state = d.target, d.amber, "active"
+    for e in stream[1:]:
+        if isinstance(e, events.KpiRevised):
+            name = e.name or name
+            owner = e.owner or owner
+            description = e.description or description
+        elif isinstance(e, events.KpiRetargeted):
+            target, amber = e.target, e.amber
+        elif isinstance(e, events.KpiRetired):
+            state = "retired"
+    start = bucket_start(as_of, d.interval)
+    days = kpi_days_at(r, kpi_id, start.date(), as_of, None)
+    acc = Accumulator.empty()
+    for day_acc in days.values():
+        acc = acc.merge(day_acc)
+    value = acc.value(d.aggregation)
+    last = r.rows(
+        f"SELECT MAX(observed_at) FROM {r.t.readings} WHERE kpi_id = ? AND observed_at <= ?",
+        (kpi_id, iso(as_of)),
+    )
+    last_reading_at = last[0][0] if last and last[0][0] else None
+    return {
+        "id": kpi_id,
+        "name": name,
+        "unit": d.unit,
+        "direction": d.direction,
+        "target": target,
+        "amber": amber,
+        "interval": d.interval,
+        "aggregation": d.aggregation,
+        "current": value,
+        "status": kpi_status(value, d.direction, target, amber),
+        "last_reading_at": last_reading_at,
+        "stale": state == "active"
+        and is_stale(
+            parse_iso(last_reading_at) if last_reading_at else None,
+            d.occurred_at,
+            d.interval,
+            as_of,
+        ),
+        "version": stream[-1].stream_version,
+        "state": state,
+        "owner": owner,
+        "description": description,
+        "as_of": iso(as_of),
+    }

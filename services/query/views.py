@@ -39,7 +39,7 @@ KPI_COLUMNS = (
     "kpi_id, org_id, name, unit, direction, target, amber, interval, aggregation, owner,"
     " description, state, version, created_at, updated_at, last_reading_at, position"
 )
-DAY_COLUMNS = "day, count, total, minimum, maximum, last_at, last_value, last_key"
+DAY_COLUMNS = "day, count, total, minimum, maximum, last_at, last_value, last_key, exact_total"
 DETECTION_COLUMNS = (
     "detection_id, org_id, kind, reason, subject_type, subject_id, period, detected_at,"
     " resolved_at, policy_version, evidence"
@@ -126,15 +126,16 @@ def objective_view(
 def accumulator_of(day: tuple[Any, ...]) -> Accumulator:
     """A kpi_days row (DAY_COLUMNS) as the Accumulator the processor folded.
 
-    The store keeps the total as a double; Fraction(float) is exact for that double, so a
-    merge of days is the exact sum of the stored day totals.
+    `exact_total` ("num/den") is the exact rational sum; `total` (its float) is the fallback
+    for rows written without it.
     """
-    _day, count, total, minimum, maximum, last_at, last_value, last_key = day
+    _day, count, total, minimum, maximum, last_at, last_value, last_key, exact = day
     if int(count) == 0:
         return Accumulator.empty()
+    exact_total = Fraction(exact) if exact and exact != "0" else Fraction(float(total))
     return Accumulator(
         count=int(count),
-        exact_total=Fraction(float(total)),
+        exact_total=exact_total,
         minimum=minimum,
         maximum=maximum,
         last_at=parse_iso(last_at) if last_at else None,

@@ -21,7 +21,7 @@ from projections.periods import Period
 from projections.scoring import KeyResultScore, score_objective
 from services.projectionstore.db import Cursor, Database
 from services.projectionstore.schema import META_DDL, META_TABLE, Tables, iso
-from services.query.views import accumulator_of
+from services.query.views import DAY_COLUMNS, accumulator_of
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -93,6 +93,19 @@ class Seeder:
         self.positions = itertools.count(1)
         self.versions: dict[str, int] = {}
         self.prev_hash: dict[str, str | None] = {}
+
+    def event(
+        self,
+        cls: type[events.Event],
+        stream: str,
+        org: str,
+        occurred: datetime,
+        recorded: datetime | None = None,
+        **payload: Any,
+    ) -> int:
+        """Append one sealed event to goal_events (no view rows): for as_of tests."""
+        with self.db.transaction() as cur:
+            return self._event(cur, cls, stream, org, occurred, recorded, **payload)
 
     def _event(
         self,
@@ -217,13 +230,20 @@ class Seeder:
             )  # fmt: skip
         return kid
 
-    def readings(self, org: str, kpi_id: str, values: list[tuple[datetime, float]]) -> None:
+    def readings(
+        self,
+        org: str,
+        kpi_id: str,
+        values: list[tuple[datetime, float]],
+        recorded: datetime | None = None,
+    ) -> None:
         """Raw readings plus their kpi_days accumulators and the KPI's last_reading_at."""
         days: dict[str, Accumulator] = {}
         rows = []
         for observed, value in values:
             rid = str(uuid4())
-            rows.append((str(uuid4()), org, kpi_id, rid, value, iso(observed), iso(observed),
+            rows.append((str(uuid4()), org, kpi_id, rid, value, iso(observed),
+                         iso(recorded or observed),
                          "seed", next(self.positions)))  # fmt: skip
             day = observed.date().isoformat()
             days[day] = days.get(day, Accumulator.empty()).add(value, observed, rid)
@@ -235,8 +255,7 @@ class Seeder:
             )
             for day, acc in days.items():
                 existing = cur.execute(
-                    f"SELECT day, count, total, minimum, maximum, last_at, last_value, last_key"
-                    f" FROM {self.t.kpi_days} WHERE kpi_id = ? AND day = ?",
+                    f"SELECT {DAY_COLUMNS} FROM {self.t.kpi_days} WHERE kpi_id = ? AND day = ?",
                     (kpi_id, day),
                 ).fetchone()
                 if existing is not None:
@@ -247,9 +266,11 @@ class Seeder:
                     )
                 cur.execute(
                     f"INSERT INTO {self.t.kpi_days} (kpi_id, day, count, total, minimum,"
-                    " maximum, last_at, last_value, last_key) VALUES (?,?,?,?,?,?,?,?,?)",
+                    " maximum, last_at, last_value, last_key, exact_total)"
+                    " VALUES (?,?,?,?,?,?,?,?,?,?)",
                     (kpi_id, day, acc.count, float(acc.exact_total), acc.minimum, acc.maximum,
-                     iso(acc.last_at) if acc.last_at else None, acc.last_value, acc.last_key),
+                     iso(acc.last_at) if acc.last_at else None, acc.last_value, acc.last_key,
+                     f"{acc.exact_total.numerator}/{acc.exact_total.denominator}"),
                 )  # fmt: skip
             last = max(observed for observed, _ in values)
             cur.execute(
