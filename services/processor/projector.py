@@ -176,6 +176,12 @@ class Projector:
         while len(self._cache) > self.cache_size:
             del self._cache[next(iter(self._cache))]
 
+    def on_cursor(self, cur: Cursor) -> Tx:
+        """A Tx over a transaction the caller holds (the replay's locked catch-up); needs a
+        fixed generation."""
+        assert self.generation is not None
+        return Tx(cur, Tables(self.generation), self.clock())
+
     def write_watermarks(self, tx: Tx, marks: Iterable[Watermark]) -> None:
         best: dict[tuple[str, str, int, int], int] = {}
         for m in marks:
@@ -1194,6 +1200,16 @@ class Projector:
         self.sync_detections(tx, subjects, OBJECTIVE_RULES, holding)
         kpi_ids = [r[0] for r in tx.cur.execute(f"SELECT kpi_id FROM {t.kpis}").fetchall()]
         self.sync_kpi_detections(tx, list(self._kpis(tx, kpi_ids).values()))
+
+    def kpi_org_state(self, kpi_id: str) -> tuple[str, str] | None:
+        """(org_id, state) of a KPI in the live generation, or None when unknown."""
+        with self.db.transaction(write=False) as cur:
+            generation = self.generation or live_generation(cur)
+            row = cur.execute(
+                f"SELECT org_id, state FROM {Tables(generation).kpis} WHERE kpi_id = ?",
+                (kpi_id,),
+            ).fetchone()
+        return None if row is None else (str(row[0]), str(row[1]))
 
     # -- outbox --------------------------------------------------------------------------
 

@@ -1,0 +1,238 @@
+"""The faust-streaming wiring of the processor: two agents, two timers, nothing else.
+
+- kpi agent on okr.kpi-readings.v1 (keyed by kpi): relay batches, direct readings (validated,
+  invalid → okr.readings-dlq.v1) and watermarks → Projector.apply_readings; then one
+  measurement notice per objective measuring a KPI of the batch to okr.kr-measurements.v1
+  (keyed by objective), and the watermarks forwarded to every partition of that topic.
+- objective agent on okr.goal-events.v1 + okr.kr-measurements.v1 → Projector.apply_goal_batch.
+- timers: time-driven detections (Projector.tick) and the detections outbox → okr.detections.v1.
+
+All database work runs on one worker thread, so the event loop keeps fetching while a batch
+is written; at-least-once delivery is made harmless by the projector's idempotency.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import faust
+
+from contracts.topics import (
+    DETECTIONS,
+    GOAL_EVENTS,
+    KPI_READINGS,
+    KR_MEASUREMENTS,
+    READINGS_DLQ,
+)
+from services.processor.projector import Projector, utcnow
+from services.processor.records import (
+    DeadLetter,
+    GoalItem,
+    Notice,
+    ReadingRow,
+    Watermark,
+    decode_measurement,
+    direct_reading,
+    encode_measure_watermark,
+    encode_notice,
+    goal_item,
+    header_map,
+    is_reading_batch,
+    position_header,
+    relay_batch,
+    watermark_of,
+)
+from services.settings import Settings
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+TAKE = 5_000  # records per batch (a relay record carries up to 500 readings)
+WITHIN_S = 0.05
+TICK_S = 30.0
+OUTBOX_S = 1.0
+
+
+@dataclass
+class KpiBatch:
+    rows: list[ReadingRow] = field(default_factory=list)
+    marks: list[Watermark] = field(default_factory=list)
+    forward: list[tuple[int, int]] = field(default_factory=list)  # (position, source part)
+    dead: list[DeadLetter] = field(default_factory=list)
+
+
+def parse_kpi_records(projector: Projector, records: Sequence[Any]) -> KpiBatch:
+    """Split okr.kpi-readings.v1 records (faust events) into rows, watermarks and dead
+    letters. Direct readings are validated against the projection store's KPIs."""
+    batch = KpiBatch()
+    now = utcnow()
+    known: dict[str, tuple[str, str] | None] = {}
+
+    def lookup(kpi_id: str) -> tuple[str, str] | None:
+        if kpi_id not in known:
+            known[kpi_id] = projector.kpi_org_state(kpi_id)
+        return known[kpi_id]
+
+    for event in records:
+        msg = event.message
+        headers = header_map(msg.headers)
+        value: bytes | None = msg.value
+        try:
+            position = watermark_of(headers, value)
+            if position is not None:
+                mark = Watermark("kpi", KPI_READINGS.name, msg.partition, -1, position)
+                batch.marks.append(mark)
+                batch.forward.append((position, msg.partition))
+            elif is_reading_batch(headers):
+                batch.rows += relay_batch(value or b"", position_header(headers))
+            else:
+                batch.rows.append(direct_reading(value or b"", now, lookup))
+        except Exception as exc:  # a poison record must never stop the partition
+            reason = str(exc) or type(exc).__name__
+            batch.dead.append(
+                DeadLetter(reason[:1000], msg.topic, msg.partition, msg.offset, msg.key, value)
+            )
+    return batch
+
+
+@dataclass
+class GoalBatch:
+    items: list[GoalItem] = field(default_factory=list)
+    notices: list[Notice] = field(default_factory=list)
+    marks: list[Watermark] = field(default_factory=list)
+
+
+def parse_goal_records(records: Sequence[Any]) -> GoalBatch:
+    """Split goal-event and measurement records into goal items, notices and watermarks.
+    An undecodable goal event is logged and skipped (the relay only sends stored ones)."""
+    batch = GoalBatch()
+    for event in records:
+        msg = event.message
+        headers = header_map(msg.headers)
+        try:
+            if msg.topic == KR_MEASUREMENTS.name:
+                found = decode_measurement(msg.value)
+                if isinstance(found, Notice):
+                    batch.notices.append(found)
+                else:
+                    position, source = found
+                    batch.marks.append(
+                        Watermark("measure", KR_MEASUREMENTS.name, msg.partition, source, position)
+                    )
+                continue
+            mark = watermark_of(headers, msg.value)
+            if mark is not None:
+                batch.marks.append(Watermark("goal", GOAL_EVENTS.name, msg.partition, -1, mark))
+            else:
+                batch.items.append(goal_item(msg.value, position_header(headers)))
+        except Exception:
+            log.exception(
+                "skipping undecodable record %s[%s]@%s", msg.topic, msg.partition, msg.offset
+            )
+    return batch
+
+
+def faust_settings(settings: Settings) -> dict[str, Any]:
+    """faust settings: at-least-once, short group timeouts (Tansu), a tuned fetch path."""
+    return {
+        "broker": f"kafka://{settings.bootstrap_servers}",
+        "processing_guarantee": "at_least_once",
+        "store": "memory://",
+        "web_enabled": False,
+        "autodiscover": False,
+        "topic_partitions": settings.kafka_partitions,
+        "topic_allow_declare": False,
+        "topic_disable_leader": True,
+        "consumer_auto_offset_reset": "earliest",
+        "broker_session_timeout": settings.kafka_session_timeout_ms / 1000,
+        "broker_rebalance_timeout": settings.kafka_rebalance_timeout_ms / 1000,
+        "broker_heartbeat_interval": 1.0,
+        "broker_max_poll_interval": max(settings.kafka_max_poll_interval_ms / 1000, 30.0),
+        "broker_request_timeout": 30.0,
+        "broker_commit_interval": 1.0,
+        "broker_commit_every": 50_000,
+        # The fetch path: big polls and fetches, a deep buffer, no waiting for empty.
+        "broker_max_poll_records": 20_000,
+        "consumer_max_fetch_size": 16 * 1024 * 1024,
+        "stream_buffer_maxsize": 40_000,
+        "stream_wait_empty": False,
+        "producer_linger": 0.005,
+        "producer_max_batch_size": 1024 * 1024,
+        "producer_max_request_size": 16 * 1024 * 1024,
+        "producer_acks": 1,
+    }
+
+
+def build_app(settings: Settings, projector: Projector, *, app_id: str | None = None) -> faust.App:
+    """The processor's faust app over `projector` (its composition root is main.py)."""
+    app = faust.App(app_id or settings.processor_group, **faust_settings(settings))
+    executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="projection-store")
+
+    async def in_db(fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(executor, fn, *args)
+
+    def topic(*names: str) -> Any:
+        return app.topic(
+            *names,
+            key_type=bytes,
+            value_type=bytes,
+            key_serializer="raw",
+            value_serializer="raw",
+            partitions=settings.kafka_partitions,
+            internal=False,
+        )
+
+    readings = topic(KPI_READINGS.name)
+    goals = topic(GOAL_EVENTS.name, KR_MEASUREMENTS.name)
+    measurements = topic(KR_MEASUREMENTS.name)
+    dlq = topic(READINGS_DLQ.name)
+    detections = topic(DETECTIONS.name)
+
+    def kpi_step(records: Sequence[Any]) -> tuple[KpiBatch, list[Notice]]:
+        batch = parse_kpi_records(projector, records)
+        notices = projector.apply_readings(batch.rows, batch.marks)
+        return batch, notices
+
+    @app.agent(readings, name="kpi")
+    async def kpi_agent(stream: Any) -> None:
+        async for records in stream.take_events(TAKE, within=WITHIN_S):
+            batch, notices = await in_db(kpi_step, records)
+            for d in batch.dead:
+                await dlq.send(key=d.key, value=d.encode())
+            for n in notices:
+                await measurements.send(key=n.objective_id.encode(), value=encode_notice(n))
+            for position, source in batch.forward:
+                for q in range(settings.kafka_partitions):
+                    await measurements.send(
+                        key=None, value=encode_measure_watermark(position, source), partition=q
+                    )
+
+    def goal_step(records: Sequence[Any]) -> None:
+        batch = parse_goal_records(records)
+        projector.apply_goal_batch(batch.items, batch.notices, batch.marks)
+
+    @app.agent(goals, name="objective")
+    async def objective_agent(stream: Any) -> None:
+        async for records in stream.take_events(TAKE, within=WITHIN_S):
+            await in_db(goal_step, records)
+
+    @app.timer(TICK_S)  # type: ignore[untyped-decorator]
+    async def tick() -> None:
+        await in_db(projector.tick)
+
+    @app.timer(OUTBOX_S)  # type: ignore[untyped-decorator]
+    async def publish_detections() -> None:
+        pending = await in_db(projector.outbox)
+        if not pending:
+            return
+        for _, _, key, value in pending:
+            await detections.send(key=key.encode(), value=value)
+        await app.producer.flush()
+        await in_db(projector.published, pending[-1][0])
+
+    return app

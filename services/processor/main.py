@@ -1,0 +1,51 @@
+"""Composition root of the processor: `python -m services.processor.main`."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import faust
+
+from services.eventstore.store import EventStore
+from services.kafka.admin import ensure_topics, wait_for_broker
+from services.processor.app import build_app
+from services.processor.projector import Projector
+from services.processor.replay import rebuild
+from services.projectionstore.db import Database
+from services.projectionstore.meta import ensure_schema
+from services.projectionstore.schema import PROJECTION_SCHEMA_VERSION
+from services.settings import load_settings
+
+log = logging.getLogger("okrstream.processor")
+
+
+def main() -> None:
+    """Create topics and tables, rebuild when the projection schema is older, then run the
+    faust worker until SIGTERM."""
+    settings = load_settings()
+    logging.basicConfig(
+        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
+    wait_for_broker(settings.bootstrap_servers, timeout_s=60)
+    ensure_topics(
+        settings.bootstrap_servers, settings.kafka_partitions, settings.kafka_replication_factor
+    )
+    db = Database.from_settings(settings, settings.projections_db_path)
+    _, version = ensure_schema(db)
+    if version < PROJECTION_SCHEMA_VERSION:
+        log.info("projection schema v%s < v%s: rebuilding", version, PROJECTION_SCHEMA_VERSION)
+        store = EventStore.from_settings(settings)
+        try:
+            stats = rebuild(db, store)
+        finally:
+            store.close()
+        log.info("rebuilt generation %s from %s events", stats.generation, stats.events)
+    app = build_app(settings, Projector(db))
+    worker = faust.Worker(app, loglevel=settings.log_level, override_logging=False, quiet=True)
+    print(f"processor started (group {settings.processor_group}, pid {os.getpid()})", flush=True)
+    worker.execute_from_commandline()
+
+
+if __name__ == "__main__":
+    main()
