@@ -1,0 +1,207 @@
+"""Processor integration harness: events into an event store, the relay's wire format onto
+Kafka, the processor as a subprocess, and a wait for its applied position."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import orjson
+from kafka import KafkaProducer
+
+import events
+from contracts.topics import (
+    CONTENT_READING_BATCH,
+    CONTENT_WATERMARK,
+    GOAL_EVENTS,
+    HEADER_CONTENT,
+    HEADER_EVENT_ID,
+    HEADER_EVENT_TYPE,
+    HEADER_POSITION,
+    HEADER_WATERMARK,
+    KPI_READINGS,
+)
+from services.eventstore.store import EventStore
+from services.processor.digest import content_hash
+from services.projectionstore.db import Database
+from services.projectionstore.meta import live_generation
+from services.projectionstore.positions import applied_position
+from services.projectionstore.schema import META_DDL, Tables
+from services.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+def store_events(settings: Settings, evs: Sequence[events.Event]) -> list[tuple[int, events.Event]]:
+    """Append to the settings' event store; return (position, event) in log order."""
+    store = EventStore.from_settings(settings)
+    try:
+        after = store.max_position()
+        for i in range(0, len(evs), 2000):
+            store.append(evs[i : i + 2000])
+        found = []
+        while notes := store.notifications(after, 10_000):
+            found += [(n.position, n.decode()) for n in notes]
+            after = notes[-1].position
+        return found
+    finally:
+        store.close()
+
+
+def relay_records(
+    entries: Iterable[tuple[int, events.Event]], per_record: int = 500
+) -> list[tuple[str, bytes | None, bytes, list[tuple[str, bytes]]]]:
+    """(topic, key, value, headers) in the relay's format: one record per goal event, one
+    JSON array of up to `per_record` readings per KPI run of the log."""
+    out: list[tuple[str, bytes | None, bytes, list[tuple[str, bytes]]]] = []
+    pending: dict[str, list[tuple[int, bytes]]] = defaultdict(list)
+
+    def flush(kpi: str) -> None:
+        batch = pending.pop(kpi, [])
+        if batch:
+            value = b"[" + b",".join(b for _, b in batch) + b"]"
+            headers = [
+                (HEADER_CONTENT, CONTENT_READING_BATCH.encode()),
+                (HEADER_POSITION, str(batch[-1][0]).encode()),
+            ]
+            out.append((KPI_READINGS.name, kpi.encode(), value, headers))
+
+    for position, e in entries:
+        if isinstance(e, events.ReadingRecorded):
+            kpi = str(e.kpi_id)
+            pending[kpi].append((position, events.encode(e)))
+            if len(pending[kpi]) >= per_record:
+                flush(kpi)
+        else:
+            headers = [
+                (HEADER_EVENT_ID, str(e.event_id).encode()),
+                (HEADER_EVENT_TYPE, e.type.encode()),
+                (HEADER_POSITION, str(position).encode()),
+            ]
+            out.append((GOAL_EVENTS.name, str(e.stream_id).encode(), events.encode(e), headers))
+    for kpi in list(pending):
+        flush(kpi)
+    return out
+
+
+def produce(
+    bootstrap: str,
+    records: Sequence[tuple[str, bytes | None, bytes, list[tuple[str, bytes]]]],
+    watermark: int | None,
+    partitions: int,
+) -> None:
+    producer = KafkaProducer(
+        bootstrap_servers=bootstrap,
+        linger_ms=5,
+        max_request_size=16 * 1024 * 1024,
+        batch_size=1024 * 1024,
+    )
+    try:
+        for topic, key, value, headers in records:
+            producer.send(topic, key=key, value=value, headers=headers)
+        if watermark is not None:
+            send_watermarks(producer, watermark, partitions)
+        producer.flush()
+    finally:
+        producer.close()
+
+
+def send_watermarks(producer: KafkaProducer, position: int, partitions: int) -> None:
+    value = orjson.dumps({"watermark": position})
+    headers = [
+        (HEADER_CONTENT, CONTENT_WATERMARK.encode()),
+        (HEADER_WATERMARK, str(position).encode()),
+    ]
+    for topic in (GOAL_EVENTS.name, KPI_READINGS.name):
+        for p in range(partitions):
+            producer.send(topic, key=None, value=value, headers=headers, partition=p)
+
+
+def processor_env(settings: Settings, bootstrap: str, group: str) -> dict[str, str]:
+    env = {
+        **os.environ,
+        "OKR_DATA_DIR": str(settings.data_dir),
+        "OKR_KAFKA_BOOTSTRAP": bootstrap,
+        "OKR_PROCESSOR_GROUP": group,
+        "OKR_KAFKA_PARTITIONS": str(settings.kafka_partitions),
+        "PYTHONUNBUFFERED": "1",
+        "PYTHONPATH": str(ROOT),
+    }
+    env.pop("OKR_DATABASE_URL", None)
+    if settings.database_url:
+        env["OKR_DATABASE_URL"] = settings.database_url
+    return env
+
+
+class ProcessorProcess:
+    """`python -m services.processor.main` as a child process."""
+
+    def __init__(self, settings: Settings, bootstrap: str, group: str, log: Path) -> None:
+        self.env = processor_env(settings, bootstrap, group)
+        self.log = log
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> ProcessorProcess:
+        self.log.parent.mkdir(parents=True, exist_ok=True)
+        out = self.log.open("ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "services.processor.main"],
+            env=self.env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        return self
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def projection_db(settings: Settings) -> Database:
+    return Database.from_settings(settings, settings.projections_db_path)
+
+
+def position_of(db: Database, partitions: int) -> int:
+    try:
+        with db.transaction(write=False) as cur:
+            cur.execute(META_DDL)
+            return applied_position(cur, Tables(live_generation(cur)), partitions)
+    except Exception:
+        return 0
+
+
+def wait_for_position(
+    db: Database,
+    position: int,
+    partitions: int,
+    timeout_s: float = 60,
+    procs: Sequence[ProcessorProcess] = (),
+) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if position_of(db, partitions) >= position:
+            return
+        for p in procs:
+            assert p.proc is None or p.proc.poll() is None, f"processor exited; see {p.log}"
+        time.sleep(0.2)
+    logs = "\n".join(p.log.read_text()[-3000:] for p in procs if p.log.exists())
+    raise AssertionError(f"applied position {position_of(db, partitions)} < {position}\n{logs}")
+
+
+def live_hash(db: Database) -> dict[str, str]:
+    with db.transaction(write=False) as cur:
+        return content_hash(cur, Tables(live_generation(cur)))
