@@ -1,0 +1,125 @@
+"""The wire format of the relay: notification-log entries → Kafka records. Pure functions.
+
+- goal events → okr.goal-events.v1, one record each, keyed by stream id, the stored
+  canonical JSON unchanged, headers okr-event-id / okr-event-type / okr-position;
+- readings → okr.kpi-readings.v1, keyed by kpi_id, a JSON array of reading events: the
+  readings of one KPI within one relay batch go together (in position order), at most
+  `readings_per_record` per record; headers okr-content=reading-batch, okr-position (the
+  record's last position), okr-event-id (comma-separated);
+- watermarks: key None, {"watermark": P} to every partition of both topics.
+
+Records are emitted in order of their last position, so positions in headers never go
+backwards within a partition, and each key's records keep stream order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import orjson
+
+import events
+from contracts.topics import (
+    CONTENT_READING_BATCH,
+    CONTENT_WATERMARK,
+    GOAL_EVENTS,
+    HEADER_CONTENT,
+    HEADER_EVENT_ID,
+    HEADER_EVENT_TYPE,
+    HEADER_POSITION,
+    HEADER_WATERMARK,
+    KPI_READINGS,
+)
+from services.eventstore import StoredNotification
+
+GOAL_TYPES = frozenset(cls.type_name() for cls in events.GOAL_EVENT_CLASSES)
+READING_TYPE = events.ReadingRecorded.type_name()
+WATERMARK_TOPICS = (GOAL_EVENTS.name, KPI_READINGS.name)
+
+Headers = list[tuple[str, bytes]]
+
+
+@dataclass(frozen=True, slots=True)
+class OutRecord:
+    """One Kafka record to send, and the highest store position it carries."""
+
+    topic: str
+    key: bytes | None
+    value: bytes
+    headers: Headers
+    position: int
+
+
+def _text_field(state: bytes, name: str) -> str:
+    # Canonical JSON is compact with escaped quotes inside strings, so `"name":"` can only be
+    # the key itself; anything unexpected falls back to a full parse.
+    marker = f'"{name}":"'.encode()
+    start = state.find(marker)
+    if start >= 0:
+        start += len(marker)
+        end = state.find(b'"', start)
+        if end > start:
+            return state[start:end].decode()
+    return str(orjson.loads(state)[name])
+
+
+def goal_record(n: StoredNotification) -> OutRecord:
+    return OutRecord(
+        topic=GOAL_EVENTS.name,
+        key=str(n.stream_id).encode(),
+        value=n.state,
+        headers=[
+            (HEADER_EVENT_ID, _text_field(n.state, "event_id").encode()),
+            (HEADER_EVENT_TYPE, n.type.encode()),
+            (HEADER_POSITION, str(n.position).encode()),
+        ],
+        position=n.position,
+    )
+
+
+def reading_record(kpi_id: str, chunk: Sequence[StoredNotification]) -> OutRecord:
+    last = chunk[-1].position
+    return OutRecord(
+        topic=KPI_READINGS.name,
+        key=kpi_id.encode(),
+        value=b"[" + b",".join(n.state for n in chunk) + b"]",
+        headers=[
+            (HEADER_CONTENT, CONTENT_READING_BATCH.encode()),
+            (HEADER_POSITION, str(last).encode()),
+            (HEADER_EVENT_ID, ",".join(_text_field(n.state, "event_id") for n in chunk).encode()),
+        ],
+        position=last,
+    )
+
+
+def to_records(
+    batch: Iterable[StoredNotification], readings_per_record: int
+) -> tuple[list[OutRecord], list[StoredNotification]]:
+    """(records in position order, entries of other types that the relay does not carry)."""
+    records: list[OutRecord] = []
+    skipped: list[StoredNotification] = []
+    readings: dict[str, list[StoredNotification]] = {}
+    for n in batch:
+        if n.type == READING_TYPE:
+            readings.setdefault(_text_field(n.state, "kpi_id"), []).append(n)
+        elif n.type in GOAL_TYPES:
+            records.append(goal_record(n))
+        else:
+            skipped.append(n)
+    for kpi_id, entries in readings.items():
+        for i in range(0, len(entries), readings_per_record):
+            records.append(reading_record(kpi_id, entries[i : i + readings_per_record]))
+    records.sort(key=lambda r: r.position)
+    return records, skipped
+
+
+def watermark_value(position: int) -> bytes:
+    return b'{"watermark": %d}' % position
+
+
+def watermark_headers(position: int) -> Headers:
+    return [
+        (HEADER_CONTENT, CONTENT_WATERMARK.encode()),
+        (HEADER_WATERMARK, str(position).encode()),
+    ]
