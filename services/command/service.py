@@ -7,6 +7,8 @@ with If-Match the caller asked for that exact version, so the answer is 412.
 
 from __future__ import annotations
 
+import random
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -20,7 +22,8 @@ from services.command.kpi import Kpi
 from services.command.objective import Objective
 from services.eventstore import ConcurrencyError, EventStore
 
-MAX_ATTEMPTS = 8
+MAX_ATTEMPTS = 10
+BACKOFF_S = 0.003  # × attempt, jittered: concurrent writers stop colliding in lockstep
 
 
 class Stale(Exception):  # noqa: N818
@@ -89,7 +92,9 @@ class CommandService:
             if if_match is not None and if_match != version:
                 raise Stale(version)
 
-        for _ in range(MAX_ATTEMPTS):
+        for attempt in range(MAX_ATTEMPTS):
+            if attempt:
+                time.sleep(random.uniform(0, BACKOFF_S * attempt))
             context.ids.restart()
             stream = self.store.read_stream(stream_id)
             found = _recovered(stream, context.ids)
