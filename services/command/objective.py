@@ -82,11 +82,19 @@ def fold(stream: Iterable[events.Event]) -> Objective | None:
     return state
 
 
+def fold_onto(state: Objective, stream: Iterable[events.Event]) -> Objective:
+    """The state after more events of its stream."""
+    for event in stream:
+        state = evolve(state, event)
+    return state
+
+
 def evolve(state: Objective, event: events.Event) -> Objective:
     """One step of the fold (the state after `event`)."""
-    return replace(
-        _EVOLVE[type(event)](state, event), version=event.stream_version, last_hash=event.hash
-    )
+    step = _EVOLVE.get(type(event))
+    if step is None:
+        raise TypeError(f"{event.type} does not belong on an objective stream")
+    return replace(step(state, event), version=event.stream_version, last_hash=event.hash)
 
 
 def _drafted(e: events.ObjectiveDrafted) -> Objective:
