@@ -1,0 +1,238 @@
+"""Every goal command and the readings route over real HTTP against `okrstream up`."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from services.auth.tokens import TokenStore
+from services.settings import Settings
+from tests.support.stack import Stack
+
+pytestmark = pytest.mark.e2e
+
+PERIOD = {"start": "2026-01-01", "end": "2026-12-31"}
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    with Stack(tmp_path_factory.mktemp("stack") / "data") as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def tokens(stack: Stack) -> Iterator[TokenStore]:
+    store = TokenStore.from_settings(Settings(data_dir=Path(stack.data_dir)))
+    yield store
+    store.close()
+
+
+class Api:
+    def __init__(self, base: str, token: str | None) -> None:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self.client = httpx.Client(base_url=base, headers=headers, timeout=30)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.client, name)
+
+
+def api(stack: Stack, tokens: TokenStore, org: str, scopes: str = "read,write,ingest") -> Api:
+    return Api(stack.url, tokens.create(org, scopes.split(",")))
+
+
+def problem(answer: httpx.Response, status: int) -> dict[str, Any]:
+    assert answer.status_code == status, answer.text
+    assert answer.headers["content-type"].startswith("application/problem+json")
+    body: dict[str, Any] = answer.json()
+    assert body["status"] == status
+    return body
+
+
+def objective_body(**extra: Any) -> dict[str, Any]:
+    return {"title": "t", "owner": "o", "level": "team", "period": PERIOD, **extra}
+
+
+def new_objective(a: Api, **extra: Any) -> dict[str, Any]:
+    body = {"title": "Grow", "owner": "ana", "level": "team", "period": PERIOD, **extra}
+    answer = a.post("/v1/objectives", json=body)
+    assert answer.status_code == 201, answer.text
+    created: dict[str, Any] = answer.json()
+    assert answer.headers["location"] == f"/v1/objectives/{created['id']}"
+    assert answer.headers["etag"] == '"1"'
+    assert created["version"] == 1
+    assert created["position"] >= 1
+    return created
+
+
+def new_kpi(a: Api, **extra: Any) -> dict[str, Any]:
+    body = {"name": "NPS", "direction": "increase", "target": 50, "interval": "week",
+            "aggregation": "avg", **extra}  # fmt: skip
+    answer = a.post("/v1/kpis", json=body)
+    assert answer.status_code == 201, answer.text
+    assert answer.headers["location"].startswith("/v1/kpis/")
+    result: dict[str, Any] = answer.json()
+    return result
+
+
+def test_objective_lifecycle_with_key_results(stack: Stack, tokens: TokenStore) -> None:
+    a = api(stack, tokens, f"org-{uuid.uuid4().hex[:6]}")
+    parent = new_objective(a, level="company")
+    child = new_objective(a, parent_id=parent["id"])
+    oid = child["id"]
+    patched = a.patch(f"/v1/objectives/{oid}", json={"title": "Grow more", "owner": "bo"})
+    assert patched.status_code == 200
+    assert patched.json()["version"] == 2
+    assert patched.json()["position"] > child["position"]
+    kr = a.post(f"/v1/objectives/{oid}/key-results",
+                json={"title": "Revenue", "kind": "metric", "start": 0, "target": 100})  # fmt: skip
+    assert kr.status_code == 201
+    kr_id = kr.json()["id"]
+    assert kr.json()["version"] == 3
+    ms = a.post(f"/v1/objectives/{oid}/key-results", json={"title": "Ship", "kind": "milestone"})
+    ms_id = ms.json()["id"]
+    checked = a.post(f"/v1/objectives/{oid}/key-results/{kr_id}/check-ins",
+                     json={"value": 40, "confidence": 0.7, "note": "ok",
+                           "occurred_at": "2026-02-01T00:00:00Z"})  # fmt: skip
+    assert checked.status_code == 201
+    assert set(checked.json()) == {"version", "position"}
+    done = a.post(f"/v1/objectives/{oid}/key-results/{ms_id}/check-ins", json={"done": True})
+    assert done.status_code == 201
+    problem(a.post(f"/v1/objectives/{oid}/key-results/{ms_id}/check-ins", json={"value": 1}), 409)
+    problem(a.post(f"/v1/objectives/{oid}/key-results/{kr_id}/check-ins", json={"done": True}), 409)
+    updated = a.patch(f"/v1/objectives/{oid}/key-results/{kr_id}",
+                      json={"target": 120, "weight": 2, "reason": "stretch"})  # fmt: skip
+    assert updated.status_code == 200
+    removed = a.delete(f"/v1/objectives/{oid}/key-results/{ms_id}")
+    assert removed.status_code == 200
+    problem(a.delete(f"/v1/objectives/{oid}/key-results/{ms_id}"), 404)
+    closed = a.post(f"/v1/objectives/{oid}/close", json={"note": "done"})
+    assert closed.status_code == 200
+    problem(a.post(f"/v1/objectives/{oid}/close"), 409)
+    assert a.post(f"/v1/objectives/{oid}/reopen").status_code == 200
+    assert a.post(f"/v1/objectives/{oid}/archive").status_code == 200
+    problem(a.patch(f"/v1/objectives/{oid}", json={"title": "x"}), 409)
+    problem(a.post(f"/v1/objectives/{oid}/reopen"), 409)
+    # A cycle: the parent cannot become the child's child.
+    problem(a.patch(f"/v1/objectives/{parent['id']}", json={"parent_id": oid}), 409)
+
+
+def test_kpis_promote_and_links(stack: Stack, tokens: TokenStore) -> None:
+    a = api(stack, tokens, f"org-{uuid.uuid4().hex[:6]}")
+    kpi = new_kpi(a)
+    oid = new_objective(a)["id"]
+    linked = a.post(f"/v1/objectives/{oid}/key-results",
+                    json={"title": "NPS up", "kind": "metric", "start": 10, "target": 50,
+                          "kpi_id": kpi["id"]})  # fmt: skip
+    assert linked.status_code == 201
+    revised = a.patch(f"/v1/kpis/{kpi['id']}", json={"name": "Net promoter", "target": 60})
+    assert revised.status_code == 200
+    assert revised.json()["version"] == 3  # revised + retargeted
+    assert a.post(f"/v1/kpis/{kpi['id']}/retire", json={"reason": "old"}).status_code == 200
+    problem(a.post(f"/v1/kpis/{kpi['id']}/retire"), 409)
+    problem(
+        a.post(f"/v1/objectives/{oid}/key-results",
+               json={"title": "x", "kind": "metric", "start": 0, "target": 1,
+                     "kpi_id": kpi["id"]}),
+        409,
+    )  # fmt: skip
+    kr = a.post(f"/v1/objectives/{oid}/key-results",
+                json={"title": "Uptime", "kind": "maintain", "target": 99.9,
+                      "comparison": "at_least"})  # fmt: skip
+    promoted = a.post(f"/v1/objectives/{oid}/key-results/{kr.json()['id']}/promote",
+                      json={"interval": "day"})  # fmt: skip
+    assert promoted.status_code == 201, promoted.text
+    assert set(promoted.json()) == {"kpi_id", "position"}
+    new_kpi_id = promoted.json()["kpi_id"]
+    reading = {"kpi_id": new_kpi_id, "value": 99.95, "observed_at": "2026-03-01T00:00:00Z"}
+    accepted = a.post("/v1/readings", json={"readings": [reading]})
+    assert accepted.status_code == 202
+    assert accepted.json()["accepted"] == 1
+
+
+def test_auth_and_tenancy(stack: Stack, tokens: TokenStore) -> None:
+    mine = api(stack, tokens, f"org-{uuid.uuid4().hex[:6]}")
+    theirs = api(stack, tokens, f"org-{uuid.uuid4().hex[:6]}")
+    oid = new_objective(mine)["id"]
+    kpi = new_kpi(mine)["id"]
+    problem(Api(stack.url, None).post("/v1/objectives", json={}), 401)
+    problem(Api(stack.url, "okr_unknown").post("/v1/kpis", json={}), 401)
+    reader = api(stack, tokens, "someone", "read")
+    problem(reader.post("/v1/objectives", json={"title": "x"}), 403)
+    problem(reader.post("/v1/readings", json={"readings": []}), 403)
+    problem(theirs.patch(f"/v1/objectives/{oid}", json={"title": "mine now"}), 404)
+    problem(theirs.post(f"/v1/objectives/{oid}/close"), 404)
+    problem(theirs.patch(f"/v1/kpis/{kpi}", json={"name": "x"}), 404)
+    problem(theirs.post(f"/v1/objectives/{uuid.uuid4()}/archive"), 404)
+    # Another organisation's objective as a parent: 409, like an unknown one.
+    problem(theirs.post("/v1/objectives", json=objective_body(parent_id=oid)), 409)
+    answer = theirs.post("/v1/readings", json={"readings": [
+        {"kpi_id": kpi, "value": 1, "observed_at": "2026-01-01T00:00:00Z"}]})  # fmt: skip
+    assert answer.status_code == 202
+    assert answer.json()["accepted"] == 0
+    assert answer.json()["rejected"][0]["index"] == 0
+
+
+def test_validation_preconditions_and_limits(stack: Stack, tokens: TokenStore) -> None:
+    a = api(stack, tokens, f"org-{uuid.uuid4().hex[:6]}")
+    oid = new_objective(a)["id"]
+    body = problem(a.post("/v1/objectives", json=objective_body(colour="red")), 422)
+    assert any(e["loc"][-1] == "colour" for e in body["errors"])
+    problem(a.post("/v1/objectives", json={"title": "", "owner": "o", "level": "team",
+                                            "period": PERIOD}), 422)  # fmt: skip
+    problem(a.post("/v1/objectives", json={"title": "t", "owner": "o", "level": "team",
+                                            "period": {"start": "2026-05-01",
+                                                       "end": "2026-01-01"}}), 422)  # fmt: skip
+    for when in ("2026-01-01T00:00:00", "2999-01-01T00:00:00Z"):  # naive; too far ahead
+        problem(a.post("/v1/objectives", json=objective_body(occurred_at=when)), 422)
+    problem(a.post(f"/v1/objectives/{oid}/key-results", json={"title": "m", "kind": "metric"}),
+            422)  # fmt: skip
+    bad_json = a.post("/v1/kpis", content=b"{", headers={"content-type": "application/json"})
+    assert bad_json.status_code in (400, 422)
+    stale = a.patch(f"/v1/objectives/{oid}", json={"title": "x"}, headers={"If-Match": '"7"'})
+    problem(stale, 412)
+    fresh = a.patch(f"/v1/objectives/{oid}", json={"title": "x"}, headers={"If-Match": '"1"'})
+    assert fresh.status_code == 200
+    assert fresh.headers["etag"] == '"2"'
+    problem(a.patch(f"/v1/objectives/{oid}", json={"title": "y"}, headers={"If-Match": '"1"'}),
+            412)  # fmt: skip
+    big = b'{"readings": [' + b'"' + b"x" * (9 * 1024 * 1024) + b'"]}'
+    problem(a.post("/v1/readings", content=big, headers={"content-type": "application/json"}),
+            413)  # fmt: skip
+    many = [{"kpi_id": str(uuid.uuid4()), "value": 1, "observed_at": "2026-01-01T00:00:00Z"}]
+    problem(a.post("/v1/readings", json={"readings": many * 10_001}), 413)
+    problem(a.post("/v1/readings", json={"readings": [], "extra": 1}), 422)
+
+
+def test_idempotency_key_replays_and_rejects_other_bodies(stack: Stack, tokens: TokenStore) -> None:
+    a = api(stack, tokens, f"org-{uuid.uuid4().hex[:6]}")
+    key = {"Idempotency-Key": uuid.uuid4().hex}
+    body = {"title": "Once", "owner": "ana", "level": "team", "period": PERIOD}
+    first = a.post("/v1/objectives", json=body, headers=key)
+    again = a.post("/v1/objectives", json=body, headers=key)
+    assert first.status_code == again.status_code == 201
+    assert again.json() == first.json()
+    assert again.headers["location"] == first.headers["location"]
+    problem(a.post("/v1/objectives", json={**body, "title": "Twice"}, headers=key), 422)
+    oid = first.json()["id"]
+    kr = a.post(f"/v1/objectives/{oid}/key-results", json={"title": "m", "kind": "milestone"})
+    path = f"/v1/objectives/{oid}/key-results/{kr.json()['id']}/check-ins"
+    ck = {"Idempotency-Key": "check-in-1"}
+    one = a.post(path, json={"done": False}, headers=ck)
+    two = a.post(path, json={"done": False}, headers=ck)
+    assert one.json() == two.json()
+    follow = a.patch(f"/v1/objectives/{oid}", json={"title": "v"})
+    assert follow.json()["version"] == one.json()["version"] + 1, "the replay appended nothing"
+    kpi = new_kpi(a)["id"]
+    readings = {"readings": [{"kpi_id": kpi, "value": 3, "observed_at": "2026-01-05T00:00:00Z"}]}
+    rk = {"Idempotency-Key": "batch-1"}
+    r1 = a.post("/v1/readings", json=readings, headers=rk)
+    r2 = a.post("/v1/readings", json=readings, headers=rk)
+    assert r1.status_code == r2.status_code == 202
+    assert r2.json() == r1.json() == {**r1.json(), "accepted": 1, "duplicates": 0}
+    unkeyed = a.post("/v1/readings", json=readings)
+    assert (unkeyed.json()["accepted"], unkeyed.json()["duplicates"]) == (0, 1)
