@@ -1,0 +1,98 @@
+"""GET /v1/stream over a real uvicorn server: delivery, tenancy, heartbeats."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+
+import httpx
+import pytest
+import uvicorn
+
+from tests.integration.query.conftest import World
+from tests.support.ports import free_port
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def served(world: World) -> Iterator[str]:
+    app = world.client.app
+    app.state.sse_heartbeat_s = 0.3  # type: ignore[attr-defined]
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert server.started
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(10)
+
+
+def _collect(url: str, headers: dict[str, str], out: list[str], stop: threading.Event) -> None:
+    with httpx.Client(timeout=10) as client, client.stream("GET", url, headers=headers) as r:
+        out.append(f"status {r.status_code} {r.headers.get('content-type')}")
+        for line in r.iter_lines():
+            out.append(line)
+            if stop.is_set():
+                return
+
+
+def test_stream_delivers_own_org_changes_with_heartbeats(world: World, served: str) -> None:
+    mine: list[str] = []
+    theirs: list[str] = []
+    stop = threading.Event()
+    readers = [
+        threading.Thread(
+            target=_collect,
+            args=(f"{served}/v1/stream", {"Authorization": f"Bearer {world.token}"}, mine, stop),
+            daemon=True,
+        ),
+        threading.Thread(
+            # EventSource style: the token as a query parameter.
+            target=_collect,
+            args=(f"{served}/v1/stream?access_token={world.other}", {}, theirs, stop),
+            daemon=True,
+        ),
+    ]
+    for t in readers:
+        t.start()
+    deadline = time.monotonic() + 10
+    while not (any(": connected" in x for x in mine) and any(": connected" in x for x in theirs)):
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    time.sleep(0.3)  # the feed has taken its starting point
+    world.seeder.change(
+        "acme", "objective.updated", world.company, {"id": world.company, "score": 0.7}
+    )
+    world.seeder.change("globex", "objective.updated", world.foreign, {"id": world.foreign})
+    world.seeder.change(
+        "acme", "detection.raised", world.detections[0], {"id": world.detections[0]}
+    )
+    deadline = time.monotonic() + 10
+    while not any("detection.raised" in x for x in mine) or not any(
+        "objective.updated" in x for x in theirs
+    ):
+        assert time.monotonic() < deadline, (mine, theirs)
+        time.sleep(0.05)
+    time.sleep(0.8)  # long enough for a heartbeat
+    stop.set()
+    text = "\n".join(mine)
+    assert mine[0].startswith("status 200 text/event-stream")
+    assert "event: objective.updated" in text
+    assert world.company in text
+    assert world.foreign not in text
+    assert ": heartbeat" in text
+    assert world.company not in "\n".join(theirs)
+    assert world.foreign in "\n".join(theirs)
+
+
+def test_stream_needs_a_read_token(world: World, served: str) -> None:
+    assert httpx.get(f"{served}/v1/stream").status_code == 401
+    assert httpx.get(f"{served}/v1/stream?access_token=okr_bad").status_code == 401
+    r = httpx.get(f"{served}/v1/stream", headers={"Authorization": f"Bearer {world.writer_only}"})
+    assert r.status_code == 403
