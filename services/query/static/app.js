@@ -1,0 +1,240 @@
+// okrstream dashboard: plain JS, no build step. All user text goes through textContent,
+// never innerHTML, so titles like "<script>" render as text.
+"use strict";
+
+const TOKEN_KEY = "okrstream.token";
+const SVG = "http://www.w3.org/2000/svg";
+const state = { token: null, selected: null, objectives: new Map(), kpis: new Set(), source: null };
+
+function el(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (k === "class") node.className = v;
+    else if (k.startsWith("data-")) node.setAttribute(k, v);
+    else node[k] = v;
+  }
+  for (const c of children) node.append(c instanceof Node ? c : document.createTextNode(String(c)));
+  return node;
+}
+
+function svg(tag, attrs = {}) {
+  const node = document.createElementNS(SVG, tag);
+  for (const [k, v] of Object.entries(attrs)) node.setAttribute(k, String(v));
+  return node;
+}
+
+const pct = (x) => (x === null || x === undefined ? "–" : `${Math.round(x * 100)}%`);
+const num = (x) => (x === null || x === undefined ? "–" : Number(x).toLocaleString(undefined, { maximumFractionDigits: 2 }));
+
+async function api(path) {
+  const r = await fetch(path, { headers: { Authorization: `Bearer ${state.token}` } });
+  if (r.status === 401) { signOut("That token was not accepted."); throw new Error("401"); }
+  if (!r.ok) throw new Error(`${path}: ${r.status}`);
+  const position = r.headers.get("X-Projection-Position");
+  if (position) document.getElementById("position").textContent = `position ${position}`;
+  return r.json();
+}
+
+// -- objectives tree --------------------------------------------------------------------
+
+function renderNode(view) {
+  state.objectives.set(view.id, view);
+  for (const kr of view.key_results || []) if (kr.kpi_id) state.kpis.add(kr.kpi_id);
+  const row = el("div", { class: "node", "data-objective-id": view.id },
+    el("span", { class: "title" }, view.title),
+    el("span", { class: `badge ${view.status}` }, view.status.replace("_", " ")),
+    el("span", { class: "score", title: "score (rollup " + pct(view.rollup_score) + ")" }, pct(view.score)));
+  if (view.id === state.selected) row.classList.add("selected");
+  row.addEventListener("click", () => select(view.id));
+  const item = el("li", {}, row);
+  if (view.children && view.children.length) {
+    item.append(el("ul", {}, ...view.children.map(renderNode)));
+  }
+  return item;
+}
+
+async function loadTree() {
+  const tree = await api("/v1/objectives/tree");
+  state.objectives.clear();
+  const list = document.getElementById("tree");
+  list.replaceChildren(...tree.items.map(renderNode));
+  if (!tree.items.length) list.append(el("li", { class: "muted" }, "No objectives yet."));
+  if (!state.selected || !state.objectives.has(state.selected)) {
+    state.selected = tree.items.length ? tree.items[0].id : null;
+  }
+  for (const n of list.querySelectorAll(".node")) {
+    n.classList.toggle("selected", n.getAttribute("data-objective-id") === state.selected);
+  }
+}
+
+// -- score history chart ----------------------------------------------------------------
+
+function historyChart(points, view) {
+  const w = 600, h = 160, pad = 24;
+  const root = svg("svg", { viewBox: `0 0 ${w} ${h}`, role: "img", "aria-label": "score history" });
+  const start = Date.parse(view.period.start + "T00:00:00Z");
+  const end = Date.parse(view.period.end + "T00:00:00Z") + 86400000;
+  const x = (t) => pad + ((t - start) / (end - start)) * (w - 2 * pad);
+  const y = (s) => h - pad - Math.min(1.2, Math.max(0, s)) / 1.2 * (h - 2 * pad);
+  root.append(svg("line", { x1: x(start), y1: y(0), x2: x(end), y2: y(1), class: "expected line" }));
+  for (const s of [0, 0.5, 1]) {
+    const t = svg("text", { x: 2, y: y(s) + 3 });
+    t.textContent = pct(s);
+    root.append(t);
+  }
+  const coords = [];
+  let last = null;
+  for (const p of points) {
+    const t = Date.parse(p.occurred_at);
+    if (last !== null) coords.push(`${x(t)},${y(last)}`);
+    coords.push(`${x(t)},${y(p.score)}`);
+    last = p.score;
+  }
+  if (last !== null) coords.push(`${x(Math.min(Date.now(), end))},${y(last)}`);
+  root.append(svg("polyline", { points: coords.join(" "), class: "line" }));
+  return root;
+}
+
+async function select(id) {
+  state.selected = id;
+  for (const n of document.querySelectorAll(".node")) {
+    n.classList.toggle("selected", n.getAttribute("data-objective-id") === id);
+  }
+  await loadDetail();
+}
+
+async function loadDetail() {
+  const id = state.selected;
+  const title = document.getElementById("detail-title");
+  const chart = document.getElementById("history-chart");
+  const krs = document.getElementById("krs");
+  if (!id) { chart.replaceChildren(); krs.replaceChildren(); return; }
+  const [view, history] = await Promise.all([
+    api(`/v1/objectives/${id}`), api(`/v1/objectives/${id}/history?limit=1000`),
+  ]);
+  title.textContent = view.title;
+  document.getElementById("detail-meta").textContent =
+    `${view.owner} · ${view.level} · ${view.period.start} → ${view.period.end} · score ${pct(view.score)}` +
+    ` · expected ${pct(view.expected)} · forecast ${pct(view.forecast)} · zone ${view.zone}`;
+  chart.replaceChildren(historyChart(history.items, view));
+  krs.replaceChildren(el("tr", {}, el("th", {}, "Key result"), el("th", {}, "current"), el("th", {}, "target"), el("th", {}, "score")),
+    ...view.key_results.map((kr) => el("tr", {}, el("td", {}, kr.title), el("td", {}, num(kr.current)),
+      el("td", {}, num(kr.target)), el("td", {}, pct(kr.score)))));
+}
+
+// -- KPIs with sparklines ---------------------------------------------------------------
+
+function sparkline(items) {
+  const w = 120, h = 28;
+  const root = svg("svg", { viewBox: `0 0 ${w} ${h}`, class: "spark" });
+  const values = items.map((b) => b.value).filter((v) => v !== null);
+  if (values.length < 1) return root;
+  const lo = Math.min(...values), hi = Math.max(...values);
+  const pts = values.map((v, i) => {
+    const px = values.length === 1 ? w / 2 : (i / (values.length - 1)) * (w - 4) + 2;
+    const py = hi === lo ? h / 2 : h - 2 - ((v - lo) / (hi - lo)) * (h - 4);
+    return `${px},${py}`;
+  });
+  root.append(svg("polyline", { points: pts.join(" ") }));
+  return root;
+}
+
+async function loadKpis() {
+  const list = document.getElementById("kpis");
+  const rows = await Promise.all([...state.kpis].map(async (id) => {
+    try {
+      const [kpi, series] = await Promise.all([api(`/v1/kpis/${id}`), api(`/v1/kpis/${id}/series?limit=1000`)]);
+      return el("li", { "data-kpi-id": id },
+        el("span", { class: "name" }, kpi.name),
+        sparkline(series.items.slice(-30)),
+        el("span", { class: "value" }, `${num(kpi.current)}${kpi.unit ? " " + kpi.unit : ""}`),
+        el("span", { class: `badge ${kpi.status}` }, kpi.stale ? `${kpi.status} · stale` : kpi.status));
+    } catch (e) { return null; }
+  }));
+  const shown = rows.filter(Boolean);
+  list.replaceChildren(...shown);
+  if (!shown.length) list.append(el("li", { class: "muted" }, "No KPIs linked to key results."));
+}
+
+// -- detections feed --------------------------------------------------------------------
+
+async function loadDetections() {
+  const found = await api("/v1/detections?limit=50");
+  const list = document.getElementById("detections");
+  list.replaceChildren(...found.items.map((d) => {
+    const subject = state.objectives.get(d.subject_id);
+    return el("li", { class: d.resolved_at ? "resolved" : "", "data-detection-id": d.id },
+      el("span", { class: `badge ${d.kind === "under_reach" ? "amber" : d.kind === "stale_kpi" ? "no_data" : "red"}` }, d.kind.replace("_", " ")),
+      el("span", {}, d.reason.replaceAll("_", " ")),
+      el("span", { class: "name" }, subject ? subject.title : `${d.subject_type} ${d.subject_id.slice(0, 8)}`),
+      el("span", { class: "muted" }, d.resolved_at ? `resolved ${d.resolved_at.slice(0, 10)}` : d.detected_at.slice(0, 10)));
+  }));
+  if (!found.items.length) list.append(el("li", { class: "muted" }, "No detections."));
+}
+
+// -- refresh and live updates -----------------------------------------------------------
+
+let refreshTimer = null;
+let refreshing = false;
+async function refresh() {
+  if (refreshing) { scheduleRefresh(); return; }
+  refreshing = true;
+  try {
+    await loadTree();
+    await Promise.all([loadDetail(), loadKpis(), loadDetections()]);
+  } catch (e) {
+    console.warn("refresh failed", e);
+  } finally {
+    refreshing = false;
+  }
+}
+
+function scheduleRefresh() {
+  clearTimeout(refreshTimer);
+  refreshTimer = setTimeout(refresh, 250); // coalesce bursts of events into one refresh
+}
+
+function connect() {
+  if (state.source) state.source.close();
+  // EventSource cannot send headers: the stream accepts ?access_token= (this route only).
+  const source = new EventSource(`/v1/stream?access_token=${encodeURIComponent(state.token)}`);
+  const live = document.getElementById("live");
+  source.onopen = () => { live.textContent = "live"; live.className = "live on"; };
+  source.onerror = () => { live.textContent = "reconnecting"; live.className = "live off"; };
+  for (const kind of ["objective.updated", "kpi.updated", "detection.raised", "detection.resolved"]) {
+    source.addEventListener(kind, scheduleRefresh);
+  }
+  state.source = source;
+}
+
+function signOut(message) {
+  sessionStorage.removeItem(TOKEN_KEY);
+  state.token = null;
+  if (state.source) state.source.close();
+  document.getElementById("app").hidden = true;
+  document.getElementById("signout").hidden = true;
+  document.getElementById("login").hidden = false;
+  document.getElementById("login-error").textContent = message || "";
+}
+
+function start(token) {
+  state.token = token;
+  document.getElementById("login").hidden = true;
+  document.getElementById("app").hidden = false;
+  document.getElementById("signout").hidden = false;
+  refresh();
+  connect();
+  setInterval(refresh, 60000); // time passes: pace numbers move even without events
+}
+
+document.getElementById("login").addEventListener("submit", (ev) => {
+  ev.preventDefault();
+  const token = document.getElementById("token").value.trim();
+  if (!token) return;
+  sessionStorage.setItem(TOKEN_KEY, token);
+  start(token);
+});
+document.getElementById("signout").addEventListener("click", () => signOut(""));
+
+const saved = sessionStorage.getItem(TOKEN_KEY);
+if (saved) start(saved); else signOut("");
