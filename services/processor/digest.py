@@ -37,6 +37,11 @@ def content_hash(cur: Cursor, tables: Tables, *, strict: bool = False) -> dict[s
         rows = cur.execute(f"SELECT * FROM {name}").fetchall()
         columns = _columns(cur, name)
         skip = set() if strict else VOLATILE.get(short, set())
+        if short == "detections" and not strict:
+            # Which detections were raised and resolved on the way depends on the
+            # interleaving; the active ones do not.
+            resolved = columns.index("resolved_at")
+            rows = [row for row in rows if row[resolved] is None]
         keep = [i for i, c in enumerate(columns) if c not in skip]
         canonical = sorted(orjson.dumps([row[i] for i in keep]) for row in rows)
         digest = hashlib.sha256(b"\n".join(canonical)).hexdigest()

@@ -972,7 +972,8 @@ class Projector:
         if state.state == "closed" and state.closed_at is not None:
             tx.cur.execute(
                 f"INSERT INTO {t} (org_id, owner, objective_id, closed_at, score)"
-                " VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                " VALUES (?, ?, ?, ?, ?) ON CONFLICT (org_id, owner, objective_id) DO UPDATE"
+                " SET closed_at = excluded.closed_at, score = excluded.score",
                 (state.org_id, state.owner, state.id, iso(state.closed_at), score),
             )
             owners.add((state.org_id, state.owner))

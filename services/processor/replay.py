@@ -127,7 +127,7 @@ def rebuild(db: Database, store: EventStore, *, chunk: int = CHUNK) -> ReplaySta
         create_tables(cur, Tables(current))  # so the copy works even from nothing
         cur.execute(
             f"INSERT INTO {tables.watermarks} SELECT * FROM {Tables(current).watermarks}"
-            " ON CONFLICT DO NOTHING"
+            " WHERE 1 = 1 ON CONFLICT DO NOTHING"
         )
         write_meta(cur, "generation", str(new))
         write_meta(cur, "schema_version", str(PROJECTION_SCHEMA_VERSION))

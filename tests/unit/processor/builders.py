@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID, uuid4, uuid5
 
@@ -124,3 +124,45 @@ def worked_example(log: Log) -> dict[str, UUID]:
     log.reading(kpi, 4.0, datetime(2026, 1, 20, tzinfo=UTC), "r1")
     log.reading(kpi, 8.0, datetime(2026, 2, 3, tzinfo=UTC), "r2")
     return {"objective": objective, "kpi": kpi, "kr_a": kr_a, "kr_b": kr_b, "kr_c": kr_c}
+
+
+def synthetic(
+    log: Log, objectives: int, kpis: int, readings: int, seed: int = 7
+) -> tuple[list[UUID], list[UUID]]:
+    """A reproducible organisation: KPIs, objectives (every tenth a child of the first) with a
+    KPI-linked, a checked-in and a milestone key result, then `readings` readings."""
+    import random
+
+    rnd = random.Random(seed)
+    period = {"start": "2026-01-01", "end": "2026-12-31"}
+    kpi_ids = [UUID(int=rnd.getrandbits(128)) for _ in range(kpis)]
+    for k in kpi_ids:
+        log.emit(
+            "kpi.defined", k, name="K", direction="increase", target=100.0, amber=90.0,
+            interval=rnd.choice(["day", "week", "month"]),
+            aggregation=rnd.choice(["avg", "sum", "last", "max"]),
+        )  # fmt: skip
+    obj_ids = [UUID(int=rnd.getrandbits(128)) for _ in range(objectives)]
+    for i, o in enumerate(obj_ids):
+        parent = obj_ids[0] if i and i % 10 == 0 else None
+        log.emit(
+            "objective.drafted", o, title=f"O{i}", owner=f"owner{i % 7}", level="team",
+            period=period, parent_id=parent,
+        )  # fmt: skip
+        a, b, c = (UUID(int=rnd.getrandbits(128)) for _ in range(3))
+        log.emit(
+            "key_result.added", o, kr_id=a, title="A", kind="metric", start=0.0, target=100.0,
+            kpi_id=rnd.choice(kpi_ids),
+        )  # fmt: skip
+        log.emit("key_result.added", o, kr_id=b, title="B", kind="metric", start=10.0, target=5.0)
+        log.emit("key_result.added", o, kr_id=c, title="C", kind="milestone", weight=2.0)
+        log.emit("key_result.checked_in", o, kr_id=b, value=rnd.uniform(4, 11))
+        if rnd.random() < 0.3:
+            log.emit("key_result.checked_in", o, kr_id=c, done=True)
+        if rnd.random() < 0.2:
+            log.emit("objective.closed", o, at=datetime(2026, 6, 1, tzinfo=UTC))
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    for r in range(readings):
+        at = start + timedelta(minutes=rnd.randrange(0, 400 * 24 * 60))
+        log.reading(rnd.choice(kpi_ids), round(rnd.uniform(0, 120), 3), at, f"s{r}")
+    return obj_ids, kpi_ids
