@@ -58,6 +58,7 @@ def make_producer(settings: Settings) -> KafkaProducer:
         enable_idempotence=False,
         max_in_flight_requests_per_connection=1,
         linger_ms=5,
+        compression_type="gzip",
         batch_size=1024 * 1024,
         max_request_size=32 * 1024 * 1024,
         request_timeout_ms=10_000,
@@ -176,10 +177,12 @@ class Relay:
         self.progress = Progress(last, {**self.progress.offsets, **acked})
         self.progress_store.save(self.progress)
         self.published += len(batch)
-        self.send_watermarks(last)
+        # No flush here: the watermarks go out with the next batch (or the idle flush), and
+        # always after the records they cover, which are already acknowledged.
+        self.send_watermarks(last, flush=False)
         return len(batch)
 
-    def send_watermarks(self, position: int) -> None:
+    def send_watermarks(self, position: int, *, flush: bool = True) -> None:
         """Tell every partition that everything ≤ `position` is published."""
         value, headers = watermark_value(position), watermark_headers(position)
         for topic, count in self.partitions.items():
@@ -187,7 +190,8 @@ class Relay:
                 self.producer.send(
                     topic, key=None, value=value, headers=headers, partition=partition
                 )
-        self.producer.flush(timeout=FLUSH_TIMEOUT_S)
+        if flush:
+            self.producer.flush(timeout=FLUSH_TIMEOUT_S)
         self.last_watermark = time.monotonic()
 
     def step(self) -> int:
