@@ -1,0 +1,1 @@
+"""`okrstream demo`: a believable organisation, seeded through the public API."""
