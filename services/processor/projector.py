@@ -796,17 +796,19 @@ class Projector:
 
     def _measurements(
         self, tx: Tx, states: Sequence[tuple[ObjectiveState, datetime]]
-    ) -> dict[str, dict[str, Measurement]]:
-        """Measurements of the KPI-linked key results, by objective and key result."""
+    ) -> tuple[dict[str, dict[str, Measurement]], dict[str, dict[str, Measurement]]]:
+        """Measurements of the KPI-linked key results, by objective and key result: at the
+        evaluation time, and at the KR's latest (re)targeting (valid time)."""
         linked = [(s, at, kr) for s, at in states for kr in s.key_results if kr.kpi_id is not None]
         if not linked:
-            return {}
+            return {}, {}
         kpi_ids = sorted({kr.kpi_id for _, _, kr in linked if kr.kpi_id is not None})
         kpis = self._kpis(tx, kpi_ids)
         first = min(s.period.start for s, _, _ in linked)
         last = max(min(s.period.end, at.date()) for s, at, _ in linked)
         days = self._days(tx, kpi_ids, first, max(first, last))
         found: dict[str, dict[str, Measurement]] = defaultdict(dict)
+        at_change: dict[str, dict[str, Measurement]] = defaultdict(dict)
         for s, at, kr in linked:
             assert kr.kpi_id is not None
             kpi = kpis.get(kr.kpi_id)
@@ -819,7 +821,14 @@ class Projector:
                 s.period,
                 at,
             )
-        return found
+            at_change[s.id][kr.id] = measure(
+                days.get(kr.kpi_id, ()),
+                aggregation,  # type: ignore[arg-type]
+                interval,  # type: ignore[arg-type]
+                s.period,
+                min(at, kr.targets[-1].since),
+            )
+        return found, at_change
 
     def evaluation_time(self, state: ObjectiveState, now: datetime) -> datetime:
         """When an objective is evaluated: now, or its close (a closed score is final)."""
@@ -842,7 +851,7 @@ class Projector:
         evaluated = [(after[oid], self.evaluation_time(after[oid], now)) for oid in ids]
         # Intermediate states of the batch only add key results, so the final state's KRs
         # cover every KPI any of them links.
-        measurements = self._measurements(tx, evaluated)
+        measurements, at_change = self._measurements(tx, evaluated)
         last_history = self._last_history(tx, ids)
         history_rows: list[tuple[Any, ...]] = []
         rollup_queue: set[str] = set()
@@ -919,11 +928,14 @@ class Projector:
                 subjects_kr.append((state.org_id, "key_result", kr.id))
                 if kr.removed or kr.kpi_id is None or state.state == "archived":
                     continue
-                measured = m.get(kr.id)
+                # Deterministic whatever order readings and goal events arrive in: does the
+                # KPI's value at the (re)targeting's valid time meet the target set then?
+                since = min(at, kr.targets[-1].since)
+                measured = at_change.get(oid, {}).get(kr.id)
                 if measured is None or measured.current is None:
                     continue
                 finding = rules.target_already_met(
-                    key_result_input(state, kr, measured, at), oid, state.period, self.policy
+                    key_result_input(state, kr, measured, since), oid, state.period, self.policy
                 )
                 if finding is not None:
                     holding_kr.append(finding)
@@ -935,37 +947,9 @@ class Projector:
             history_rows,
         )
         self.sync_detections(tx, subjects_obj, OBJECTIVE_RULES, holding_obj)
-        self._sync_target_met(tx, subjects_kr, holding_kr, applied)
+        self.sync_detections(tx, subjects_kr, KR_RULES, holding_kr)
         self._chronic(tx, owners)
         self.rollups(tx, rollup_queue)
-
-    def _sync_target_met(
-        self,
-        tx: Tx,
-        subjects: Sequence[tuple[str, str, str]],
-        holding: Sequence[rules.Finding],
-        applied: dict[str, list[GoalItem]],
-    ) -> None:
-        # target_already_met is raised only when a KR is added or re-targeted; afterwards it
-        # stays active while it holds and is resolved once it stops holding.
-        triggered = {
-            str(getattr(i.event, "kr_id", ""))
-            for items in applied.values()
-            for i in items
-            if isinstance(i.event, events.KeyResultAdded | events.KeyResultRetargeted)
-        }
-        t = tx.tables.detections
-        active: set[str] = set()
-        for chunk in _chunks(sorted({sid for _, _, sid in subjects})):
-            for (sid,) in tx.cur.execute(
-                f"SELECT subject_id FROM {t} WHERE resolved_at IS NULL AND kind = 'under_reach'"
-                " AND reason = 'target_already_met' AND subject_type = 'key_result'"
-                f" AND subject_id IN ({_marks(len(chunk))})",
-                chunk,
-            ).fetchall():
-                active.add(sid)
-        kept = [f for f in holding if f.key.subject_id in triggered or f.key.subject_id in active]
-        self.sync_detections(tx, subjects, KR_RULES, kept)
 
     def _closure(self, tx: Tx, state: ObjectiveState, score: float, owners: set[Any]) -> None:
         t = tx.tables.owner_closures

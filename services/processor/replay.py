@@ -92,6 +92,7 @@ def rebuild(db: Database, store: EventStore, *, chunk: int = CHUNK) -> ReplaySta
     """Build generation g+1 from the whole log and make it live; return what it did."""
     started = time.perf_counter()
     with db.transaction() as cur:
+        write_lock(cur)
         cur.execute(META_DDL)
         old = live_generation(cur)
     new = old + 1
@@ -148,8 +149,8 @@ def main(settings: Settings | None = None) -> int:
     store = EventStore.from_settings(settings)
     try:
         with db.transaction() as cur:
-            cur.execute(META_DDL)
             write_lock(cur)
+            cur.execute(META_DDL)
             create_tables(cur, Tables(live_generation(cur)))
         stats = rebuild(db, store)
     finally:

@@ -61,8 +61,8 @@ def ensure_schema(db: Database) -> tuple[int, int]:
     the current PROJECTION_SCHEMA_VERSION.
     """
     with db.transaction() as cur:
+        write_lock(cur)  # first: concurrent CREATE TABLE IF NOT EXISTS races on PostgreSQL
         cur.execute(META_DDL)
-        write_lock(cur)
         generation = live_generation(cur)
         stored = read_meta(cur, "schema_version")
         if stored is None:
