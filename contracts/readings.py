@@ -6,7 +6,7 @@ import hashlib
 import math
 from datetime import UTC, datetime
 from typing import Annotated
-from uuid import NAMESPACE_URL, UUID, uuid5
+from uuid import NAMESPACE_URL, UUID
 
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
 
@@ -77,6 +77,28 @@ def derive_reading_id(
     return "derived-" + hashlib.sha256(text.encode()).hexdigest()
 
 
+_NAMESPACE = NAMESPACE_URL.bytes
+# uuid5's version (5) and RFC 4122 variant bits, applied to the first 16 bytes of the SHA-1.
+_CLEAR = ~((0xF000 << 64) | (0xC000 << 48)) & ((1 << 128) - 1)
+_SET = (5 << 76) | (0x8000 << 48)
+
+
+def reading_stream_hex(org_id: str, kpi_id: UUID | str, reading_id: str) -> str:
+    """`reading_stream_id(...).hex` computed with hashlib alone (the bulk-ingest hot path):
+    uuid5(NAMESPACE_URL, name) is SHA-1(namespace bytes + name)[:16] with the version and
+    variant bits set, which is exactly what this does without building UUID objects."""
+    name = f"okrstream:reading:{org_id}:{str(kpi_id).lower()}:{reading_id}"
+    digest = hashlib.sha1(_NAMESPACE + name.encode(), usedforsecurity=False).digest()
+    return "%032x" % ((int.from_bytes(digest[:16], "big") & _CLEAR) | _SET)
+
+
+def dashed(hex32: str) -> str:
+    """The canonical 8-4-4-4-12 text of a UUID given as 32 lower-case hex digits."""
+    return f"{hex32[:8]}-{hex32[8:12]}-{hex32[12:16]}-{hex32[16:20]}-{hex32[20:]}"
+
+
 def reading_stream_id(org_id: str, kpi_id: UUID | str, reading_id: str) -> UUID:
-    """The stream (and event) id of a reading: one per (org, kpi, reading id)."""
-    return uuid5(NAMESPACE_URL, f"okrstream:reading:{org_id}:{str(kpi_id).lower()}:{reading_id}")
+    """The stream (and event) id of a reading: one per (org, kpi, reading id).
+
+    Equal to uuid5(NAMESPACE_URL, f"okrstream:reading:{org_id}:{kpi_id}:{reading_id}")."""
+    return UUID(hex=reading_stream_hex(org_id, kpi_id, reading_id))

@@ -7,6 +7,7 @@ the event's canonical JSON. The recorder's notification id is okrstream's global
 
 from __future__ import annotations
 
+import functools
 import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -27,6 +28,17 @@ import events
 from services.settings import Settings
 
 EVENTS_TABLE = "stored_events"
+SQLITE_CHUNK = 2_000  # rows per INSERT statement (4 variables each; SQLite allows 32,766)
+
+
+@functools.lru_cache(maxsize=64)
+def _sqlite_insert(count: int) -> str:
+    return (
+        f"INSERT OR IGNORE INTO {EVENTS_TABLE} "
+        "(originator_id, originator_version, topic, state) VALUES "
+        + ",".join(["(?,?,?,?)"] * count)
+        + " RETURNING originator_id, originator_version, rowid"
+    )
 
 
 class ConcurrencyError(Exception):
@@ -124,31 +136,46 @@ class EventStore:
         rows = [(e.stream_id, e.stream_version, e.type, events.encode(e)) for e in new_events]
         return self.append_new_encoded(rows)
 
-    def append_new_encoded(self, rows: Sequence[tuple[UUID, int, str, bytes]]) -> list[int | None]:
-        """append_new for events already encoded: (stream_id, stream_version, type, canonical
-        JSON). The bulk-ingest path, which builds canonical bytes without pydantic models."""
+    def append_new_encoded(
+        self, rows: Sequence[tuple[UUID | str, int, str, bytes]]
+    ) -> list[int | None]:
+        """append_new for events already encoded: (stream_id as a UUID or 32 hex digits,
+        stream_version, type, canonical JSON). The bulk-ingest path, which builds canonical
+        bytes without pydantic models."""
         rows = list(rows)
         if not rows:
             return []
         try:
             if self.is_postgres:
-                return self._append_new_postgres(rows)
+                return self._append_new_postgres(
+                    [(s if isinstance(s, UUID) else UUID(hex=s), v, t, b) for s, v, t, b in rows]
+                )
             return self._append_new_sqlite(rows)
         except (OperationalError, PersistenceError, sqlite3.Error) as exc:
             raise StoreUnavailableError(str(exc)) from exc
 
-    def _append_new_sqlite(self, rows: list[tuple[UUID, int, str, bytes]]) -> list[int | None]:
+    def _append_new_sqlite(
+        self, rows: list[tuple[UUID | str, int, str, bytes]]
+    ) -> list[int | None]:
+        """Multi-row INSERT OR IGNORE … RETURNING, in chunks within one transaction: one
+        statement per SQLITE_CHUNK rows instead of one per row. The rows that were inserted
+        come back with their rowid (the position); the ignored ones are already stored."""
         assert isinstance(self.recorder, SQLiteApplicationRecorder)
-        statement = (
-            f"INSERT OR IGNORE INTO {EVENTS_TABLE} "
-            "(originator_id, originator_version, topic, state) VALUES (?, ?, ?, ?)"
-        )
-        positions: list[int | None] = []
+        params: list[tuple[str, int, str, bytes]] = [
+            (s if isinstance(s, str) else s.hex, v, t, b) for s, v, t, b in rows
+        ]
+        inserted: dict[tuple[str, int], int] = {}
         with self.recorder.datastore.transaction(commit=True) as cursor:
             raw = cursor.sqlite_cursor
-            for stream_id, version, topic, state in rows:
-                raw.execute(statement, (stream_id.hex, version, topic, state))
-                positions.append(raw.lastrowid if raw.rowcount == 1 else None)
+            for start in range(0, len(params), SQLITE_CHUNK):
+                chunk = params[start : start + SQLITE_CHUNK]
+                raw.execute(_sqlite_insert(len(chunk)), [x for row in chunk for x in row])
+                for stream_id, version, position in raw.fetchall():
+                    inserted[(stream_id, version)] = position
+        positions: list[int | None] = []
+        for stream_id, version, _topic, _state in params:
+            # pop: a row repeated within `rows` is stored once; its repeats are duplicates
+            positions.append(inserted.pop((stream_id, version), None))
         return positions
 
     def _append_new_postgres(self, rows: list[tuple[UUID, int, str, bytes]]) -> list[int | None]:

@@ -22,6 +22,28 @@ from typing import Any
 import httpx
 import orjson
 
+PROFILE_DIR = os.environ.get("OKR_BENCH_PROFILE")  # py-spy flame data of each phase here
+
+
+def _profile(pid: int, name: str) -> subprocess.Popen[bytes] | None:
+    """Start `py-spy record` on `pid` when OKR_BENCH_PROFILE names a directory."""
+    if not PROFILE_DIR:
+        return None
+    Path(PROFILE_DIR).mkdir(parents=True, exist_ok=True)
+    spy = Path(sys.executable).with_name("py-spy")
+    return subprocess.Popen(
+        [str(spy), "record", "--pid", str(pid), "--rate", "200", "--format", "raw",
+         "-o", str(Path(PROFILE_DIR) / f"{name}.txt"), "--nonblocking"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+
+
+def _stop_profile(spy: subprocess.Popen[bytes] | None) -> None:
+    if spy is not None:
+        spy.send_signal(2)  # SIGINT: py-spy writes its output and exits
+        spy.wait(30)
+
+
 DEFAULT_SIZES = {"readings": 200_000, "batch": 1_000, "clients": 4, "kpis": 50}
 
 
@@ -105,11 +127,13 @@ def bench_ingest(data_dir: Path, sizes: dict[str, int]) -> dict[str, float]:
         work = [_bodies(kpis, share, sizes["batch"], c * share) for c in range(clients)]
         out: Any = mp.Queue()
         procs = [mp.Process(target=_client, args=(url, token, w, out)) for w in work]
+        spy = _profile(server.pid, "ingest")
         started = time.perf_counter()
         for p in procs:
             p.start()
         accepted = sum(out.get(timeout=600) for _ in procs)
         elapsed = time.perf_counter() - started
+        _stop_profile(spy)
         for p in procs:
             p.join()
     finally:
@@ -137,11 +161,13 @@ def bench_relay(data_dir: Path) -> dict[str, float]:
         relay = Relay(settings, store, ProgressStore.from_settings(settings))
         relay.connect()
         thread = threading.Thread(target=relay.run, daemon=True)
+        spy = _profile(os.getpid(), "relay")
         started = time.perf_counter()
         thread.start()
         while relay.progress.position < end:
             time.sleep(0.01)
         elapsed = time.perf_counter() - started
+        _stop_profile(spy)
         relay.stopping.set()
         thread.join(30)
         store.close()
