@@ -33,7 +33,8 @@ def same(item: Any) -> None:
     assert fast == expected
     if not isinstance(fast, str):
         assert type(fast[1]) is float
-        assert fast[2].tzinfo is not None and fast[2].utcoffset().total_seconds() == 0
+        assert fast[2].tzinfo is not None
+        assert fast[2].utcoffset().total_seconds() == 0
 
 
 BASE = {"kpi_id": KPI, "value": 1.5, "observed_at": "2026-01-02T03:04:05Z"}
@@ -157,7 +158,8 @@ def test_judged_rows_are_the_sealed_pydantic_events() -> None:
         assert decoded.event_id == decoded.stream_id
         reading = validate_one(item)
         assert not isinstance(reading, str)
-        assert decoded.value == reading.value and decoded.observed_at == reading.observed_at
+        assert decoded.value == reading.value
+        assert decoded.observed_at == reading.observed_at
         rebuilt = events.seal(decoded.model_copy(update={"hash": None, "prev_hash": None}), None)
         assert events.encode(rebuilt) == row[3]
         assert events.verify_chain([decoded]) is None
