@@ -94,12 +94,12 @@ class ReadRequest:
 Read = Annotated[ReadRequest, Depends()]
 
 
-def _etag(response: Response, request: Request, version: int) -> Response | None:
-    tag = f'"{version}"'
-    response.headers["ETag"] = tag
-    if request.headers.get("if-none-match") == tag:
-        return Response(status_code=304, headers=dict(response.headers))
-    return None
+def _etag(response: Response, version: int) -> None:
+    # The ETag is the resource's version, for If-Match on writes. It is not a validator of
+    # the view: readings change scores without changing the version, so no 304 answers,
+    # and views are not cached.
+    response.headers["ETag"] = f'"{version}"'
+    response.headers["Cache-Control"] = "no-store"
 
 
 def build_router() -> APIRouter:
@@ -152,7 +152,8 @@ def build_router() -> APIRouter:
                 view = timetravel.objective_at(r, str(objective_id), as_of, known_at)
         if view is None:
             raise read.not_found("objective")
-        return _etag(response, request, int(view["version"])) or view
+        _etag(response, int(view["version"]))
+        return view
 
     @router.get("/v1/objectives/{objective_id}/history", summary="An objective's score history")
     def objective_history(
@@ -185,7 +186,8 @@ def build_router() -> APIRouter:
             view = r.kpi(str(kpi_id)) if as_of is None else timetravel.kpi_at(r, str(kpi_id), as_of)
         if view is None:
             raise read.not_found("KPI")
-        return _etag(response, request, int(view["version"])) or view
+        _etag(response, int(view["version"]))
+        return view
 
     @router.get("/v1/kpis/{kpi_id}/series", summary="A KPI's buckets")
     def kpi_series(

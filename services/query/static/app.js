@@ -130,6 +130,7 @@ function sparkline(items) {
   const values = items.map((b) => b.value).filter((v) => v !== null);
   if (values.length < 1) return root;
   const lo = Math.min(...values), hi = Math.max(...values);
+  if (values.length === 1) values.push(values[0]); // one bucket: a flat line
   const pts = values.map((v, i) => {
     const px = values.length === 1 ? w / 2 : (i / (values.length - 1)) * (w - 4) + 2;
     const py = hi === lo ? h / 2 : h - 2 - ((v - lo) / (hi - lo)) * (h - 4);
