@@ -17,12 +17,13 @@ from uuid import UUID
 
 from fastapi import APIRouter, Depends, FastAPI, Query, Request, Response
 from fastapi.responses import FileResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
 from pydantic import AwareDatetime
 
 from services.auth.tokens import TokenStore
 from services.http.problems import Problem, install_problem_handlers
-from services.http.security import Reader
+from services.http.security import CHALLENGE
 from services.projectionstore.db import Database
 from services.query import live, ops, timetravel
 from services.query.reads import Reads
@@ -33,6 +34,7 @@ STATIC_DIR = Path(__file__).parent / "static"
 POSITION_HEADER = "X-Projection-Position"
 MIN_POSITION_WAIT_S = 10.0
 MAX_LIMIT = 1000
+bearer = HTTPBearer(auto_error=False, description="okrstream API token")
 
 Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT, description="page size (default 100)")]
 PageCursor = Annotated[str | None, Query(max_length=500, description="opaque, from next_cursor")]
@@ -47,15 +49,12 @@ class ReadRequest:
     """One read: the caller's organisation, min_position waiting, X-Projection-Position."""
 
     def __init__(
-        self,
-        request: Request,
+        self, store: ReadStore, wait_s: float, org: str, min_position: int | None,
         response: Response,
-        principal: Reader,
-        min_position: MinPosition = None,
-    ) -> None:
-        self.store: ReadStore = request.app.state.query_store
-        self.wait_s: float = getattr(request.app.state, "min_position_wait_s", MIN_POSITION_WAIT_S)
-        self.org = principal.org_id
+    ) -> None:  # fmt: skip
+        self.store = store
+        self.wait_s = wait_s
+        self.org = org
         self.min_position = min_position
         self.response = response
         self.position = 0
@@ -91,7 +90,35 @@ class ReadRequest:
         return Problem(404, f"no such {what}", headers={POSITION_HEADER: str(self.position)})
 
 
-Read = Annotated[ReadRequest, Depends()]
+async def read_request(
+    request: Request,
+    response: Response,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+    min_position: MinPosition = None,
+) -> ReadRequest:
+    """Bearer auth with the `read` scope (as services.http.security.Reader: 401/403), in one
+    async dependency: each sync dependency would cost a threadpool hop per request."""
+    if credentials is None or credentials.scheme.lower() != "bearer":
+        raise Problem(401, "a bearer token is required", headers=CHALLENGE)
+    tokens: TokenStore = request.app.state.tokens
+    # verify() answers from its in-memory cache (30 s) without I/O; a miss is one indexed
+    # lookup, rare enough to run inline.
+    principal = tokens.verify(credentials.credentials)
+    if principal is None:
+        raise Problem(401, "unknown token", headers=CHALLENGE)
+    if not principal.allows("read"):
+        raise Problem(403, "this token lacks the 'read' scope")
+    state = request.app.state
+    return ReadRequest(
+        state.query_store,
+        getattr(state, "min_position_wait_s", MIN_POSITION_WAIT_S),
+        principal.org_id,
+        min_position,
+        response,
+    )
+
+
+Read = Annotated[ReadRequest, Depends(read_request)]
 
 
 def _etag(response: Response, version: int) -> None:
