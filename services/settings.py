@@ -26,6 +26,9 @@ class Settings(BaseSettings):
     )
     http_host: str = "127.0.0.1"
     http_port: Port = Field(default=8000, ge=1, le=65535)
+    http_workers: int = Field(
+        default=1, ge=1, le=64, description="front door processes (uvicorn workers)"
+    )
     kafka_bootstrap: str | None = Field(
         default=None, description="host:port[,host:port]; unset = start the embedded broker"
     )

@@ -46,9 +46,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
 
 def main() -> None:
+    """Serve the front door; with OKR_HTTP_WORKERS > 1, that many processes share the port
+    (each builds its app from the environment; the stores take concurrent writers)."""
     settings = load_settings()
     uvicorn.run(
-        create_app(settings),
+        "services.api.main:create_app" if settings.http_workers > 1 else create_app(settings),
+        factory=settings.http_workers > 1,
+        workers=settings.http_workers if settings.http_workers > 1 else None,
         host=settings.http_host,
         port=settings.http_port,
         log_level=settings.log_level.lower(),

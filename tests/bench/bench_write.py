@@ -33,7 +33,7 @@ def _profile(pid: int, name: str) -> subprocess.Popen[bytes] | None:
     spy = Path(sys.executable).with_name("py-spy")
     return subprocess.Popen(
         [str(spy), "record", "--pid", str(pid), "--rate", "200", "--format", "raw",
-         "-o", str(Path(PROFILE_DIR) / f"{name}.txt"), "--nonblocking"],
+         "--subprocesses", "-o", str(Path(PROFILE_DIR) / f"{name}.txt"), "--nonblocking"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
 
@@ -44,7 +44,7 @@ def _stop_profile(spy: subprocess.Popen[bytes] | None) -> None:
         spy.wait(30)
 
 
-DEFAULT_SIZES = {"readings": 200_000, "batch": 1_000, "clients": 4, "kpis": 50}
+DEFAULT_SIZES = {"readings": 200_000, "batch": 1_000, "clients": 4, "kpis": 50, "workers": 2}
 
 
 def _client(url: str, token: str, bodies: list[bytes], out: Any) -> None:
@@ -116,7 +116,8 @@ def bench_ingest(data_dir: Path, sizes: dict[str, int]) -> dict[str, float]:
     env = {**os.environ, "OKR_DATA_DIR": str(data_dir), "OKR_LOG_LEVEL": "WARNING"}
     server = subprocess.Popen(
         [sys.executable, "-m", "uvicorn", "--factory", "services.ingest.app:create_app",
-         "--port", str(port), "--log-level", "warning", "--no-access-log"],
+         "--port", str(port), "--log-level", "warning", "--no-access-log",
+         "--workers", str(sizes["workers"])],
         env=env,
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
@@ -183,7 +184,8 @@ def run(sizes: dict[str, int] | None = None) -> dict[str, float]:
     print(
         f"ingest: {figures['readings_accepted']:.0f} readings in {figures['ingest_s']:.2f} s = "
         f"{figures['readings_per_s']:,.0f} readings/s over HTTP "
-        f"({sizes['clients']} clients, batches of {sizes['batch']}, SQLite)"
+        f"({sizes['clients']} clients, batches of {sizes['batch']}, "
+        f"{sizes['workers']} server processes, SQLite)"
     )
     print(
         f"relay: {figures['relayed_events']:.0f} events in {figures['relay_s']:.2f} s = "
