@@ -295,6 +295,8 @@ class EventStore:
 
     def notifications(self, after: int, limit: int) -> list[StoredNotification]:
         """Up to `limit` entries of the notification log with position > `after`, in order."""
+        if not self.is_postgres:
+            return self._notifications_sqlite(after, limit)
         found = self.recorder.select_notifications(
             start=after, limit=limit, inclusive_of_start=False
         )
@@ -309,6 +311,24 @@ class EventStore:
                 state=n.state,
             )
             for n in found
+        ]
+
+    def _notifications_sqlite(self, after: int, limit: int) -> list[StoredNotification]:
+        """The recorder's select_notifications query, read as plain tuples (the relay's hot
+        path: no sqlite3.Row and no intermediate Notification per entry)."""
+        assert isinstance(self.recorder, SQLiteApplicationRecorder)
+        with self.recorder.datastore.transaction(commit=False) as cursor:
+            raw = cursor.sqlite_cursor
+            raw.row_factory = None
+            raw.execute(
+                "SELECT rowid, originator_id, originator_version, topic, state "
+                f"FROM {EVENTS_TABLE} WHERE rowid > ? ORDER BY rowid LIMIT ?",
+                (after, limit),
+            )
+            rows = raw.fetchall()
+        return [
+            StoredNotification(position, UUID(hex=stream_id), version, topic, state)
+            for position, stream_id, version, topic, state in rows
         ]
 
     def max_position(self) -> int:

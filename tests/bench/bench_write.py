@@ -38,6 +38,21 @@ def _profile(pid: int, name: str) -> subprocess.Popen[bytes] | None:
     )  # fmt: skip
 
 
+def _cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) used so far by `pid` and its children."""
+    import psutil
+
+    proc = psutil.Process(pid)
+    total = 0.0
+    for p in [proc, *proc.children(recursive=True)]:
+        try:
+            times = p.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        total += times.user + times.system
+    return total
+
+
 def _stop_profile(spy: subprocess.Popen[bytes] | None) -> None:
     if spy is not None:
         spy.send_signal(2)  # SIGINT: py-spy writes its output and exits
@@ -129,11 +144,13 @@ def bench_ingest(data_dir: Path, sizes: dict[str, int]) -> dict[str, float]:
         out: Any = mp.Queue()
         procs = [mp.Process(target=_client, args=(url, token, w, out)) for w in work]
         spy = _profile(server.pid, "ingest")
+        cpu0 = _cpu_s(server.pid)
         started = time.perf_counter()
         for p in procs:
             p.start()
         accepted = sum(out.get(timeout=600) for _ in procs)
         elapsed = time.perf_counter() - started
+        server_cpu = _cpu_s(server.pid) - cpu0
         _stop_profile(spy)
         for p in procs:
             p.join()
@@ -144,10 +161,11 @@ def bench_ingest(data_dir: Path, sizes: dict[str, int]) -> dict[str, float]:
         "readings_accepted": accepted,
         "ingest_s": elapsed,
         "readings_per_s": accepted / elapsed,
+        "ingest_cpu_ms_per_1000": 1000 * server_cpu / (accepted / 1000),
     }
 
 
-def bench_relay(data_dir: Path) -> dict[str, float]:
+def bench_relay(data_dir: Path, producer_factory: Any = None) -> dict[str, float]:
     from services.broker.embedded import EmbeddedBroker
     from services.eventstore import EventStore
     from services.relay.main import Relay
@@ -159,20 +177,28 @@ def bench_relay(data_dir: Path) -> dict[str, float]:
         settings = Settings(data_dir=data_dir, kafka_bootstrap=broker.bootstrap)
         store = EventStore.from_settings(settings)
         end = store.max_position()
-        relay = Relay(settings, store, ProgressStore.from_settings(settings))
+        extra = {"producer_factory": producer_factory} if producer_factory else {}
+        relay = Relay(settings, store, ProgressStore.from_settings(settings), **extra)
         relay.connect()
         thread = threading.Thread(target=relay.run, daemon=True)
         spy = _profile(os.getpid(), "relay")
+        cpu0 = time.process_time()
         started = time.perf_counter()
         thread.start()
         while relay.progress.position < end:
             time.sleep(0.01)
         elapsed = time.perf_counter() - started
+        relay_cpu = time.process_time() - cpu0
         _stop_profile(spy)
         relay.stopping.set()
         thread.join(30)
         store.close()
-    return {"relayed_events": end, "relay_s": elapsed, "relay_events_per_s": end / elapsed}
+    return {
+        "relayed_events": end,
+        "relay_s": elapsed,
+        "relay_events_per_s": end / elapsed,
+        "relay_cpu_ms_per_1000": 1000 * relay_cpu / (end / 1000),
+    }
 
 
 def run(sizes: dict[str, int] | None = None) -> dict[str, float]:
@@ -185,12 +211,15 @@ def run(sizes: dict[str, int] | None = None) -> dict[str, float]:
         f"ingest: {figures['readings_accepted']:.0f} readings in {figures['ingest_s']:.2f} s = "
         f"{figures['readings_per_s']:,.0f} readings/s over HTTP "
         f"({sizes['clients']} clients, batches of {sizes['batch']}, "
-        f"{sizes['workers']} server processes, SQLite)"
+        f"{sizes['workers']} server processes, SQLite); server CPU "
+        f"{figures['ingest_cpu_ms_per_1000']:.1f} ms per 1,000 readings"
     )
     print(
         f"relay: {figures['relayed_events']:.0f} events in {figures['relay_s']:.2f} s = "
-        f"{figures['relay_events_per_s']:,.0f} events/s"
+        f"{figures['relay_events_per_s']:,.0f} events/s; relay process CPU "
+        f"{figures['relay_cpu_ms_per_1000']:.1f} ms per 1,000 events"
     )
+    print(f"load average at the end: {os.getloadavg()[0]:.2f} (other processes skew these)")
     return figures
 
 
