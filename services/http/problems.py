@@ -14,6 +14,9 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from services.eventstore.store import StoreUnavailableError
+from services.projectionstore.db import DatabaseUnavailableError
+
 PROBLEM_JSON = "application/problem+json"
 
 TITLES = {
@@ -101,8 +104,16 @@ async def _on_http(request: Request, exc: Exception) -> JSONResponse:
     return problem_response(exc.status_code, str(exc.detail), headers=headers)
 
 
+async def _on_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    # A store that cannot be reached or written (unreachable, disk full, read-only): the
+    # request may succeed later, so 503 with Retry-After rather than a bare 500.
+    return problem_response(503, f"a store is unavailable: {exc}", headers={"Retry-After": "1"})
+
+
 def install_problem_handlers(app: FastAPI) -> None:
     """Make every error of `app` a problem+json answer."""
     app.add_exception_handler(Problem, _on_problem)
+    app.add_exception_handler(StoreUnavailableError, _on_unavailable)
+    app.add_exception_handler(DatabaseUnavailableError, _on_unavailable)
     app.add_exception_handler(RequestValidationError, _on_validation)
     app.add_exception_handler(StarletteHTTPException, _on_http)
