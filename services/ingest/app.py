@@ -1,7 +1,8 @@
 """Composition root of the ingest service: POST /v1/readings (API.md, "Readings").
 
 `install(app, settings)` adds the route to any FastAPI app (the front door does this);
-`create_app()` builds the service alone. Answers 202 only after the batch is committed.
+`create_app()` builds the service alone. Answers 202 only after the batch is committed (to
+the event store, or with OKR_INGEST_MODE=kafka acknowledged by Kafka with acks=all).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from services.http.idempotency import Answer, IdempotencyStore, fingerprint, run
 from services.http.limits import install_body_limit
 from services.http.problems import Problem, install_problem_handlers
 from services.http.security import Ingester
+from services.ingest.kafka_sink import KafkaReadingsSink, KafkaUnavailableError
 from services.ingest.service import ReadingsService
 from services.settings import Settings, load_settings
 
@@ -87,6 +89,12 @@ def build_router() -> APIRouter:
                 raise Problem(
                     503, f"the event store is unavailable: {exc}", headers={"Retry-After": "1"}
                 ) from None
+            except KafkaUnavailableError as exc:
+                raise Problem(
+                    503,
+                    f"Kafka did not acknowledge the readings: {exc}",
+                    headers={"Retry-After": "1"},
+                ) from None
 
         def run() -> Answer:
             fp = fingerprint("POST", request.url.path, raw)
@@ -112,7 +120,13 @@ def install(app: FastAPI, settings: Settings) -> None:
         app.state.idempotency = IdempotencyStore.from_settings(settings)
         app.router.on_shutdown.append(app.state.idempotency.close)
     app.state.ingest_settings = settings
-    app.state.readings = ReadingsService(app.state.event_store)
+    sink = None
+    if settings.ingest_mode == "kafka":
+        sink = KafkaReadingsSink(settings)
+        app.router.on_shutdown.append(sink.close)
+    app.state.readings = ReadingsService(
+        app.state.event_store, sink, readings_per_record=settings.relay_readings_per_record
+    )
     app.include_router(build_router())
 
 

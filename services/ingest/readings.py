@@ -44,6 +44,7 @@ class Judged:
     """A batch after judging: rows to insert, rejections, and in-batch duplicates."""
 
     rows: list[Row] = field(default_factory=list)
+    kpi_ids: list[str] = field(default_factory=list)  # each row's kpi_id (canonical text)
     rejected: list[dict[str, Any]] = field(default_factory=list)
     duplicates: int = 0
 
@@ -281,4 +282,5 @@ def judge(
             dashed(stream_hex), recorded_at,
         )  # fmt: skip
         rows.append((stream_hex, 1, READING_TYPE, state))
+        out.kpi_ids.append(kpi_text)
     return out
