@@ -153,7 +153,7 @@ class EventStore:
         recorder: ApplicationRecorder = factory.application_recorder()
         self.recorder = recorder
         self.is_postgres = isinstance(recorder, PostgresApplicationRecorder)
-        self._writer = _NoLock()
+        self._writer: _NoLock | WriterLock = _NoLock()
         if isinstance(recorder, SQLiteApplicationRecorder):
             _tune_sqlite(recorder)
             pool: Any = recorder.datastore.pool

@@ -108,7 +108,7 @@ def _fast(item: Any, uuids: dict[str, UUID | None]) -> Parsed | None:
         uuids[text] = kpi_id
     if kpi_id is None:
         return None
-    value = item.get("value")
+    value: Any = item.get("value")
     kind = type(value)
     if kind is float:
         if not math.isfinite(value):
@@ -247,10 +247,10 @@ def judge(
     recorded_at = now.astimezone(UTC)
     rows, rejected = out.rows, out.rejected
     for index, reading in enumerate(parse(items)):
-        if type(reading) is str:
+        if isinstance(reading, str):
             rejected.append({"index": index, "error": reading})
             continue
-        kpi_id, value, observed_at, reading_id, source = reading  # type: ignore[misc]
+        kpi_id, value, observed_at, reading_id, source = reading
         known = kpis.get(kpi_id)
         if known is None:
             facts = lookup(kpi_id)

@@ -20,7 +20,7 @@ from typing import Any
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.errors import KafkaError
-from kafka.record.util import crc32c_c  # type: ignore[attr-defined]
+from kafka.record.util import crc32c_c
 
 from services.eventstore import EventStore, StoreUnavailableError
 from services.kafka.admin import ensure_topics
