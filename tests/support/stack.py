@@ -14,6 +14,7 @@ from types import TracebackType
 
 import psutil
 
+from services.settings import Settings
 from tests.support.ports import free_port
 
 READY = "ready; Ctrl-C stops everything"
@@ -42,6 +43,11 @@ class Stack:
         self.process: subprocess.Popen[str] | None = None
         self.lines: list[str] = []
         self._reader: threading.Thread | None = None
+
+    @property
+    def settings(self) -> Settings:
+        """Settings that reach this stack's stores (for tokens and direct checks)."""
+        return Settings(data_dir=self.data_dir, database_url=self.env.get("OKR_DATABASE_URL"))
 
     @property
     def url(self) -> str:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -13,18 +12,11 @@ import httpx
 import pytest
 
 from services.auth.tokens import TokenStore
-from services.settings import Settings
 from tests.support.stack import Stack
 
 pytestmark = pytest.mark.e2e
 
 NOT_TENANT_DATA = {"/", "/healthz", "/readyz", "/metrics", "/v1/stream"}
-
-
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    with Stack(tmp_path_factory.mktemp("stack") / "data") as running:
-        yield running
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +61,7 @@ def seeded(stack: Stack) -> dict[str, Any]:
     position = api.post("/v1/readings", json={"readings": [
         {"kpi_id": kpi, "value": 30, "observed_at": (now - timedelta(minutes=1)).isoformat()}
     ]}).json()["position"]  # fmt: skip
-    settings = Settings(data_dir=stack.data_dir)
+    settings = stack.settings
     tokens = TokenStore.from_settings(settings)
     other = tokens.create("someone-else", ["read"])
     tokens.close()

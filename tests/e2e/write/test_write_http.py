@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
 from services.auth.tokens import TokenStore
-from services.settings import Settings
 from tests.support.stack import Stack
 
 pytestmark = pytest.mark.e2e
@@ -20,14 +18,8 @@ PERIOD = {"start": "2026-01-01", "end": "2026-12-31"}
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    with Stack(tmp_path_factory.mktemp("stack") / "data") as running:
-        yield running
-
-
-@pytest.fixture(scope="module")
 def tokens(stack: Stack) -> Iterator[TokenStore]:
-    store = TokenStore.from_settings(Settings(data_dir=Path(stack.data_dir)))
+    store = TokenStore.from_settings(stack.settings)
     yield store
     store.close()
 
