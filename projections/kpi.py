@@ -54,6 +54,52 @@ def bucket_end(start: datetime, interval: Interval) -> datetime:
     assert_never(interval)
 
 
+SCALE_BITS = 1074
+"""Every finite float is n / 2**k with k <= 1074: sums are kept as exact integers scaled by
+2**1074 (exact, order-independent, and much cheaper than Fraction arithmetic)."""
+_ONE = 1 << SCALE_BITS
+
+
+def scaled(value: float) -> int:
+    """`value` (finite) times 2**1074, exactly, as an int."""
+    num, den = float(value).as_integer_ratio()
+    return num << (SCALE_BITS - den.bit_length() + 1)
+
+
+def scaled_sum(values: Iterable[float]) -> int:
+    """The exact sum of `values` (finite floats) times 2**1074."""
+    pairs = [float(v).as_integer_ratio() for v in values]
+    if not pairs:
+        return 0
+    # Sum on the batch's own finest scale (small ints), then scale once.
+    bits = max(d.bit_length() for _, d in pairs)
+    total = sum(n << (bits - d.bit_length()) for n, d in pairs)
+    return total << (SCALE_BITS + 1 - bits)
+
+
+# Decimal texts of the powers of two, both ways (a 1074-bit int <-> text is the slow part).
+_DEN_TEXT = [str(1 << e) for e in range(SCALE_BITS + 1)]
+_DEN_EXP = {t: e for e, t in enumerate(_DEN_TEXT)}
+
+
+def total_text(scaled_total: int) -> str:
+    """The stored text of an exact sum: the reduced fraction "num/den" (den a power of two),
+    the same text `fractions.Fraction` gives and parses."""
+    if scaled_total == 0:
+        return "0/1"
+    shift = min((scaled_total & -scaled_total).bit_length() - 1, SCALE_BITS)
+    return f"{scaled_total >> shift}/{_DEN_TEXT[SCALE_BITS - shift]}"
+
+
+def parse_total(text: str) -> int:
+    """Inverse of `total_text` (also reads "num" alone): the exact sum times 2**1074."""
+    num, _, den = text.partition("/")
+    exp = _DEN_EXP.get(den or "1")
+    if exp is None:
+        raise ValueError(f"not an exact float sum: {text!r}")
+    return int(num) << (SCALE_BITS - exp)
+
+
 def _finite(value: float) -> float:
     if not math.isfinite(value):
         raise ValueError(f"reading value must be finite, got {value!r}")
@@ -65,14 +111,15 @@ def _finite(value: float) -> float:
 class Accumulator:
     """Aggregate state of a set of readings, equal whatever the order of adds and merges.
 
-    `exact_total` is the exact rational sum of the values (every float is a dyadic
-    rational), so sums and averages do not depend on the order readings arrive in.
+    `scaled_total` is the exact sum of the values times 2**1074 (every float is a dyadic
+    rational n / 2**k, k <= 1074), so sums and averages do not depend on the order readings
+    arrive in; `exact_total` is the same sum as a Fraction.
     "last" is the reading with the greatest (observed_at, key); ties on both fall back to
     the greater value, so even duplicated keys stay order-independent.
     """
 
     count: int
-    exact_total: Fraction
+    scaled_total: int
     minimum: float | None
     maximum: float | None
     last_at: datetime | None
@@ -82,18 +129,43 @@ class Accumulator:
     @classmethod
     def empty(cls) -> Accumulator:
         """The accumulator of no readings."""
-        return cls(0, Fraction(0), None, None, None, None, None)
+        return cls(0, 0, None, None, None, None, None)
 
     @classmethod
     def of(cls, value: float, observed_at: datetime, key: str) -> Accumulator:
         """The accumulator of one reading: `value` observed at `observed_at`, reading id `key`."""
         v = _finite(value)
-        return cls(1, Fraction(v), v, v, as_utc(observed_at, "observed_at"), v, key)
+        return cls(1, scaled(v), v, v, as_utc(observed_at, "observed_at"), v, key)
+
+    @classmethod
+    def of_values(
+        cls, values: Iterable[float], last_at: datetime, last_key: str, last_value: float
+    ) -> Accumulator:
+        """The accumulator of readings with these values whose latest (by observed_at, then
+        reading id, then value) is (`last_at`, `last_key`, `last_value`): equal to adding
+        them one by one, without building one accumulator per reading."""
+        vs = [_finite(v) for v in values]
+        if not vs:
+            return cls.empty()
+        return cls(
+            len(vs),
+            scaled_sum(vs),
+            min(vs),
+            max(vs),
+            as_utc(last_at, "last_at"),
+            _finite(last_value),
+            last_key,
+        )
+
+    @property
+    def exact_total(self) -> Fraction:
+        """The exact sum of the values."""
+        return Fraction(self.scaled_total, _ONE)
 
     @property
     def total(self) -> float:
         """Sum of the values, rounded once to the nearest float."""
-        return float(self.exact_total)
+        return self.scaled_total / _ONE  # int / int is correctly rounded
 
     def add(self, value: float, observed_at: datetime, key: str) -> Accumulator:
         """A new accumulator with one more reading (`key` = reading id, breaks ties for last)."""
@@ -112,7 +184,7 @@ class Accumulator:
         latest = max(self, other, key=_last_order)
         return Accumulator(
             count=self.count + other.count,
-            exact_total=self.exact_total + other.exact_total,
+            scaled_total=self.scaled_total + other.scaled_total,
             minimum=min(self.minimum, other.minimum),
             maximum=max(self.maximum, other.maximum),
             last_at=latest.last_at,
@@ -130,9 +202,9 @@ class Accumulator:
         if self.count == 0:
             return None
         if aggregation == "sum":
-            return float(self.exact_total)
+            return self.scaled_total / _ONE
         if aggregation == "avg":
-            return float(self.exact_total / self.count)
+            return self.scaled_total / (self.count << SCALE_BITS)
         if aggregation == "min":
             return self.minimum
         if aggregation == "max":

@@ -7,7 +7,8 @@ and the query API's `as_of` / `known_at` reads call exactly these functions.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from bisect import bisect_right
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, time
 from typing import Any, Literal, TypeVar
@@ -388,6 +389,59 @@ def measure(
         v for _, acc in sorted(buckets.items()) if (v := acc.value(aggregation)) is not None
     )
     return Measurement(total.value(aggregation), observations)
+
+
+def measure_many(
+    days: Iterable[tuple[date, Accumulator]],
+    aggregation: Aggregation,
+    interval: Interval,
+    period: Period,
+    ats: Sequence[datetime],
+) -> list[Measurement]:
+    """`measure(days, aggregation, interval, period, at)` for every `at` of `ats`, in one
+    pass over the days: every measurement counts a prefix of the period's days, so running
+    merges answer each `at` with a lookup (equal results, merges being order-independent).
+    """
+    kept = sorted(
+        ((d, acc) for d, acc in days if period.start <= d <= period.end and acc.count),
+        key=lambda item: item[0],
+    )
+    dates = [d for d, _ in kept]
+    totals: list[Accumulator] = []  # totals[i]: merge of days 0..i
+    partial: list[Accumulator] = []  # partial[i]: merge of i's bucket's days up to i
+    bucket_of: list[int] = []  # bucket number of day i (0, 1, ... in order)
+    closed: list[float] = []  # values (not None) of the buckets before the current one
+    closed_before: list[int] = []  # closed_before[k]: len(closed) when bucket k starts
+    total = Accumulator.empty()
+    current = Accumulator.empty()
+    start: datetime | None = None
+    for d, acc in kept:
+        bucket = bucket_start(datetime.combine(d, time(), tzinfo=UTC), interval)
+        if bucket != start:
+            if start is not None and (v := current.value(aggregation)) is not None:
+                closed.append(v)
+            closed_before.append(len(closed))
+            current = Accumulator.empty()
+            start = bucket
+        total = total.merge(acc)
+        current = current.merge(acc)
+        totals.append(total)
+        partial.append(current)
+        bucket_of.append(len(closed_before) - 1)
+    none = Measurement(Accumulator.empty().value(aggregation), ())
+    found: list[Measurement] = []
+    for at in ats:
+        at = as_utc(at, "at")
+        i = bisect_right(dates, min(period.end, at.date())) - 1
+        if at < period.starts_at or i < 0:
+            found.append(none)
+            continue
+        last = partial[i].value(aggregation)
+        observations = tuple(closed[: closed_before[bucket_of[i]]])
+        if last is not None:
+            observations += (last,)
+        found.append(Measurement(totals[i].value(aggregation), observations))
+    return found
 
 
 # -- evaluation -----------------------------------------------------------------------------

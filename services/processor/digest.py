@@ -16,6 +16,7 @@ VOLATILE: dict[str, set[str]] = {
     "objectives": {"evaluated_at", "expected", "health", "status", "forecast"},
     "detections": {"detected_at", "resolved_at", "version", "evidence"},
     "readings": {"position"},
+    "kpis": {"days_version"},  # a cache-validation counter: how many batches changed days
 }
 # Feeds and bookkeeping, excluded from the strict hash too: the change feed and outbox
 # (a wall-clock `at`, serial numbers) and the watermarks (how far each partition got).

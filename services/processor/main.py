@@ -18,6 +18,7 @@ from services.projectionstore.schema import PROJECTION_SCHEMA_VERSION
 from services.settings import load_settings
 
 log = logging.getLogger("okrstream.processor")
+WRITER_CACHE_KIB = 64 * 1024  # SQLite page cache of the projection writer
 
 
 def main() -> None:
@@ -31,7 +32,9 @@ def main() -> None:
     ensure_topics(
         settings.bootstrap_servers, settings.kafka_partitions, settings.kafka_replication_factor
     )
-    db = Database.from_settings(settings, settings.projections_db_path)
+    db = Database.from_settings(
+        settings, settings.projections_db_path, sqlite_cache_kib=WRITER_CACHE_KIB
+    )
     _, version = ensure_schema(db)
     if version < PROJECTION_SCHEMA_VERSION:
         log.info("projection schema v%s < v%s: rebuilding", version, PROJECTION_SCHEMA_VERSION)

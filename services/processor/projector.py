@@ -17,7 +17,6 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
-from fractions import Fraction
 from typing import Any
 from uuid import NAMESPACE_URL, UUID, uuid5
 
@@ -27,7 +26,7 @@ import events
 from contracts.topics import DETECTIONS
 from projections import detections as rules
 from projections.history import score_changed
-from projections.kpi import Accumulator, bucket_end, bucket_start
+from projections.kpi import Accumulator, bucket_end, bucket_start, parse_total, total_text
 from projections.objective import (
     Measurement,
     NotThisObjectiveError,
@@ -37,7 +36,7 @@ from projections.objective import (
     fold,
     key_result_input,
     latest_confidence,
-    measure,
+    measure_many,
 )
 from projections.periods import Period
 from projections.policy import DEFAULT_POLICY, ScoringPolicy
@@ -79,27 +78,25 @@ def _opt_iso(t: datetime | None) -> str | None:
     return None if t is None else iso(t)
 
 
-def _fraction_text(f: Fraction) -> str:
-    return f"{f.numerator}/{f.denominator}"
-
-
-def _fraction(text: str) -> Fraction:
-    num, _, den = text.partition("/")
-    return Fraction(int(num), int(den or 1))
-
-
 def _accumulator(row: Sequence[Any]) -> Accumulator:
     """kpi_days columns (count, exact_total, minimum, maximum, last_at, last_value, last_key)."""
     count, exact, minimum, maximum, last_at, last_value, last_key = row
     return Accumulator(
         count=int(count),
-        exact_total=_fraction(str(exact)),
+        scaled_total=parse_total(str(exact)),
         minimum=minimum,
         maximum=maximum,
         last_at=None if last_at is None else parse_iso(last_at),
         last_value=last_value,
         last_key=last_key,
     )
+
+
+def _day_of(rows: Sequence[ReadingRow]) -> Accumulator:
+    """The accumulator of one KPI-day's new readings (stored-text timestamps sort like the
+    instants, so the latest is found without parsing each one)."""
+    last_at, last_key, last_value = max((r.observed_at, r.reading_id, r.value + 0.0) for r in rows)
+    return Accumulator.of_values([r.value for r in rows], parse_iso(last_at), last_key, last_value)
 
 
 @dataclass(slots=True)
@@ -114,6 +111,7 @@ class KpiRow:
     state: str
     created_at: datetime
     last_reading_at: datetime | None
+    days_version: int = 0
 
 
 @dataclass(slots=True)
@@ -126,6 +124,14 @@ class Tx:
     now: datetime
     cached: dict[str, ObjectiveState] = field(default_factory=dict)
     published: list[tuple[str, bytes]] = field(default_factory=list)
+    # kpi_id -> (days_version, {day: accumulator}): the KPI's complete kpi_days as this
+    # transaction saw or wrote them, for the projector's day cache once it commits.
+    days: dict[str, tuple[int, dict[date, Accumulator]]] = field(default_factory=dict)
+    changes: list[tuple[str, str, str, str, str]] = field(default_factory=list)
+    now_text: str = ""
+
+    def __post_init__(self) -> None:
+        self.now_text = iso(self.now)
 
 
 class Projector:
@@ -146,6 +152,7 @@ class Projector:
         lock: bool = True,
         publish: bool = True,
         cache_size: int = 20_000,
+        days_cache_size: int = 200_000,
     ) -> None:
         self.db = db
         self.policy = policy
@@ -156,6 +163,11 @@ class Projector:
         self.cache_size = cache_size
         self._cache: dict[str, ObjectiveState] = {}
         self._cache_generation: int | None = None
+        # Parsed kpi_days per KPI, valid while the stored days_version matches; bounded by
+        # the number of day accumulators held.
+        self.days_cache_size = days_cache_size
+        self._days_cache: dict[str, tuple[int, dict[date, Accumulator]]] = {}
+        self._days_held = 0
 
     # -- transactions --------------------------------------------------------------------
 
@@ -169,12 +181,32 @@ class Projector:
             generation = self.generation if self.generation is not None else live_generation(cur)
             if generation != self._cache_generation:
                 self._cache.clear()
+                self._days_cache.clear()
+                self._days_held = 0
                 self._cache_generation = generation
             tx = Tx(cur, Tables(generation), self.clock())
             yield tx
+            self.flush(tx)
         self._cache.update(tx.cached)
         while len(self._cache) > self.cache_size:
             del self._cache[next(iter(self._cache))]
+        self._keep_days(tx.days)
+
+    def _keep_days(self, found: dict[str, tuple[int, dict[date, Accumulator]]]) -> None:
+        for kpi_id, entry in found.items():
+            old = self._days_cache.pop(kpi_id, None)
+            if old is not None:
+                self._days_held -= len(old[1])
+            self._days_cache[kpi_id] = entry
+            self._days_held += len(entry[1])
+        while self._days_held > self.days_cache_size and self._days_cache:
+            _, dropped = self._days_cache.pop(next(iter(self._days_cache)))
+            self._days_held -= len(dropped[1])
+
+    def _cached_days(self, tx: Tx, kpi_id: str, version: int) -> dict[date, Accumulator] | None:
+        """The KPI's days at `version` as this transaction or a committed one saw them."""
+        entry = tx.days.get(kpi_id) or self._days_cache.get(kpi_id)
+        return entry[1] if entry is not None and entry[0] == version else None
 
     def on_cursor(self, cur: Cursor) -> Tx:
         """A Tx over a transaction the caller holds (the replay's locked catch-up); needs a
@@ -214,7 +246,7 @@ class Projector:
         if not rows:
             return []
         new = self._insert_readings(tx, rows)
-        self._fold_days(tx, new)
+        written = self._fold_days(tx, new)
         kpi_ids = sorted({r.kpi_id for r in rows})
         latest: dict[str, ReadingRow] = {}
         for r in new:
@@ -223,11 +255,23 @@ class Projector:
                 latest[r.kpi_id] = r
         t = tx.tables
         tx.cur.executemany(
-            f"UPDATE {t.kpis} SET last_reading_at = ? WHERE kpi_id = ?"
-            " AND (last_reading_at IS NULL OR last_reading_at < ?)",
-            [(iso(r.observed_at), k, iso(r.observed_at)) for k, r in sorted(latest.items())],
+            f"UPDATE {t.kpis} SET days_version = days_version + 1, last_reading_at = CASE"
+            " WHEN last_reading_at IS NULL OR last_reading_at < ? THEN ? ELSE last_reading_at"
+            " END WHERE kpi_id = ?",
+            [(r.observed_at, r.observed_at, k) for k, r in sorted(latest.items())],
         )
         kpis = self._kpis(tx, sorted(latest))
+        # Keep the day cache warm: days at the version before this batch's bump, patched.
+        by_kpi: dict[str, dict[date, Accumulator]] = defaultdict(dict)
+        for (kpi_id, day), acc in written.items():
+            by_kpi[kpi_id][date.fromisoformat(day)] = acc
+        for kpi_id, changed in by_kpi.items():
+            kpi = kpis.get(kpi_id)
+            if kpi is None:
+                continue
+            before = self._cached_days(tx, kpi_id, kpi.days_version - 1)
+            if before is not None:
+                tx.days[kpi_id] = (kpi.days_version, {**before, **changed})
         for kpi_id in sorted(latest):
             kpi = kpis.get(kpi_id)
             if kpi is not None:
@@ -240,7 +284,7 @@ class Projector:
             seen = cause.get(r.kpi_id)
             if seen is None or (r.observed_at, r.event_id) > (seen.observed_at, seen.event_id):
                 cause[r.kpi_id] = r
-        notices: dict[str, Notice] = {}
+        chosen: dict[str, ReadingRow] = {}
         for chunk in _chunks(kpi_ids):
             for objective_id, kpi_id in tx.cur.execute(
                 f"SELECT objective_id, kpi_id FROM {t.key_results}"
@@ -248,60 +292,57 @@ class Projector:
                 chunk,
             ).fetchall():
                 r = cause[kpi_id]
-                found = notices.get(objective_id)
-                if found is None or (r.observed_at, r.event_id) > (
-                    found.occurred_at,
-                    found.event_id,
-                ):
-                    notices[objective_id] = Notice(
-                        objective_id, r.event_id, r.observed_at, r.recorded_at
-                    )
-        return [notices[k] for k in sorted(notices)]
+                best = chosen.get(objective_id)
+                if best is None or (r.observed_at, r.event_id) > (best.observed_at, best.event_id):
+                    chosen[objective_id] = r
+        return [
+            Notice(oid, r.event_id, parse_iso(r.observed_at), parse_iso(r.recorded_at))
+            for oid in sorted(chosen)
+            for r in (chosen[oid],)
+        ]
 
     def _insert_readings(self, tx: Tx, rows: Sequence[ReadingRow]) -> list[ReadingRow]:
+        """Insert the readings not stored yet (once per (kpi, reading id)); return those."""
         unique: dict[tuple[str, str], ReadingRow] = {}
         for r in rows:
             unique.setdefault((r.kpi_id, r.reading_id), r)
-        keys = list(unique)
+        # In index order: B-tree inserts with locality are several times faster.
+        rows = [unique[k] for k in sorted(unique)]
         t = tx.tables.readings
-        for chunk in _chunks(keys):
-            values = ",".join(["(?, ?)"] * len(chunk))
-            params = [p for k in chunk for p in k]
-            for kpi_id, reading_id in tx.cur.execute(
-                f"SELECT kpi_id, reading_id FROM {t} WHERE (kpi_id, reading_id) IN"
-                f" (VALUES {values})",
-                params,
-            ).fetchall():
-                unique.pop((kpi_id, reading_id), None)
-        new = list(unique.values())
-        tx.cur.executemany(
+        columns = (
             f"INSERT INTO {t} (event_id, org_id, kpi_id, reading_id, value, observed_at,"
-            " recorded_at, source, position) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
-            " ON CONFLICT DO NOTHING",
-            [
-                (
-                    r.event_id,
-                    r.org_id,
-                    r.kpi_id,
-                    r.reading_id,
-                    r.value,
-                    iso(r.observed_at),
-                    iso(r.recorded_at),
-                    r.source,
-                    r.position,
-                )
-                for r in new
-            ],
+            " recorded_at, source, position)"
         )
+        # The common case, nothing stored yet: one plain executemany (a ReadingRow is the
+        # row's parameters). A redelivery violates the unique key: undo and insert only
+        # what is missing.
+        tx.cur.execute("SAVEPOINT readings")
+        try:
+            tx.cur.executemany(f"{columns} VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+        except tx.cur.integrity_errors:
+            tx.cur.execute("ROLLBACK TO SAVEPOINT readings")
+        else:
+            tx.cur.execute("RELEASE SAVEPOINT readings")
+            return rows
+        tx.cur.execute("RELEASE SAVEPOINT readings")
+        new: list[ReadingRow] = []
+        size = 300  # 9 parameters a row: well under SQLite's bound-parameter limit
+        for i in range(0, len(rows), size):
+            chunk = rows[i : i + size]
+            values = ",".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?)"] * len(chunk))
+            for kpi_id, reading_id in tx.cur.execute(
+                f"{columns} VALUES {values} ON CONFLICT DO NOTHING RETURNING kpi_id, reading_id",
+                [p for r in chunk for p in r],
+            ).fetchall():
+                new.append(unique[(kpi_id, reading_id)])
         return new
 
-    def _fold_days(self, tx: Tx, new: Sequence[ReadingRow]) -> None:
-        adds: dict[tuple[str, str], Accumulator] = {}
+    def _fold_days(self, tx: Tx, new: Sequence[ReadingRow]) -> dict[tuple[str, str], Accumulator]:
+        """Fold new readings into kpi_days; return the written days (kpi_id, day) -> acc."""
+        groups: dict[tuple[str, str], list[ReadingRow]] = defaultdict(list)
         for r in new:
-            key = (r.kpi_id, r.observed_at.date().isoformat())
-            acc = Accumulator.of(r.value, r.observed_at, r.reading_id)
-            found = adds.get(key)
-            adds[key] = acc if found is None else found.merge(acc)
+            groups[(r.kpi_id, r.observed_at[:10])].append(r)
+        adds = {key: _day_of(rs) for key, rs in groups.items()}
         keys = sorted(adds)
         t = tx.tables.kpi_days
         for chunk in _chunks(keys):
@@ -332,19 +373,20 @@ class Projector:
                     _opt_iso(a.last_at),
                     a.last_value,
                     a.last_key,
-                    _fraction_text(a.exact_total),
+                    total_text(a.scaled_total),
                 )
                 for k in keys
                 for a in (adds[k],)
             ],
         )
+        return adds
 
     def _kpis(self, tx: Tx, kpi_ids: Sequence[str]) -> dict[str, KpiRow]:
         found: dict[str, KpiRow] = {}
         for chunk in _chunks(list(kpi_ids)):
             for row in tx.cur.execute(
                 "SELECT kpi_id, org_id, direction, target, amber, interval, aggregation, state,"
-                f" created_at, last_reading_at FROM {tx.tables.kpis}"
+                f" created_at, last_reading_at, days_version FROM {tx.tables.kpis}"
                 f" WHERE kpi_id IN ({_marks(len(chunk))})",
                 chunk,
             ).fetchall():
@@ -359,6 +401,7 @@ class Projector:
                     state=row[7],
                     created_at=parse_iso(row[8]),
                     last_reading_at=None if row[9] is None else parse_iso(row[9]),
+                    days_version=int(row[10]),
                 )
         return found
 
@@ -374,6 +417,33 @@ class Projector:
                 [*chunk, first.isoformat(), last.isoformat()],
             ).fetchall():
                 found[row[0]].append((date.fromisoformat(row[1]), _accumulator(row[2:])))
+        return found
+
+    def _all_days(
+        self, tx: Tx, kpi_ids: Sequence[str], kpis: dict[str, KpiRow]
+    ) -> dict[str, dict[date, Accumulator]]:
+        """Every kpi_days row of these KPIs, from the day cache when its days_version still
+        matches, else read (and kept for the cache once the transaction commits)."""
+        found: dict[str, dict[date, Accumulator]] = {}
+        missing: list[str] = []
+        for kpi_id in kpi_ids:
+            kpi = kpis.get(kpi_id)
+            cached = None if kpi is None else self._cached_days(tx, kpi_id, kpi.days_version)
+            if cached is None:
+                missing.append(kpi_id)
+            else:
+                found[kpi_id] = cached
+        for chunk in _chunks(sorted(set(missing))):
+            for row in tx.cur.execute(
+                "SELECT kpi_id, day, count, exact_total, minimum, maximum, last_at, last_value,"
+                f" last_key FROM {tx.tables.kpi_days} WHERE kpi_id IN ({_marks(len(chunk))})",
+                chunk,
+            ).fetchall():
+                found.setdefault(row[0], {})[date.fromisoformat(row[1])] = _accumulator(row[2:])
+        for kpi_id in missing:
+            kpi = kpis.get(kpi_id)
+            if kpi is not None:
+                tx.days[kpi_id] = (kpi.days_version, found.setdefault(kpi_id, {}))
         return found
 
     # -- KPI detections ------------------------------------------------------------------
@@ -555,11 +625,17 @@ class Projector:
             tx.published.append((subject_id, body))
 
     def _change(self, tx: Tx, org: str, kind: str, subject_id: str, payload: Any) -> None:
-        tx.cur.execute(
+        """Append to the change feed (written in order by `flush`, in the same transaction)."""
+        tx.changes.append((org, kind, subject_id, orjson.dumps(payload).decode(), tx.now_text))
+
+    def flush(self, tx: Tx) -> None:
+        """Write what the transaction buffered (the change feed); before it commits."""
+        tx.cur.executemany(
             f"INSERT INTO {tx.tables.changes} (org_id, kind, subject_id, payload, at)"
             " VALUES (?, ?, ?, ?, ?)",
-            (org, kind, subject_id, orjson.dumps(payload).decode(), iso(tx.now)),
+            tx.changes,
         )
+        tx.changes.clear()
 
     # -- goal events and measurements ----------------------------------------------------
 
@@ -585,10 +661,15 @@ class Projector:
         for item in objective_items:
             by_stream[str(item.event.stream_id)].append(item)
         causes: dict[str, list[tuple[str, str, datetime, datetime, int | None]]] = defaultdict(list)
+        # Coalesced: an objective is re-evaluated once per batch whatever the number of its
+        # notices (each would see the same measurements); the latest reading is the cause.
+        latest: dict[str, Notice] = {}
         for n in notices:
-            causes[n.objective_id].append(
-                (n.event_id, "reading.recorded", n.occurred_at, n.recorded_at, None)
-            )
+            seen = latest.get(n.objective_id)
+            if seen is None or (n.occurred_at, n.event_id) > (seen.occurred_at, seen.event_id):
+                latest[n.objective_id] = n
+        for oid, n in latest.items():
+            causes[oid].append((n.event_id, "reading.recorded", n.occurred_at, n.recorded_at, None))
         if touched_kpis:
             for chunk in _chunks(sorted(touched_kpis)):
                 for (objective_id,) in tx.cur.execute(
@@ -804,30 +885,32 @@ class Projector:
             return {}, {}
         kpi_ids = sorted({kr.kpi_id for _, _, kr in linked if kr.kpi_id is not None})
         kpis = self._kpis(tx, kpi_ids)
-        first = min(s.period.start for s, _, _ in linked)
-        last = max(min(s.period.end, at.date()) for s, at, _ in linked)
-        days = self._days(tx, kpi_ids, first, max(first, last))
+        days = self._all_days(tx, kpi_ids, kpis)
         found: dict[str, dict[str, Measurement]] = defaultdict(dict)
         at_change: dict[str, dict[str, Measurement]] = defaultdict(dict)
+        # One measure_many pass per (KPI, aggregation, interval, period) answers every
+        # instant of every key result that shares them.
+        groups: dict[tuple[Any, ...], list[tuple[dict[str, Measurement], str, datetime]]] = (
+            defaultdict(list)
+        )
         for s, at, kr in linked:
             assert kr.kpi_id is not None
             kpi = kpis.get(kr.kpi_id)
             aggregation = kr.aggregation or (kpi.aggregation if kpi else "last")
             interval = kpi.interval if kpi else "day"
-            found[s.id][kr.id] = measure(
-                days.get(kr.kpi_id, ()),
-                aggregation,  # type: ignore[arg-type]
-                interval,  # type: ignore[arg-type]
-                s.period,
-                at,
+            group = groups[(kr.kpi_id, aggregation, interval, s.period)]
+            group.append((found[s.id], kr.id, at))
+            group.append((at_change[s.id], kr.id, min(at, kr.targets[-1].since)))
+        for (kpi_id, aggregation, interval, period), wanted in groups.items():
+            results = measure_many(
+                days.get(kpi_id, {}).items(),
+                aggregation,
+                interval,
+                period,
+                [at for _, _, at in wanted],
             )
-            at_change[s.id][kr.id] = measure(
-                days.get(kr.kpi_id, ()),
-                aggregation,  # type: ignore[arg-type]
-                interval,  # type: ignore[arg-type]
-                s.period,
-                min(at, kr.targets[-1].since),
-            )
+            for (into, kr_id, _), m in zip(wanted, results, strict=True):
+                into[kr_id] = m
         return found, at_change
 
     def evaluation_time(self, state: ObjectiveState, now: datetime) -> datetime:
@@ -860,6 +943,10 @@ class Projector:
         subjects_kr: list[tuple[str, str, str]] = []
         holding_obj: list[rules.Finding] = []
         holding_kr: list[rules.Finding] = []
+        objective_rows: list[tuple[Any, ...]] = []
+        kr_rows: list[tuple[Any, ...]] = []
+        closed: list[tuple[ObjectiveState, float]] = []
+        reopened: list[ObjectiveState] = []
         for state, at in evaluated:
             oid = state.id
             m = measurements.get(oid, {})
@@ -878,10 +965,15 @@ class Projector:
                 steps.append((state, cause))
             if not steps:
                 steps.append((state, ("", "", now, now, None)))
+            final: tuple[ObjectiveScore, dict[str, KeyResultScore]] | None = None
             for step_state, cause in steps:
-                score, kr_scores = evaluate(
-                    step_state, m, self.evaluation_time(step_state, now), self.policy
-                )
+                if step_state is state:  # evaluated at `at`, as below: once
+                    final = final or evaluate(state, m, at, self.policy)
+                    score, kr_scores = final
+                else:
+                    score, kr_scores = evaluate(
+                        step_state, m, self.evaluation_time(step_state, now), self.policy
+                    )
                 krs = {k: v.score for k, v in kr_scores.items()}
                 if cause[0] and score_changed(prev_score, score, prev_krs, krs):
                     seq += 1
@@ -900,13 +992,13 @@ class Projector:
                         )
                     )
                     prev_score, prev_krs = score, krs
-            score, kr_scores = evaluate(state, m, at, self.policy)
+            score, kr_scores = final or evaluate(state, m, at, self.policy)
             row = db_rows.get(oid)
             position = max(
                 [int(row[7]) if row else 0] + [i.position or 0 for i in applied.get(oid, ())]
             )
-            self._write_objective(tx, state, score, at, position)
-            self._write_key_results(tx, state, kr_scores, m, at)
+            objective_rows.append(self._objective_row(state, score, at, position))
+            kr_rows += self._key_result_rows(state, kr_scores, m, at)
             rollup_queue.add(oid)
             if row is not None and row[5] is not None and row[5] != state.parent_id:
                 rollup_queue.add(str(row[5]))
@@ -939,7 +1031,13 @@ class Projector:
                 )
                 if finding is not None:
                     holding_kr.append(finding)
-            self._closure(tx, state, score.score, owners)
+            if state.state == "closed" and state.closed_at is not None:
+                closed.append((state, score.score))
+            elif state.state == "active":
+                reopened.append(state)
+        self._write_objectives(tx, objective_rows)
+        self._write_key_results(tx, kr_rows)
+        self._closures(tx, closed, reopened, owners)
         tx.cur.executemany(
             f"INSERT INTO {t.score_history} (objective_id, seq, org_id, occurred_at,"
             " recorded_at, event_id, event_type, score, progress, kr_scores)"
@@ -951,23 +1049,40 @@ class Projector:
         self._chronic(tx, owners)
         self.rollups(tx, rollup_queue)
 
-    def _closure(self, tx: Tx, state: ObjectiveState, score: float, owners: set[Any]) -> None:
+    def _closures(
+        self,
+        tx: Tx,
+        closed: Sequence[tuple[ObjectiveState, float]],
+        active: Sequence[ObjectiveState],
+        owners: set[tuple[str, str]],
+    ) -> None:
+        """Closed objectives' final scores per owner; reopened ones leave the list."""
         t = tx.tables.owner_closures
-        if state.state == "closed" and state.closed_at is not None:
-            tx.cur.execute(
-                f"INSERT INTO {t} (org_id, owner, objective_id, closed_at, score)"
-                " VALUES (?, ?, ?, ?, ?) ON CONFLICT (org_id, owner, objective_id) DO UPDATE"
-                " SET closed_at = excluded.closed_at, score = excluded.score",
-                (state.org_id, state.owner, state.id, iso(state.closed_at), score),
+        tx.cur.executemany(
+            f"INSERT INTO {t} (org_id, owner, objective_id, closed_at, score)"
+            " VALUES (?, ?, ?, ?, ?) ON CONFLICT (org_id, owner, objective_id) DO UPDATE"
+            " SET closed_at = excluded.closed_at, score = excluded.score",
+            [
+                (s.org_id, s.owner, s.id, iso(s.closed_at), score)
+                for s, score in closed
+                if s.closed_at
+            ],
+        )
+        owners.update((s.org_id, s.owner) for s, _ in closed)
+        by_id = {s.id: s for s in active}
+        stored: set[tuple[str, str]] = set()
+        for chunk in _chunks(sorted(by_id)):
+            stored.update(
+                (str(org), str(oid))
+                for org, oid in tx.cur.execute(
+                    f"SELECT org_id, objective_id FROM {t}"
+                    f" WHERE objective_id IN ({_marks(len(chunk))})",
+                    chunk,
+                ).fetchall()
             )
-            owners.add((state.org_id, state.owner))
-        elif state.state == "active":
-            cur = tx.cur.execute(
-                f"DELETE FROM {t} WHERE org_id = ? AND objective_id = ?",
-                (state.org_id, state.id),
-            )
-            if cur.rowcount:
-                owners.add((state.org_id, state.owner))
+        gone = sorted(k for k in stored if by_id[k[1]].org_id == k[0])
+        tx.cur.executemany(f"DELETE FROM {t} WHERE org_id = ? AND objective_id = ?", gone)
+        owners.update((org, by_id[oid].owner) for org, oid in gone)
 
     def _chronic(self, tx: Tx, owners: set[tuple[str, str]]) -> None:
         holding: list[rules.Finding] = []
@@ -1000,11 +1115,40 @@ class Projector:
                 found[oid] = (int(seq), prev, orjson.loads(kr_scores))
         return found
 
-    def _write_objective(
-        self, tx: Tx, s: ObjectiveState, score: ObjectiveScore, at: datetime, position: int
-    ) -> None:
-        own = score.score
-        tx.cur.execute(
+    @staticmethod
+    def _objective_row(
+        s: ObjectiveState, score: ObjectiveScore, at: datetime, position: int
+    ) -> tuple[Any, ...]:
+        return (
+            s.id,
+            s.org_id,
+            s.title,
+            s.description,
+            s.owner,
+            s.level,
+            s.parent_id,
+            s.period.start.isoformat(),
+            s.period.end.isoformat(),
+            s.state,
+            s.version,
+            score.score,
+            score.progress,
+            score.score,  # rollup_score: recomputed by `rollups`
+            score.expected,
+            score.health,
+            score.status,
+            score.forecast,
+            score.zone,
+            score.policy_version,
+            iso(at),
+            iso(s.created_at),
+            iso(s.updated_at),
+            _opt_iso(s.closed_at),
+            position,
+        )
+
+    def _write_objectives(self, tx: Tx, rows: Sequence[tuple[Any, ...]]) -> None:
+        tx.cur.executemany(
             f"INSERT INTO {tx.tables.objectives} (objective_id, org_id, title, description,"
             " owner, level, parent_id, period_start, period_end, state, version, score, progress,"
             " rollup_score, expected, health, status, forecast, zone, policy_version,"
@@ -1020,43 +1164,16 @@ class Projector:
             " zone = excluded.zone, policy_version = excluded.policy_version,"
             " evaluated_at = excluded.evaluated_at, updated_at = excluded.updated_at,"
             " closed_at = excluded.closed_at, position = excluded.position",
-            (
-                s.id,
-                s.org_id,
-                s.title,
-                s.description,
-                s.owner,
-                s.level,
-                s.parent_id,
-                s.period.start.isoformat(),
-                s.period.end.isoformat(),
-                s.state,
-                s.version,
-                score.score,
-                score.progress,
-                own,
-                score.expected,
-                score.health,
-                score.status,
-                score.forecast,
-                score.zone,
-                score.policy_version,
-                iso(at),
-                iso(s.created_at),
-                iso(s.updated_at),
-                _opt_iso(s.closed_at),
-                position,
-            ),
+            rows,
         )
 
-    def _write_key_results(
-        self,
-        tx: Tx,
+    @staticmethod
+    def _key_result_rows(
         s: ObjectiveState,
         scores: dict[str, KeyResultScore],
         m: dict[str, Measurement],
         at: datetime,
-    ) -> None:
+    ) -> list[tuple[Any, ...]]:
         rows = []
         for kr in s.key_results:
             scored = scores.get(kr.id)
@@ -1086,6 +1203,9 @@ class Projector:
                     iso(kr.updated_at),
                 )
             )
+        return rows
+
+    def _write_key_results(self, tx: Tx, rows: Sequence[tuple[Any, ...]]) -> None:
         tx.cur.executemany(
             f"INSERT INTO {tx.tables.key_results} (kr_id, objective_id, org_id, ordinal, title,"
             " kind, unit, start, target, comparison, weight, kpi_id, aggregation, current,"

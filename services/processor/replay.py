@@ -124,6 +124,7 @@ def rebuild(db: Database, store: EventStore, *, chunk: int = CHUNK) -> ReplaySta
             after = notes[-1].position
         p.goal_batch_in(tx, [], pending.take())
         p.tick_in(tx)
+        p.flush(tx)
         current = live_generation(cur)
         create_tables(cur, Tables(current))  # so the copy works even from nothing
         cur.execute(
@@ -145,7 +146,7 @@ def main(settings: Settings | None = None) -> int:
     """Rebuild the projections from the log and swap them in; print what was done."""
     settings = settings or load_settings()
     logging.basicConfig(level=settings.log_level)
-    db = Database.from_settings(settings, settings.projections_db_path)
+    db = Database.from_settings(settings, settings.projections_db_path, sqlite_cache_kib=64 * 1024)
     store = EventStore.from_settings(settings)
     try:
         with db.transaction() as cur:

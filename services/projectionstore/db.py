@@ -31,6 +31,9 @@ class DatabaseUnavailableError(Exception):
 class Cursor:
     """The one cursor type the stores use, whatever the engine."""
 
+    # What a violated unique/primary key raises, on either engine.
+    integrity_errors: tuple[type[Exception], ...] = (sqlite3.IntegrityError, psycopg.IntegrityError)
+
     def __init__(self, raw: Any, dialect: Dialect) -> None:
         self._raw = raw
         self.dialect = dialect
@@ -61,9 +64,19 @@ class Cursor:
 class Database:
     """Connections to the projection store (or any okrstream-owned SQL store)."""
 
-    def __init__(self, dialect: Dialect, *, path: Path | None = None, conninfo: str = "") -> None:
+    def __init__(
+        self,
+        dialect: Dialect,
+        *,
+        path: Path | None = None,
+        conninfo: str = "",
+        sqlite_cache_kib: int | None = None,
+    ) -> None:
         self.dialect: Dialect = dialect
         self._path = path
+        # SQLite's page cache per connection (default ~2 MiB); a writer of big indexed
+        # tables (the processor) re-reads far fewer pages with a bigger one.
+        self._cache_kib = sqlite_cache_kib
         self._local = threading.local()
         self._pool: ConnectionPool[Any] | None = None
         if dialect == "postgres":
@@ -83,12 +96,14 @@ class Database:
         conn.commit()
 
     @classmethod
-    def from_settings(cls, settings: Settings, sqlite_file: Path) -> Database:
+    def from_settings(
+        cls, settings: Settings, sqlite_file: Path, *, sqlite_cache_kib: int | None = None
+    ) -> Database:
         """PostgreSQL when OKR_DATABASE_URL is set, else the SQLite file `sqlite_file`."""
         if settings.uses_postgres:
             return cls("postgres", conninfo=settings.postgres.conninfo())
         sqlite_file.parent.mkdir(parents=True, exist_ok=True)
-        return cls("sqlite", path=sqlite_file)
+        return cls("sqlite", path=sqlite_file, sqlite_cache_kib=sqlite_cache_kib)
 
     def _sqlite(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
@@ -103,6 +118,8 @@ class Database:
                 conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute("PRAGMA busy_timeout=30000")
+            if self._cache_kib:
+                conn.execute(f"PRAGMA cache_size=-{int(self._cache_kib)}")
             self._local.conn = conn
         return conn
 

@@ -12,18 +12,23 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-PROJECTION_SCHEMA_VERSION = 2
+PROJECTION_SCHEMA_VERSION = 3
 """Bump when the projection tables or the arithmetic change: the processor then rebuilds."""
 
 
 def iso(value: datetime) -> str:
     """The stored text form of a timestamp (UTC, microseconds, `Z`)."""
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    v = value if value.tzinfo is UTC else value.astimezone(UTC)
+    return (
+        f"{v.year:04d}-{v.month:02d}-{v.day:02d}T{v.hour:02d}:{v.minute:02d}:{v.second:02d}"
+        f".{v.microsecond:06d}Z"
+    )
 
 
 def parse_iso(text: str) -> datetime:
-    """Inverse of `iso()`."""
-    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+    """Inverse of `iso()` (an aware UTC datetime)."""
+    value = datetime.fromisoformat(text)
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 META_TABLE = "projection_meta"
@@ -166,11 +171,16 @@ class Tables:
             " interval TEXT NOT NULL, aggregation TEXT NOT NULL, owner TEXT, description TEXT,"
             " state TEXT NOT NULL,"  # active | retired
             " version BIGINT NOT NULL, created_at TEXT NOT NULL, updated_at TEXT NOT NULL,"
-            " last_reading_at TEXT, position BIGINT NOT NULL)",
+            " last_reading_at TEXT, position BIGINT NOT NULL,"
+            # Bumped whenever the KPI's kpi_days change: lets a processor keep parsed days
+            # in memory and re-read them only when they changed (not content, see digest).
+            " days_version BIGINT NOT NULL DEFAULT 0)",
             f"CREATE INDEX IF NOT EXISTS {t.kpis}_org ON {t.kpis} (org_id, kpi_id)",
-            # Raw readings (for as_of / known_at and KR aggregation over a period).
+            # Raw readings (for as_of / known_at and KR aggregation over a period). Two
+            # indexes only: the as_of reads by (kpi_id, observed_at) and the once-only key
+            # (kpi_id, reading_id); event_id is derived from (org, kpi, reading id).
             f"CREATE TABLE IF NOT EXISTS {t.readings} ("
-            " event_id TEXT PRIMARY KEY, org_id TEXT NOT NULL, kpi_id TEXT NOT NULL,"
+            " event_id TEXT NOT NULL, org_id TEXT NOT NULL, kpi_id TEXT NOT NULL,"
             f" reading_id TEXT NOT NULL, value {real} NOT NULL, observed_at TEXT NOT NULL,"
             " recorded_at TEXT NOT NULL, source TEXT, position BIGINT)",
             f"CREATE INDEX IF NOT EXISTS {t.readings}_kpi ON {t.readings} (kpi_id, observed_at)",

@@ -15,11 +15,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import date, datetime
-from fractions import Fraction
 from typing import Any
 
 import events
-from projections.kpi import Accumulator, bucket_start, is_stale, kpi_status
+from projections.kpi import Accumulator, bucket_start, is_stale, kpi_status, scaled_sum
 from projections.objective import (
     KeyResultState,
     Measurement,
@@ -69,7 +68,7 @@ def _day_accumulators(rows: Iterable[tuple[Any, ...]]) -> dict[date, Accumulator
         last_at, last_key, last_value = max((o, k, v) for v, o, k in readings)
         result[day] = Accumulator(
             count=len(values),
-            exact_total=sum(map(Fraction, values), Fraction(0)),
+            scaled_total=scaled_sum(values),
             minimum=min(values),
             maximum=max(values),
             last_at=parse_iso(last_at),

@@ -8,7 +8,6 @@ status and staleness are evaluated at request time with the projections/ functio
 from __future__ import annotations
 
 from datetime import date, datetime
-from fractions import Fraction
 from typing import Any
 
 import orjson
@@ -19,6 +18,8 @@ from projections.kpi import (
     bucket_start,
     is_stale,
     kpi_status,
+    parse_total,
+    scaled,
 )
 from projections.periods import Period
 from projections.policy import DEFAULT_POLICY, ScoringPolicy
@@ -126,16 +127,16 @@ def objective_view(
 def accumulator_of(day: tuple[Any, ...]) -> Accumulator:
     """A kpi_days row (DAY_COLUMNS) as the Accumulator the processor folded.
 
-    `exact_total` ("num/den") is the exact rational sum; `total` (its float) is the fallback
-    for rows written without it.
+    `exact_total` ("num/den", projections.kpi.total_text) is the exact sum; `total` (its
+    float) is the fallback for rows written without it.
     """
     _day, count, total, minimum, maximum, last_at, last_value, last_key, exact = day
     if int(count) == 0:
         return Accumulator.empty()
-    exact_total = Fraction(exact) if exact and exact != "0" else Fraction(float(total))
+    exact_total = parse_total(exact) if exact and exact != "0" else scaled(float(total))
     return Accumulator(
         count=int(count),
-        exact_total=exact_total,
+        scaled_total=exact_total,
         minimum=minimum,
         maximum=maximum,
         last_at=parse_iso(last_at) if last_at else None,

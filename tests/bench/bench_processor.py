@@ -12,6 +12,8 @@ Run: `.venv/bin/python -m tests.bench.bench_processor [readings]`.
 from __future__ import annotations
 
 import asyncio
+import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -32,19 +34,43 @@ from services.broker.embedded import EmbeddedBroker
 from services.eventstore.store import EventStore
 from services.kafka.admin import ensure_topics
 from services.processor.replay import rebuild
+from services.relay.records import to_records
 from services.settings import Settings
+from tests.bench.naive_agent import changelog_topic
 from tests.integration.processor.harness import (
     ROOT,
     ProcessorProcess,
-    position_of,
     produce,
     projection_db,
-    relay_records,
     send_watermarks,
     wait_for_position,
 )
 from tests.support.ports import free_port
 from tests.unit.processor.builders import Log, synthetic
+
+PROFILE_DIR = os.environ.get("OKR_BENCH_PROFILE")  # py-spy flame data of each phase here
+# Comma-separated phases to run (default all): e2e, raw, naive, replay.
+PHASES = set((os.environ.get("OKR_BENCH_PHASES") or "e2e,raw,naive,replay").split(","))
+
+
+def _profile(pid: int, name: str) -> subprocess.Popen[bytes] | None:
+    """Start `py-spy record` on `pid` when OKR_BENCH_PROFILE names a directory."""
+    if not PROFILE_DIR:
+        return None
+    Path(PROFILE_DIR).mkdir(parents=True, exist_ok=True)
+    spy = Path(sys.executable).with_name("py-spy")
+    return subprocess.Popen(
+        [str(spy), "record", "--pid", str(pid), "--rate", "200", "--format", "raw",
+         "-o", str(Path(PROFILE_DIR) / f"{name}.txt"), "--nonblocking"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+
+
+def _stop_profile(spy: subprocess.Popen[bytes] | None) -> None:
+    if spy is not None:
+        spy.send_signal(2)  # SIGINT: py-spy writes its output and exits
+        spy.wait(30)
+
 
 DEFAULT_SIZES = {"readings": 200_000, "objectives": 1_000, "kpis": 200, "naive": 20_000}
 
@@ -81,15 +107,19 @@ def _store(settings: Settings, evs: list[events.Event]) -> None:
         store.close()
 
 
-def _entries(settings: Settings) -> list[tuple[int, events.Event]]:
+def _relay_records(settings: Settings) -> tuple[list[Any], int]:
+    """The relay's records for the whole log, built by the relay's own pure functions
+    (services.relay.records.to_records over relay_batch_size slices of the notification
+    log, the stored canonical JSON unchanged), and the log's last position."""
     store = EventStore.from_settings(settings)
     try:
-        found: list[tuple[int, events.Event]] = []
+        out: list[Any] = []
         after = 0
-        while notes := store.notifications(after, 20_000):
-            found += [(n.position, n.decode()) for n in notes]
+        while notes := store.notifications(after, settings.relay_batch_size):
+            found, _ = to_records(notes, settings.relay_readings_per_record)
+            out += [(r.topic, r.key, r.value, r.headers) for r in found]
             after = notes[-1].position
-        return found
+        return out, after
     finally:
         store.close()
 
@@ -123,30 +153,96 @@ def bench_raw(bootstrap: str, records: list[Any], readings: int) -> dict[str, fl
     return {
         "raw_produce_records_per_s": len(records) / produced,
         "raw_consume_records_per_s": len(records) / consumed,
+        "raw_consume_readings_per_s": readings / consumed,
         "raw_readings_per_s": readings / total,
     }
 
 
-def bench_naive(bootstrap: str, count: int) -> dict[str, float]:
+def bench_naive(bootstrap: str, settings: Settings, count: int) -> dict[str, float]:
+    """The first `count` readings of the same store, one reading.recorded event per record
+    (keyed by KPI), through tests.bench.naive_agent (`table[kpi_id] += value` per event)."""
     topic = f"bench.naive.{uuid.uuid4().hex[:6]}"
-    ensure_topics(bootstrap, 4, specs=[TopicSpec(topic, "k", "v")])
-    producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
-    kpis = [str(uuid.uuid4()) for _ in range(50)]
-    for i in range(count):
-        k = kpis[i % len(kpis)]
-        producer.send(topic, key=k.encode(), value=orjson.dumps({"kpi_id": k, "value": float(i)}))
-    producer.flush()
-    producer.close()
     group = f"naive-{uuid.uuid4().hex[:8]}"
+    ensure_topics(
+        bootstrap,
+        4,
+        specs=[TopicSpec(topic, "k", "v"), TopicSpec(changelog_topic(group), "k", "v")],
+    )
+    store = EventStore.from_settings(settings)
+    sent = 0
+    producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, batch_size=1024 * 1024)
+    try:
+        after = 0
+        while sent < count and (notes := store.notifications(after, 5000)):
+            for n in notes:
+                if n.type == "reading.recorded" and sent < count:
+                    kpi = orjson.loads(n.state)["kpi_id"]
+                    producer.send(topic, key=kpi.encode(), value=n.state)
+                    sent += 1
+            after = notes[-1].position
+        producer.flush()
+    finally:
+        producer.close()
+        store.close()
+    timeout = float(os.environ.get("OKR_NAIVE_TIMEOUT", "300"))
     proc = subprocess.run(
-        [sys.executable, "-m", "tests.bench.naive_agent", bootstrap, topic, group, str(count)],
-        cwd=ROOT, capture_output=True, text=True, timeout=600,
+        [sys.executable, "-m", "tests.bench.naive_agent", bootstrap, topic, group, str(sent)],
+        cwd=ROOT, capture_output=True, text=True, timeout=timeout,
     )  # fmt: skip
-    line = next((x for x in proc.stdout.splitlines() if x.startswith("done")), None)
-    if line is None:
-        return {"naive_readings_per_s": 0.0}
-    seconds = float(line.split()[1])
-    return {"naive_readings_per_s": count / seconds if seconds else 0.0}
+    found = re.search(r"\bdone (\S+) (\d+)", proc.stdout)
+    if found is None:
+        tail = (proc.stdout + proc.stderr)[-2000:]
+        raise RuntimeError(f"naive agent printed no result (exit {proc.returncode}): {tail}")
+    seconds = float(found.group(1))
+    return {"naive_readings_per_s": sent / seconds if seconds else 0.0, "naive_readings": sent}
+
+
+def bench_e2e(
+    tmp: Path, settings: Settings, bootstrap: str, readings: int
+) -> tuple[dict[str, float], list[Any]]:
+    proc = ProcessorProcess(settings, bootstrap, f"bench-{uuid.uuid4().hex[:8]}", tmp / "p.log")
+    proc.start()
+    db = projection_db(settings)
+    try:
+        # Let the worker join its group first: the figure is the processing rate.
+        producer = KafkaProducer(bootstrap_servers=bootstrap)
+        send_watermarks(producer, 0, 4)
+        producer.flush()
+        producer.close()
+        wait_for_position(db, 0, 4, procs=[proc])
+        time.sleep(3)
+        assert proc.proc is not None
+        spy = _profile(proc.proc.pid, "processor_e2e")
+        started = time.perf_counter()
+        records, last = _relay_records(settings)
+        produce(bootstrap, records, last, 4)
+        wait_for_position(db, last, 4, timeout_s=1800, procs=[proc])
+        elapsed = time.perf_counter() - started
+        _stop_profile(spy)
+        rss = psutil.Process(proc.proc.pid).memory_info().rss / 2**20
+    finally:
+        proc.stop()
+        db.close()
+    return {
+        "e2e_readings_per_s": readings / elapsed,
+        "e2e_seconds": elapsed,
+        "processor_rss_mb": rss,
+    }, records
+
+
+def bench_replay(settings: Settings) -> dict[str, float]:
+    db = projection_db(settings)
+    store = EventStore.from_settings(settings)
+    try:
+        stats = rebuild(db, store)
+    finally:
+        store.close()
+        db.close()
+    return {
+        "replay_events_per_s": stats.events / stats.seconds,
+        "replay_events": float(stats.events),
+        "replay_seconds": stats.seconds,
+    }
 
 
 def run(sizes: dict[str, int] | None = None) -> dict[str, float]:
@@ -160,53 +256,31 @@ def run(sizes: dict[str, int] | None = None) -> dict[str, float]:
         _store(settings, [e for _, e in log.entries])
         _store(settings, _readings(kpis, sizes["readings"]))
         with EmbeddedBroker(free_port(), partitions=4, log_path=Path(tmp) / "tansu.log") as broker:
-            proc = ProcessorProcess(
-                settings, broker.bootstrap, f"bench-{uuid.uuid4().hex[:8]}", Path(tmp) / "p.log"
-            )
-            proc.start()
-            db = projection_db(settings)
-            # Let the worker join its group first: the figure is the processing rate.
-            producer = KafkaProducer(bootstrap_servers=broker.bootstrap)
-            send_watermarks(producer, 0, 4)
-            producer.flush()
-            producer.close()
-            wait_for_position(db, 0, 4, procs=[proc])
-            deadline = time.monotonic() + 60
-            while position_of(db, 4) < 0 and time.monotonic() < deadline:
-                time.sleep(0.1)
-            time.sleep(8)
-            started = time.perf_counter()
-            entries = _entries(settings)
-            records = relay_records(entries)
-            last = entries[-1][0]
-            produce(broker.bootstrap, records, last, 4)
-            wait_for_position(db, last, 4, timeout_s=1800, procs=[proc])
-            elapsed = time.perf_counter() - started
-            assert proc.proc is not None
-            rss = psutil.Process(proc.proc.pid).memory_info().rss / 2**20
-            proc.stop()
-            db.close()
-            results["e2e_readings_per_s"] = sizes["readings"] / elapsed
-            results["e2e_seconds"] = elapsed
-            results["processor_rss_mb"] = rss
-            results.update(bench_raw(broker.bootstrap, records, sizes["readings"]))
-            results.update(bench_naive(broker.bootstrap, sizes["naive"]))
-        db = projection_db(settings)
-        store = EventStore.from_settings(settings)
-        try:
-            stats = rebuild(db, store)
-        finally:
-            store.close()
-            db.close()
-        results["replay_events_per_s"] = stats.events / stats.seconds
-        results["replay_events"] = float(stats.events)
-    results["e2e_vs_raw"] = results["e2e_readings_per_s"] / results["raw_readings_per_s"]
-    if results["naive_readings_per_s"]:
+            records: list[Any] = []
+            if "e2e" in PHASES:
+                found, records = bench_e2e(Path(tmp), settings, broker.bootstrap, sizes["readings"])
+                results.update(found)
+            if "raw" in PHASES:
+                records = records or _relay_records(settings)[0]
+                results.update(bench_raw(broker.bootstrap, records, sizes["readings"]))
+            if "naive" in PHASES:
+                results.update(bench_naive(broker.bootstrap, settings, sizes["naive"]))
+        if "replay" in PHASES:
+            results.update(bench_replay(settings))
+    if "e2e_readings_per_s" in results and "raw_readings_per_s" in results:
+        results["e2e_vs_raw"] = results["e2e_readings_per_s"] / results["raw_readings_per_s"]
+    if "replay_events_per_s" in results and "raw_consume_records_per_s" in results:
+        results["replay_vs_raw_consume_readings"] = (
+            results["replay_events_per_s"] / (results["raw_consume_readings_per_s"])
+        )
+    if results.get("naive_readings_per_s") and "e2e_readings_per_s" in results:
         results["e2e_vs_naive"] = results["e2e_readings_per_s"] / results["naive_readings_per_s"]
     return results
 
 
 if __name__ == "__main__":
-    n = int(sys.argv[1]) if len(sys.argv) > 1 else DEFAULT_SIZES["readings"]
-    for key, value in run({"readings": n}).items():
+    # args: [readings] [objectives] [kpis]
+    keys = ["readings", "objectives", "kpis"]
+    given = {k: int(v) for k, v in zip(keys, sys.argv[1:], strict=False)}
+    for key, value in run(given).items():
         print(f"{key:28s} {value:12,.1f}")

@@ -9,6 +9,7 @@ from uuid import UUID, uuid4, uuid5
 
 import events
 from services.processor.records import GoalItem, ReadingRow
+from services.projectionstore.schema import iso
 
 T0 = datetime(2026, 1, 10, tzinfo=UTC)
 NS = UUID(int=42)
@@ -73,8 +74,8 @@ def to_row(e: events.Event, position: int | None) -> ReadingRow:
         kpi_id=str(e.kpi_id),
         reading_id=e.reading_id,
         value=e.value,
-        observed_at=e.observed_at,
-        recorded_at=e.recorded_at,
+        observed_at=iso(e.observed_at),
+        recorded_at=iso(e.recorded_at),
         source=e.source,
         position=position,
     )

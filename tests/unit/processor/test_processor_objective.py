@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
+from typing import Any
 from uuid import UUID, uuid4
 
 import pytest
@@ -11,7 +12,7 @@ from hypothesis import strategies as st
 
 import events
 from projections.kpi import Accumulator
-from projections.objective import Measurement, apply, evaluate, fold, measure
+from projections.objective import Measurement, apply, evaluate, fold, measure, measure_many
 from projections.periods import Period
 from tests.unit.processor.builders import T0, Log, worked_example
 
@@ -176,3 +177,33 @@ def test_events_after_at_do_not_change_targets_in_force(
         force = kr.in_force(at)
         later = [t for t in kr.targets[1:] if t.since > at]
         assert all(force is not t for t in later)
+
+
+day_readings = st.lists(
+    st.tuples(
+        st.integers(min_value=-10, max_value=120),  # day offset from 2026-01-01
+        st.floats(allow_nan=False, allow_infinity=False, min_value=-1e6, max_value=1e6),
+    ),
+    max_size=40,
+)
+
+
+@settings(max_examples=200)
+@given(
+    day_readings,
+    st.sampled_from(["last", "sum", "avg", "min", "max", "count"]),
+    st.sampled_from(["day", "week", "month"]),
+    st.lists(st.integers(min_value=-20, max_value=130), min_size=1, max_size=8),
+)
+def test_measure_many_equals_measure_for_each_instant(
+    readings: list[tuple[int, float]], aggregation: Any, interval: Any, offsets: list[int]
+) -> None:
+    period = Period(date(2026, 1, 1), date(2026, 3, 31))
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    days: dict[date, Accumulator] = {}
+    for i, (offset, value) in enumerate(readings):
+        at = start + timedelta(days=offset, hours=i % 24)
+        days[at.date()] = days.get(at.date(), Accumulator.empty()).add(value, at, f"r{i}")
+    ats = [start + timedelta(days=o, hours=7) for o in offsets]
+    many = measure_many(days.items(), aggregation, interval, period, ats)
+    assert many == [measure(days.items(), aggregation, interval, period, at) for at in ats]

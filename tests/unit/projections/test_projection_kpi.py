@@ -6,6 +6,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from projections.kpi import (
+    SCALE_BITS,
     Accumulator,
     Aggregation,
     Direction,
@@ -16,6 +17,10 @@ from projections.kpi import (
     default_amber,
     is_stale,
     kpi_status,
+    parse_total,
+    scaled,
+    scaled_sum,
+    total_text,
 )
 from projections.policy import ScoringPolicy
 
@@ -263,3 +268,43 @@ def test_stale_factor_comes_from_the_policy() -> None:
     policy = ScoringPolicy(stale_factor=3.0)
     assert not is_stale(None, CREATED, "day", CREATED + timedelta(hours=71), policy)
     assert is_stale(None, CREATED, "day", CREATED + timedelta(hours=72), policy)
+
+
+any_float = st.floats(allow_nan=False, allow_infinity=False)
+
+
+@given(st.lists(any_float, max_size=40))
+def test_scaled_sum_is_the_exact_rational_sum(values: list[float]) -> None:
+    exact = sum(map(Fraction, values), Fraction(0))
+    total = scaled_sum(values)
+    assert Fraction(total, 2**SCALE_BITS) == exact
+    assert total == sum(scaled(v) for v in values)
+    # The stored text is the reduced fraction (Fraction's own text) and reads back exactly.
+    assert Fraction(total_text(total)) == exact
+    assert parse_total(total_text(total)) == total
+    assert parse_total(str(exact)) == total
+
+
+@given(readings_strategy)
+def test_of_values_equals_adding_one_by_one(readings: list[tuple[float, datetime, str]]) -> None:
+    folded = fold(readings)
+    if not readings:
+        assert folded == Accumulator.empty()
+        return
+    last_at, last_key, last_value = max((t, k, v + 0.0) for v, t, k in readings)
+    assert Accumulator.of_values([v for v, _, _ in readings], last_at, last_key, last_value) == (
+        folded
+    )
+
+
+@given(st.lists(any_float, min_size=1, max_size=20))
+def test_sum_and_avg_round_the_exact_value_once(values: list[float]) -> None:
+    acc = fold([(v, T0, f"k{i}") for i, v in enumerate(values)])
+    exact = sum(map(Fraction, values), Fraction(0))
+    try:
+        expected_sum: float | None = float(exact)
+    except OverflowError:
+        expected_sum = None
+    if expected_sum is not None:
+        assert acc.value("sum") == expected_sum == acc.total
+    assert acc.value("avg") == float(exact / len(values))
