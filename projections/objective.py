@@ -391,6 +391,78 @@ def measure(
     return Measurement(total.value(aggregation), observations)
 
 
+@dataclass(frozen=True, slots=True)
+class Series:
+    """A KPI's per-day accumulators inside one period, prepared to answer `measure` for any
+    instant by lookup: every measurement counts a prefix of the period's days, so running
+    merges (order-independent) give the total and the bucket values up to each day."""
+
+    aggregation: Aggregation
+    period: Period
+    dates: tuple[date, ...]
+    totals: tuple[Accumulator, ...]  # totals[i]: merge of days 0..i
+    partial: tuple[Accumulator, ...]  # partial[i]: merge of i's bucket's days up to i
+    bucket_of: tuple[int, ...]  # bucket number of day i (0, 1, ... in order)
+    closed: tuple[float, ...]  # values (not None) of complete buckets, in order
+    closed_before: tuple[int, ...]  # closed_before[k]: how many of `closed` precede bucket k
+
+    @classmethod
+    def of(
+        cls,
+        days: Iterable[tuple[date, Accumulator]],
+        aggregation: Aggregation,
+        interval: Interval,
+        period: Period,
+    ) -> Series:
+        kept = sorted(
+            ((d, acc) for d, acc in days if period.start <= d <= period.end and acc.count),
+            key=lambda item: item[0],
+        )
+        totals: list[Accumulator] = []
+        partial: list[Accumulator] = []
+        bucket_of: list[int] = []
+        closed: list[float] = []
+        closed_before: list[int] = []
+        total = Accumulator.empty()
+        current = Accumulator.empty()
+        start: datetime | None = None
+        for d, acc in kept:
+            bucket = bucket_start(datetime.combine(d, time(), tzinfo=UTC), interval)
+            if bucket != start:
+                if start is not None and (v := current.value(aggregation)) is not None:
+                    closed.append(v)
+                closed_before.append(len(closed))
+                current = Accumulator.empty()
+                start = bucket
+            total = total.merge(acc)
+            current = current.merge(acc)
+            totals.append(total)
+            partial.append(current)
+            bucket_of.append(len(closed_before) - 1)
+        return cls(
+            aggregation,
+            period,
+            tuple(d for d, _ in kept),
+            tuple(totals),
+            tuple(partial),
+            tuple(bucket_of),
+            tuple(closed),
+            tuple(closed_before),
+        )
+
+    def at(self, at: datetime) -> Measurement:
+        """`measure(days, aggregation, interval, period, at)`."""
+        at = as_utc(at, "at")
+        i = bisect_right(self.dates, min(self.period.end, at.date())) - 1
+        if at < self.period.starts_at or i < 0:
+            return Measurement(Accumulator.empty().value(self.aggregation), ())
+        observations = self.closed[: self.closed_before[self.bucket_of[i]]]
+        last = self.partial[i].value(self.aggregation)
+        if last is not None:
+            observations += (last,)
+        return Measurement(self.totals[i].value(self.aggregation), observations)
+
+
 def measure_many(
     days: Iterable[tuple[date, Accumulator]],
     aggregation: Aggregation,
@@ -398,50 +470,10 @@ def measure_many(
     period: Period,
     ats: Sequence[datetime],
 ) -> list[Measurement]:
-    """`measure(days, aggregation, interval, period, at)` for every `at` of `ats`, in one
-    pass over the days: every measurement counts a prefix of the period's days, so running
-    merges answer each `at` with a lookup (equal results, merges being order-independent).
-    """
-    kept = sorted(
-        ((d, acc) for d, acc in days if period.start <= d <= period.end and acc.count),
-        key=lambda item: item[0],
-    )
-    dates = [d for d, _ in kept]
-    totals: list[Accumulator] = []  # totals[i]: merge of days 0..i
-    partial: list[Accumulator] = []  # partial[i]: merge of i's bucket's days up to i
-    bucket_of: list[int] = []  # bucket number of day i (0, 1, ... in order)
-    closed: list[float] = []  # values (not None) of the buckets before the current one
-    closed_before: list[int] = []  # closed_before[k]: len(closed) when bucket k starts
-    total = Accumulator.empty()
-    current = Accumulator.empty()
-    start: datetime | None = None
-    for d, acc in kept:
-        bucket = bucket_start(datetime.combine(d, time(), tzinfo=UTC), interval)
-        if bucket != start:
-            if start is not None and (v := current.value(aggregation)) is not None:
-                closed.append(v)
-            closed_before.append(len(closed))
-            current = Accumulator.empty()
-            start = bucket
-        total = total.merge(acc)
-        current = current.merge(acc)
-        totals.append(total)
-        partial.append(current)
-        bucket_of.append(len(closed_before) - 1)
-    none = Measurement(Accumulator.empty().value(aggregation), ())
-    found: list[Measurement] = []
-    for at in ats:
-        at = as_utc(at, "at")
-        i = bisect_right(dates, min(period.end, at.date())) - 1
-        if at < period.starts_at or i < 0:
-            found.append(none)
-            continue
-        last = partial[i].value(aggregation)
-        observations = tuple(closed[: closed_before[bucket_of[i]]])
-        if last is not None:
-            observations += (last,)
-        found.append(Measurement(totals[i].value(aggregation), observations))
-    return found
+    """`measure(days, aggregation, interval, period, at)` for every `at` of `ats`, from one
+    pass over the days (`Series`)."""
+    series = Series.of(days, aggregation, interval, period)
+    return [series.at(at) for at in ats]
 
 
 # -- evaluation -----------------------------------------------------------------------------

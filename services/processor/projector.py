@@ -31,12 +31,12 @@ from projections.objective import (
     Measurement,
     NotThisObjectiveError,
     ObjectiveState,
+    Series,
     apply,
     evaluate,
     fold,
     key_result_input,
     latest_confidence,
-    measure_many,
 )
 from projections.periods import Period
 from projections.policy import DEFAULT_POLICY, ScoringPolicy
@@ -168,6 +168,10 @@ class Projector:
         self.days_cache_size = days_cache_size
         self._days_cache: dict[str, tuple[int, dict[date, Accumulator]]] = {}
         self._days_held = 0
+        # Prepared Series by (kpi, days_version, aggregation, interval, period): a stale
+        # version is never looked up again and ages out.
+        self.series_cache_size = 2_000
+        self._series_cache: dict[tuple[Any, ...], Series] = {}
 
     # -- transactions --------------------------------------------------------------------
 
@@ -183,6 +187,7 @@ class Projector:
                 self._cache.clear()
                 self._days_cache.clear()
                 self._days_held = 0
+                self._series_cache.clear()
                 self._cache_generation = generation
             tx = Tx(cur, Tables(generation), self.clock())
             yield tx
@@ -902,16 +907,35 @@ class Projector:
             group.append((found[s.id], kr.id, at))
             group.append((at_change[s.id], kr.id, min(at, kr.targets[-1].since)))
         for (kpi_id, aggregation, interval, period), wanted in groups.items():
-            results = measure_many(
-                days.get(kpi_id, {}).items(),
-                aggregation,
-                interval,
-                period,
-                [at for _, _, at in wanted],
-            )
-            for (into, kr_id, _), m in zip(wanted, results, strict=True):
-                into[kr_id] = m
+            series = self._series(kpis.get(kpi_id), kpi_id, days, aggregation, interval, period)
+            for into, kr_id, at in wanted:
+                into[kr_id] = series.at(at)
         return found, at_change
+
+    def _series(
+        self,
+        kpi: KpiRow | None,
+        kpi_id: str,
+        days: dict[str, dict[date, Accumulator]],
+        aggregation: str,
+        interval: str,
+        period: Period,
+    ) -> Series:
+        """The KPI's prepared Series, kept across batches while its days_version holds."""
+        key = None if kpi is None else (kpi_id, kpi.days_version, aggregation, interval, period)
+        found = None if key is None else self._series_cache.get(key)
+        if found is None:
+            found = Series.of(
+                days.get(kpi_id, {}).items(),
+                aggregation,  # type: ignore[arg-type]
+                interval,  # type: ignore[arg-type]
+                period,
+            )
+            if key is not None:
+                self._series_cache[key] = found
+                while len(self._series_cache) > self.series_cache_size:
+                    del self._series_cache[next(iter(self._series_cache))]
+        return found
 
     def evaluation_time(self, state: ObjectiveState, now: datetime) -> datetime:
         """When an objective is evaluated: now, or its close (a closed score is final)."""
