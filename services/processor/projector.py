@@ -350,16 +350,22 @@ class Projector:
         adds = {key: _day_of(rs) for key, rs in groups.items()}
         keys = sorted(adds)
         t = tx.tables.kpi_days
-        for chunk in _chunks(keys):
-            values = ",".join(["(?, ?)"] * len(chunk))
-            params = [p for k in chunk for p in k]
+        # (kpi_id, day) IN (VALUES ...) would scan the whole table in SQLite: read each
+        # KPI's range of the batch's days through the primary key instead.
+        first, last = (
+            min(k[1] for k in keys) if keys else "",
+            max(k[1] for k in keys) if keys else "",
+        )
+        for chunk in _chunks(sorted({k[0] for k in keys})):
             for row in tx.cur.execute(
                 f"SELECT kpi_id, day, count, exact_total, minimum, maximum, last_at, last_value,"
-                f" last_key FROM {t} WHERE (kpi_id, day) IN (VALUES {values})",
-                params,
+                f" last_key FROM {t} WHERE kpi_id IN ({_marks(len(chunk))})"
+                " AND day >= ? AND day <= ?",
+                [*chunk, first, last],
             ).fetchall():
                 key = (row[0], row[1])
-                adds[key] = _accumulator(row[2:]).merge(adds[key])
+                if key in adds:
+                    adds[key] = _accumulator(row[2:]).merge(adds[key])
         tx.cur.executemany(
             f"INSERT INTO {t} (kpi_id, day, count, total, minimum, maximum, last_at, last_value,"
             " last_key, exact_total) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"

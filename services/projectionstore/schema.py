@@ -213,11 +213,16 @@ class Tables:
             " UNIQUE (org_id, kind, reason, subject_type, subject_id, period))",
             f"CREATE INDEX IF NOT EXISTS {t.detections}_org ON {t.detections}"
             " (org_id, detected_at)",
+            # The processor re-checks the detections of the subjects it recomputes.
+            f"CREATE INDEX IF NOT EXISTS {t.detections}_subject ON {t.detections}"
+            " (subject_id, subject_type)",
             # Closed objectives per owner, in close order (chronic detections).
             f"CREATE TABLE IF NOT EXISTS {t.owner_closures} ("
             " org_id TEXT NOT NULL, owner TEXT NOT NULL, objective_id TEXT NOT NULL,"
             f" closed_at TEXT NOT NULL, score {real} NOT NULL,"
             " PRIMARY KEY (org_id, owner, objective_id))",
+            f"CREATE INDEX IF NOT EXISTS {t.owner_closures}_obj ON {t.owner_closures}"
+            " (objective_id)",
             # Read-your-writes: per (stage, topic, partition, source_partition) the event-store
             # position below which everything is applied. applied position = min over rows.
             f"CREATE TABLE IF NOT EXISTS {t.watermarks} ("
