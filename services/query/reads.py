@@ -171,10 +171,10 @@ class Reads:
         )
         views = {v["id"]: v for v in self.objective_views(rows)}
         for view in views.values():
-            view["children"] = [views[c] for c in view["children"] if c in views]
+            view["children"] = _newest_first([views[c] for c in view["children"] if c in views])
         if root is not None:
             return [views[root]] if root in views else None
-        return [v for v in views.values() if v["parent_id"] not in views]
+        return _newest_first([v for v in views.values() if v["parent_id"] not in views])
 
     def history(
         self, objective_id: str, start: datetime | None, end: datetime | None, limit: int,
@@ -331,3 +331,9 @@ class Reads:
 
 def _last_day_of(item: dict[str, Any]) -> str:
     return str(item["_last_day"])
+
+
+def _newest_first(views: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Siblings as a reader scans them: the current period first, then by title."""
+    by_title = sorted(views, key=lambda v: (v["title"], v["id"]))
+    return sorted(by_title, key=lambda v: v["period"]["start"], reverse=True)
