@@ -173,10 +173,12 @@ def faust_settings(settings: Settings) -> dict[str, Any]:
         "broker_request_timeout": 30.0,
         "broker_commit_interval": 1.0,
         "broker_commit_every": 50_000,
-        # The fetch path: big polls and fetches, a deep buffer, no waiting for empty.
-        "broker_max_poll_records": 20_000,
-        "consumer_max_fetch_size": 16 * 1024 * 1024,
-        "stream_buffer_maxsize": 40_000,
+        # The fetch path: big polls, no waiting for empty, and a read-ahead bounded to about
+        # two batches (a relay record carries up to 500 readings: a 40,000-record buffer of
+        # them held over a gigabyte while the database was busy).
+        "broker_max_poll_records": 5_000,
+        "consumer_max_fetch_size": 4 * 1024 * 1024,
+        "stream_buffer_maxsize": 2 * TAKE,
         "stream_wait_empty": False,
         "producer_linger": 0.005,
         "producer_max_batch_size": 1024 * 1024,
