@@ -168,10 +168,10 @@ class Projector:
         self.days_cache_size = days_cache_size
         self._days_cache: dict[str, tuple[int, dict[date, Accumulator]]] = {}
         self._days_held = 0
-        # Prepared Series by (kpi, days_version, aggregation, interval, period): a stale
-        # version is never looked up again and ages out.
-        self.series_cache_size = 2_000
-        self._series_cache: dict[tuple[Any, ...], Series] = {}
+        # Prepared Series by (kpi, aggregation, interval, period), with the days_version
+        # they were built from.
+        self.series_cache_size = 1_000
+        self._series_cache: dict[tuple[Any, ...], tuple[int, Series]] = {}
 
     # -- transactions --------------------------------------------------------------------
 
@@ -927,20 +927,23 @@ class Projector:
         interval: str,
         period: Period,
     ) -> Series:
-        """The KPI's prepared Series, kept across batches while its days_version holds."""
-        key = None if kpi is None else (kpi_id, kpi.days_version, aggregation, interval, period)
-        found = None if key is None else self._series_cache.get(key)
-        if found is None:
-            found = Series.of(
-                days.get(kpi_id, {}).items(),
-                aggregation,  # type: ignore[arg-type]
-                interval,  # type: ignore[arg-type]
-                period,
-            )
-            if key is not None:
-                self._series_cache[key] = found
-                while len(self._series_cache) > self.series_cache_size:
-                    del self._series_cache[next(iter(self._series_cache))]
+        """The KPI's prepared Series, kept across batches while its days_version holds (one
+        entry per (KPI, aggregation, interval, period): a newer version replaces it)."""
+        key = (kpi_id, aggregation, interval, period)
+        entry = None if kpi is None else self._series_cache.get(key)
+        if entry is not None and entry[0] == kpi.days_version:  # type: ignore[union-attr]
+            return entry[1]
+        found = Series.of(
+            days.get(kpi_id, {}).items(),
+            aggregation,  # type: ignore[arg-type]
+            interval,  # type: ignore[arg-type]
+            period,
+        )
+        if kpi is not None:
+            self._series_cache.pop(key, None)
+            self._series_cache[key] = (kpi.days_version, found)
+            while len(self._series_cache) > self.series_cache_size:
+                del self._series_cache[next(iter(self._series_cache))]
         return found
 
     def evaluation_time(self, state: ObjectiveState, now: datetime) -> datetime:

@@ -310,4 +310,4 @@ if __name__ == "__main__":
     keys = ["readings", "objectives", "kpis"]
     given = {k: int(v) for k, v in zip(keys, sys.argv[1:], strict=False)}
     for key, value in run(given).items():
-        print(f"{key:28s} {value:12,.1f}")
+        print(f"{key:32s} {value:14,.3f}")
