@@ -400,8 +400,8 @@ class Series:
     aggregation: Aggregation
     period: Period
     dates: tuple[date, ...]
-    totals: tuple[Accumulator, ...]  # totals[i]: merge of days 0..i
-    partial: tuple[Accumulator, ...]  # partial[i]: merge of i's bucket's days up to i
+    totals: tuple[float | None, ...]  # totals[i]: value of the merge of days 0..i
+    partial: tuple[float | None, ...]  # partial[i]: value of i's bucket's days up to i
     bucket_of: tuple[int, ...]  # bucket number of day i (0, 1, ... in order)
     closed: tuple[float, ...]  # values (not None) of complete buckets, in order
     closed_before: tuple[int, ...]  # closed_before[k]: how many of `closed` precede bucket k
@@ -418,8 +418,8 @@ class Series:
             ((d, acc) for d, acc in days if period.start <= d <= period.end and acc.count),
             key=lambda item: item[0],
         )
-        totals: list[Accumulator] = []
-        partial: list[Accumulator] = []
+        totals: list[float | None] = []
+        partial: list[float | None] = []
         bucket_of: list[int] = []
         closed: list[float] = []
         closed_before: list[int] = []
@@ -436,8 +436,8 @@ class Series:
                 start = bucket
             total = total.merge(acc)
             current = current.merge(acc)
-            totals.append(total)
-            partial.append(current)
+            totals.append(total.value(aggregation))
+            partial.append(current.value(aggregation))
             bucket_of.append(len(closed_before) - 1)
         return cls(
             aggregation,
@@ -457,10 +457,10 @@ class Series:
         if at < self.period.starts_at or i < 0:
             return Measurement(Accumulator.empty().value(self.aggregation), ())
         observations = self.closed[: self.closed_before[self.bucket_of[i]]]
-        last = self.partial[i].value(self.aggregation)
+        last = self.partial[i]
         if last is not None:
             observations += (last,)
-        return Measurement(self.totals[i].value(self.aggregation), observations)
+        return Measurement(self.totals[i], observations)
 
 
 def measure_many(
