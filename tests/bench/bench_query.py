@@ -26,6 +26,7 @@ DEFAULT_SIZES = {
     "objectives": 200,
     "readings": 10_000,
     "workers": 4,
+    "server_workers": 2,  # OKR_HTTP_WORKERS: one front door process per core
     "paced_rps": 500,
     "duration_s": 8,
     "as_of_requests": 300,
@@ -87,13 +88,13 @@ def _populate(data_dir: Path, sizes: dict[str, int]) -> dict[str, Any]:
     return {"ids": ids, "heavy": heavy, "token": token}
 
 
-def _serve(data_dir: Path, port: int) -> subprocess.Popen[bytes]:
+def _serve(data_dir: Path, port: int, workers: int = 1) -> subprocess.Popen[bytes]:
     env = {**os.environ, "OKR_DATA_DIR": str(data_dir), "OKR_HTTP_PORT": str(port)}
     env.pop("OKR_DATABASE_URL", None)
     process = subprocess.Popen(
         [sys.executable, "-m", "uvicorn", "services.query.app:create_app", "--factory",
          "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning",
-         "--no-access-log"],
+         "--no-access-log", "--workers", str(workers)],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )  # fmt: skip
     deadline = time.monotonic() + 30
@@ -179,7 +180,7 @@ def run(sizes: dict[str, int] | None = None) -> dict[str, Any]:
         data_dir = Path(tmp)
         world = _populate(data_dir, sizes)
         port = free_port()
-        server = _serve(data_dir, port)
+        server = _serve(data_dir, port, sizes["server_workers"])
         url = f"http://127.0.0.1:{port}"
         try:
             _load(url, world["token"], world["ids"], 1, 0, 1.0)  # warm-up
