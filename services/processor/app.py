@@ -56,6 +56,8 @@ T = TypeVar("T")
 
 TAKE = 5_000  # records per batch (a relay record carries up to 500 readings)
 WITHIN_S = 0.05
+PARSE_RECORDS = 100  # records parsed at a time
+APPLY_ROWS = 20_000  # readings per projection transaction
 TICK_S = 30.0
 OUTBOX_S = 1.0
 
@@ -216,9 +218,32 @@ def build_app(settings: Settings, projector: Projector, *, app_id: str | None = 
 
     def kpi_step(records: Sequence[Any]) -> tuple[KpiBatch, list[Notice]]:
         started = time.perf_counter()
-        batch = parse_kpi_records(projector, records)
-        notices = projector.apply_readings(batch.rows, batch.marks)
-        trace("kpi", started, len(records), len(batch.rows), len(notices))
+        batch = KpiBatch()
+        latest: dict[str, Notice] = {}
+        pending: list[ReadingRow] = []
+        count = 0
+        # Parsed and applied in slices of about APPLY_ROWS readings (one transaction each;
+        # the watermarks go with the last), so memory stays bounded however many readings
+        # the batch's records carry.
+        for i in range(0, len(records), PARSE_RECORDS):
+            part = parse_kpi_records(projector, records[i : i + PARSE_RECORDS])
+            pending += part.rows
+            batch.marks += part.marks
+            batch.forward += part.forward
+            batch.dead += part.dead
+            last = i + PARSE_RECORDS >= len(records)
+            if len(pending) >= APPLY_ROWS or last:
+                for n in projector.apply_readings(pending, batch.marks if last else ()):
+                    seen = latest.get(n.objective_id)
+                    if seen is None or (n.occurred_at, n.event_id) > (
+                        seen.occurred_at,
+                        seen.event_id,
+                    ):
+                        latest[n.objective_id] = n
+                count += len(pending)
+                pending = []
+        notices = [latest[k] for k in sorted(latest)]
+        trace("kpi", started, len(records), count, len(notices))
         return batch, notices
 
     @app.agent(readings, name="kpi")
