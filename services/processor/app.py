@@ -49,6 +49,7 @@ from services.processor.records import (
     relay_batch,
     watermark_of,
 )
+from services.processor.transport import broker_url
 from services.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -159,7 +160,8 @@ def _tracer() -> Callable[[str, float, int, int, int], None]:
 def faust_settings(settings: Settings) -> dict[str, Any]:
     """faust settings: at-least-once, short group timeouts (Tansu), a tuned fetch path."""
     return {
-        "broker": f"kafka://{settings.bootstrap_servers}",
+        # faust's aiokafka transport with a short fetch wait (see transport.py).
+        "broker": broker_url(settings.bootstrap_servers),
         "processing_guarantee": "at_least_once",
         "store": "memory://",
         "web_enabled": False,
