@@ -78,14 +78,15 @@ def count_readings(settings: Settings) -> int:
 def test_sigkill_mid_stream_then_restart_equals_a_clean_replay(
     settings: Settings, fresh_broker: EmbeddedBroker, unique_group: str, tmp_path: Path
 ) -> None:
-    last = feed(settings, fresh_broker, readings=30_000)
+    last = feed(settings, fresh_broker, readings=60_000)
     first = ProcessorProcess(settings, fresh_broker.bootstrap, unique_group, tmp_path / "p1.log")
     first.start()
     deadline = time.monotonic() + 60
-    while count_readings(settings) < 3_000 and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert count_readings(settings) < 30_000, "killed too late to be mid-stream"
-    first.kill()
+    while count_readings(settings) == 0 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    first.kill()  # at the first sign of progress: batches are in flight
+    applied = count_readings(settings)
+    assert 0 < applied < 60_000, f"killed at {applied} readings: not mid-stream"
     second = ProcessorProcess(settings, fresh_broker.bootstrap, unique_group, tmp_path / "p2.log")
     second.start()
     db = projection_db(settings)
