@@ -109,7 +109,14 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = parser().parse_args(argv)
-    sys.exit(args.run(args))
+    from services.eventstore.store import StoreUnavailableError
+    from services.projectionstore.db import DatabaseUnavailableError
+
+    try:
+        sys.exit(args.run(args))
+    except (StoreUnavailableError, DatabaseUnavailableError) as exc:
+        print(f"okrstream: {exc}", file=sys.stderr)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -30,6 +30,7 @@ from eventsourcing.postgres import PostgresApplicationRecorder, PostgresFactory
 from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteFactory
 
 import events
+from services.projectionstore.db import postgres_unreachable
 from services.settings import Settings
 
 EVENTS_TABLE = "stored_events"
@@ -179,7 +180,12 @@ class EventStore:
                 "POSTGRES_MAX_OVERFLOW": "10",
                 "POSTGRES_IDLE_IN_TRANSACTION_SESSION_TIMEOUT": "10",
             }
-            return cls(PostgresFactory(env))
+            try:
+                # Connects (and creates the table) now: fail at start-up, clearly, rather
+                # than on the first request.
+                return cls(PostgresFactory(env))
+            except (OperationalError, PersistenceError):
+                raise StoreUnavailableError(postgres_unreachable(pg.conninfo())) from None
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         env |= {"SQLITE_DBNAME": str(settings.events_db_path), "SQLITE_LOCK_TIMEOUT": "10"}
         return cls(SQLiteFactory(env))

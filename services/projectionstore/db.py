@@ -15,8 +15,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import psycopg
+from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import tuple_row
-from psycopg_pool import ConnectionPool
+from psycopg_pool import ConnectionPool, PoolTimeout
 
 from services.settings import Settings
 
@@ -26,6 +27,18 @@ Params = Sequence[Any]
 
 class DatabaseUnavailableError(Exception):
     """The store cannot be reached or written (unreachable, disk full, read-only)."""
+
+
+def postgres_unreachable(conninfo: str) -> str:
+    """A one-line reason why PostgreSQL at `conninfo` cannot be used (never the password)."""
+    where = conninfo_to_dict(conninfo)
+    target = f"{where.get('host', '?')}:{where.get('port', 5432)}/{where.get('dbname', '?')}"
+    try:
+        psycopg.connect(conninfo, connect_timeout=3).close()
+        reason = "connections time out"
+    except psycopg.Error as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return f"PostgreSQL at {target} is unreachable: {reason} (check OKR_DATABASE_URL)"
 
 
 class Cursor:
@@ -89,6 +102,11 @@ class Database:
                 open=True,
                 configure=self._configure_pg,
             )
+            try:
+                self._pool.wait(timeout=10)
+            except PoolTimeout:
+                self._pool.close()
+                raise DatabaseUnavailableError(postgres_unreachable(conninfo)) from None
 
     @staticmethod
     def _configure_pg(conn: psycopg.Connection[Any]) -> None:
