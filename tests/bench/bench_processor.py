@@ -37,6 +37,7 @@ from services.processor.replay import rebuild
 from services.relay.records import to_records
 from services.settings import Settings
 from tests.bench.naive_agent import changelog_topic
+from tests.bench.profiling import start_profile, stop_profile
 from tests.integration.processor.harness import (
     ROOT,
     ProcessorProcess,
@@ -48,28 +49,8 @@ from tests.integration.processor.harness import (
 from tests.support.ports import free_port
 from tests.unit.processor.builders import Log, synthetic
 
-PROFILE_DIR = os.environ.get("OKR_BENCH_PROFILE")  # py-spy flame data of each phase here
 # Comma-separated phases to run (default all): e2e, raw, naive, replay.
 PHASES = set((os.environ.get("OKR_BENCH_PHASES") or "e2e,raw,naive,replay").split(","))
-
-
-def _profile(pid: int, name: str) -> subprocess.Popen[bytes] | None:
-    """Start `py-spy record` on `pid` when OKR_BENCH_PROFILE names a directory."""
-    if not PROFILE_DIR:
-        return None
-    Path(PROFILE_DIR).mkdir(parents=True, exist_ok=True)
-    spy = Path(sys.executable).with_name("py-spy")
-    return subprocess.Popen(
-        [str(spy), "record", "--pid", str(pid), "--rate", "200", "--format", "raw",
-         "-o", str(Path(PROFILE_DIR) / f"{name}.txt"), "--nonblocking"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-
-
-def _stop_profile(spy: subprocess.Popen[bytes] | None) -> None:
-    if spy is not None:
-        spy.send_signal(2)  # SIGINT: py-spy writes its output and exits
-        spy.wait(30)
 
 
 DEFAULT_SIZES = {"readings": 200_000, "objectives": 1_000, "kpis": 200, "naive": 20_000}
@@ -240,12 +221,12 @@ def bench_e2e(
         wait_for_position(db, 0, 4, procs=[proc])
         time.sleep(3)
         assert proc.proc is not None
-        spy = _profile(proc.proc.pid, "processor_e2e")
+        spy = start_profile(proc.proc.pid, "processor_e2e")
         started = time.perf_counter()
         records, last = _relay(settings, bootstrap)
         wait_for_position(db, last, 4, timeout_s=1800, procs=[proc])
         elapsed = time.perf_counter() - started
-        _stop_profile(spy)
+        stop_profile(spy)
         rss = psutil.Process(proc.proc.pid).memory_info().rss / 2**20
     finally:
         proc.stop()

@@ -22,20 +22,7 @@ from typing import Any
 import httpx
 import orjson
 
-PROFILE_DIR = os.environ.get("OKR_BENCH_PROFILE")  # py-spy flame data of each phase here
-
-
-def _profile(pid: int, name: str) -> subprocess.Popen[bytes] | None:
-    """Start `py-spy record` on `pid` when OKR_BENCH_PROFILE names a directory."""
-    if not PROFILE_DIR:
-        return None
-    Path(PROFILE_DIR).mkdir(parents=True, exist_ok=True)
-    spy = Path(sys.executable).with_name("py-spy")
-    return subprocess.Popen(
-        [str(spy), "record", "--pid", str(pid), "--rate", "200", "--format", "raw",
-         "--subprocesses", "-o", str(Path(PROFILE_DIR) / f"{name}.txt"), "--nonblocking"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+from tests.bench.profiling import start_profile, stop_profile
 
 
 def _cpu_s(pid: int) -> float:
@@ -51,12 +38,6 @@ def _cpu_s(pid: int) -> float:
             continue
         total += times.user + times.system
     return total
-
-
-def _stop_profile(spy: subprocess.Popen[bytes] | None) -> None:
-    if spy is not None:
-        spy.send_signal(2)  # SIGINT: py-spy writes its output and exits
-        spy.wait(30)
 
 
 DEFAULT_SIZES = {"readings": 200_000, "batch": 1_000, "clients": 4, "kpis": 50, "workers": 2}
@@ -143,7 +124,7 @@ def bench_ingest(data_dir: Path, sizes: dict[str, int]) -> dict[str, float]:
         work = [_bodies(kpis, share, sizes["batch"], c * share) for c in range(clients)]
         out: Any = mp.Queue()
         procs = [mp.Process(target=_client, args=(url, token, w, out)) for w in work]
-        spy = _profile(server.pid, "ingest")
+        spy = start_profile(server.pid, "ingest")
         cpu0 = _cpu_s(server.pid)
         started = time.perf_counter()
         for p in procs:
@@ -151,7 +132,7 @@ def bench_ingest(data_dir: Path, sizes: dict[str, int]) -> dict[str, float]:
         accepted = sum(out.get(timeout=600) for _ in procs)
         elapsed = time.perf_counter() - started
         server_cpu = _cpu_s(server.pid) - cpu0
-        _stop_profile(spy)
+        stop_profile(spy)
         for p in procs:
             p.join()
     finally:
@@ -181,7 +162,7 @@ def bench_relay(data_dir: Path, producer_factory: Any = None) -> dict[str, float
         relay = Relay(settings, store, ProgressStore.from_settings(settings), **extra)
         relay.connect()
         thread = threading.Thread(target=relay.run, daemon=True)
-        spy = _profile(os.getpid(), "relay")
+        spy = start_profile(os.getpid(), "relay")
         cpu0 = time.process_time()
         started = time.perf_counter()
         thread.start()
@@ -189,7 +170,7 @@ def bench_relay(data_dir: Path, producer_factory: Any = None) -> dict[str, float
             time.sleep(0.01)
         elapsed = time.perf_counter() - started
         relay_cpu = time.process_time() - cpu0
-        _stop_profile(spy)
+        stop_profile(spy)
         relay.stopping.set()
         thread.join(30)
         store.close()
