@@ -27,16 +27,24 @@ def _finite(value: float) -> float:
     return value
 
 
+def _no_nul(value: str) -> str:
+    # U+0000 cannot be stored in a PostgreSQL text column (the projections would refuse
+    # the event after the command was accepted), so no text field takes it, on any store.
+    if "\x00" in value:
+        raise ValueError("must not contain the NUL character (U+0000)")
+    return value
+
+
 def _utc(value: datetime) -> datetime:
     return value.astimezone(UTC)
 
 
 Number = Annotated[float, AfterValidator(_finite)]
 Weight = Annotated[float, AfterValidator(_finite), Field(gt=0)]
-Title = Annotated[str, Field(min_length=1, max_length=200)]
-Owner = Annotated[str, Field(min_length=1, max_length=100)]
-Text = Annotated[str, Field(max_length=10_000)]
-Unit = Annotated[str, Field(max_length=50)]
+Title = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(_no_nul)]
+Owner = Annotated[str, Field(min_length=1, max_length=100), AfterValidator(_no_nul)]
+Text = Annotated[str, Field(max_length=10_000), AfterValidator(_no_nul)]
+Unit = Annotated[str, Field(max_length=50), AfterValidator(_no_nul)]
 OccurredAt = Annotated[AwareDatetime, AfterValidator(_utc)]
 
 

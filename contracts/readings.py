@@ -20,6 +20,14 @@ def _finite(value: float) -> float:
     return value
 
 
+def no_nul(value: str) -> str:
+    """Text fields refuse U+0000: a PostgreSQL text column cannot hold it, so an accepted
+    reading carrying one could not be projected."""
+    if "\x00" in value:
+        raise ValueError("must not contain the NUL character (U+0000)")
+    return value
+
+
 def _utc(value: datetime) -> datetime:
     return value.astimezone(UTC)
 
@@ -32,14 +40,16 @@ class ReadingIn(BaseModel):
     kpi_id: UUID
     value: Annotated[float, AfterValidator(_finite)]
     observed_at: Annotated[AwareDatetime, AfterValidator(_utc)]
-    reading_id: Annotated[str, Field(min_length=1, max_length=200)] | None = None
-    source: Annotated[str, Field(max_length=200)] | None = None
+    reading_id: (
+        Annotated[str, Field(min_length=1, max_length=200), AfterValidator(no_nul)] | None
+    ) = None
+    source: Annotated[str, Field(max_length=200), AfterValidator(no_nul)] | None = None
 
 
 class KafkaReading(ReadingIn):
     """A reading written straight to okr.kpi-readings.v1 by an integration (keyed by kpi_id)."""
 
-    org_id: Annotated[str, Field(min_length=1, max_length=100)]
+    org_id: Annotated[str, Field(min_length=1, max_length=100), AfterValidator(no_nul)]
 
 
 class ReadingsBatch(BaseModel):

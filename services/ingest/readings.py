@@ -125,10 +125,12 @@ def _fast(item: Any, uuids: dict[str, UUID | None]) -> Parsed | None:
     except ValueError:
         return None
     reading_id = item.get("reading_id")
-    if reading_id is not None and (type(reading_id) is not str or not 0 < len(reading_id) <= 200):
+    if reading_id is not None and (
+        type(reading_id) is not str or not 0 < len(reading_id) <= 200 or "\x00" in reading_id
+    ):
         return None
     source = item.get("source")
-    if source is not None and (type(source) is not str or len(source) > 200):
+    if source is not None and (type(source) is not str or len(source) > 200 or "\x00" in source):
         return None
     return kpi_id, value, when, reading_id, source
 
