@@ -11,7 +11,9 @@ from datetime import UTC, date, datetime
 from typing import Annotated, Literal
 from uuid import UUID
 
-from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+
+from contracts.readings import Rfc3339
 
 Level = Literal["company", "department", "team", "individual"]
 KeyResultKind = Literal["metric", "milestone", "maintain"]
@@ -45,7 +47,7 @@ Title = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(_no_n
 Owner = Annotated[str, Field(min_length=1, max_length=100), AfterValidator(_no_nul)]
 Text = Annotated[str, Field(max_length=10_000), AfterValidator(_no_nul)]
 Unit = Annotated[str, Field(max_length=50), AfterValidator(_no_nul)]
-OccurredAt = Annotated[AwareDatetime, AfterValidator(_utc)]
+OccurredAt = Rfc3339
 
 
 class _Command(BaseModel):

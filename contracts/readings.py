@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from typing import Annotated
 from uuid import NAMESPACE_URL, UUID
 
-from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field
 
 MAX_READINGS_PER_REQUEST = 10_000
 MAX_FUTURE_SKEW_S = 300  # observed_at may be at most 5 minutes in the future
@@ -32,6 +32,18 @@ def _utc(value: datetime) -> datetime:
     return value.astimezone(UTC)
 
 
+def rfc3339_text(value: object) -> object:
+    """Datetimes arrive as RFC 3339 text (or datetime objects from Python callers); a bare
+    number is not read as a Unix time."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        raise ValueError("must be an RFC 3339 date-time string with an offset")
+    return value
+
+
+Rfc3339 = Annotated[AwareDatetime, BeforeValidator(rfc3339_text), AfterValidator(_utc)]
+"""A timezone-aware datetime given as RFC 3339 text, normalised to UTC."""
+
+
 class ReadingIn(BaseModel):
     """One KPI reading as integrations send it."""
 
@@ -39,7 +51,7 @@ class ReadingIn(BaseModel):
 
     kpi_id: UUID
     value: Annotated[float, AfterValidator(_finite)]
-    observed_at: Annotated[AwareDatetime, AfterValidator(_utc)]
+    observed_at: Rfc3339
     reading_id: (
         Annotated[str, Field(min_length=1, max_length=200), AfterValidator(no_nul)] | None
     ) = None
