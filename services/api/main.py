@@ -6,43 +6,24 @@ functions add their routes and state to one app, served by uvicorn on OKR_HTTP_P
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
-
 import uvicorn
 from fastapi import FastAPI
 
-from services.auth.tokens import TokenStore
-from services.http.limits import install_body_limit
-from services.http.problems import install_problem_handlers
+from services.command import app as command
+from services.http.app import service_app
+from services.ingest import app as ingest
+from services.query import app as query
 from services.settings import Settings, load_settings
-
-SERVICES = ("services.command.app", "services.ingest.app", "services.query.app")
-
-
-def _present(module: str) -> bool:
-    try:
-        return importlib.util.find_spec(module) is not None
-    except ModuleNotFoundError:
-        return False
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     """The front door app for `settings` (default: from the environment)."""
-    settings = settings or load_settings()
-    app = FastAPI(
-        title="okrstream",
-        version="1",
-        description="Event-sourced OKRs and KPIs: the public contract v1.",
+    return service_app(
+        settings or load_settings(),
+        "okrstream",
+        [command.install, ingest.install, query.install],
+        "Event-sourced OKRs and KPIs: the public contract v1.",
     )
-    app.state.settings = settings
-    app.state.tokens = TokenStore.from_settings(settings)
-    install_problem_handlers(app)
-    install_body_limit(app, settings)
-    for name in SERVICES:
-        if _present(name):
-            importlib.import_module(name).install(app, settings)
-    return app
 
 
 def main() -> None:

@@ -32,13 +32,12 @@ from contracts.http import (
     PromotePublic,
     WritePublic,
 )
-from services.auth.tokens import TokenStore
 from services.command.decisions import Context, Ids, Invalid, NotFound, Refused
 from services.command.service import CommandService, Outcome, Stale
 from services.eventstore import EventStore, StoreUnavailableError
+from services.http.app import service_app
 from services.http.idempotency import Answer, IdempotencyStore, fingerprint, run_once
-from services.http.limits import install_body_limit
-from services.http.problems import Problem, install_problem_handlers
+from services.http.problems import Problem
 from services.http.security import Writer
 from services.settings import Settings, load_settings
 
@@ -397,12 +396,4 @@ def install(app: FastAPI, settings: Settings) -> None:
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     """The command service alone."""
-    settings = settings or load_settings()
-    app = FastAPI(title="okrstream commands", version="1")
-    app.state.settings = settings
-    app.state.tokens = TokenStore.from_settings(settings)
-    app.router.on_shutdown.append(app.state.tokens.close)
-    install_problem_handlers(app)
-    install_body_limit(app, settings)
-    install(app, settings)
-    return app
+    return service_app(settings or load_settings(), "okrstream commands", [install])

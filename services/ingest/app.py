@@ -15,11 +15,10 @@ from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
 from contracts.readings import ReadingsAccepted
-from services.auth.tokens import TokenStore
 from services.eventstore import EventStore, StoreUnavailableError
+from services.http.app import service_app
 from services.http.idempotency import Answer, IdempotencyStore, fingerprint, run_once
-from services.http.limits import install_body_limit
-from services.http.problems import Problem, install_problem_handlers
+from services.http.problems import Problem
 from services.http.security import Ingester
 from services.ingest.kafka_sink import KafkaReadingsSink, KafkaUnavailableError
 from services.ingest.service import ReadingsService
@@ -132,12 +131,4 @@ def install(app: FastAPI, settings: Settings) -> None:
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     """The ingest service alone."""
-    settings = settings or load_settings()
-    app = FastAPI(title="okrstream ingest", version="1")
-    app.state.settings = settings
-    app.state.tokens = TokenStore.from_settings(settings)
-    app.router.on_shutdown.append(app.state.tokens.close)
-    install_problem_handlers(app)
-    install_body_limit(app, settings)
-    install(app, settings)
-    return app
+    return service_app(settings or load_settings(), "okrstream ingest", [install])

@@ -21,9 +21,9 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
 from pydantic import AwareDatetime
 
-from services.auth.tokens import TokenStore
-from services.http.problems import Problem, install_problem_handlers
-from services.http.security import CHALLENGE
+from services.http.app import service_app
+from services.http.problems import Problem
+from services.http.security import verify_bearer
 from services.projectionstore.db import Database
 from services.query import live, ops, timetravel
 from services.query.reads import Reads
@@ -98,16 +98,9 @@ async def read_request(
 ) -> ReadRequest:
     """Bearer auth with the `read` scope (as services.http.security.Reader: 401/403), in one
     async dependency: each sync dependency would cost a threadpool hop per request."""
-    if credentials is None or credentials.scheme.lower() != "bearer":
-        raise Problem(401, "a bearer token is required", headers=CHALLENGE)
-    tokens: TokenStore = request.app.state.tokens
     # verify() answers from its in-memory cache (30 s) without I/O; a miss is one indexed
     # lookup, rare enough to run inline.
-    principal = tokens.verify(credentials.credentials)
-    if principal is None:
-        raise Problem(401, "unknown token", headers=CHALLENGE)
-    if not principal.allows("read"):
-        raise Problem(403, "this token lacks the 'read' scope")
+    principal = verify_bearer(request, credentials, "read")
     state = request.app.state
     return ReadRequest(
         state.query_store,
@@ -284,10 +277,4 @@ def install(app: FastAPI, settings: Settings) -> None:
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     """The query service alone (production: stateless replicas behind a balancer)."""
-    settings = settings or load_settings()
-    app = FastAPI(title="okrstream query", version="1")
-    app.state.settings = settings
-    app.state.tokens = TokenStore.from_settings(settings)
-    install_problem_handlers(app)
-    install(app, settings)
-    return app
+    return service_app(settings or load_settings(), "okrstream query", [install])
