@@ -152,9 +152,11 @@ def apply(state: ObjectiveState | None, event: events.Event) -> ObjectiveState:
     """Fold one event of the objective's stream into its state.
 
     Idempotent: an event whose stream_version is not above `state.version` returns `state`
-    unchanged, so redelivered and replayed events change nothing.
+    unchanged, so redelivered and replayed events change nothing. An event beyond the next
+    version (a gap: the broker lost records and the relay is republishing from the start)
+    also returns `state` unchanged: it is applied when it comes again, in order.
     """
-    if state is not None and event.stream_version <= state.version:
+    if state is not None and event.stream_version != state.version + 1:
         return state
     handler = _HANDLERS.get(event.type)
     if handler is None:

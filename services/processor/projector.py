@@ -775,8 +775,8 @@ class Projector:
         for item in ordered:
             e = item.event
             kpi_id = str(e.stream_id)
-            if e.stream_version <= versions.get(kpi_id, 0):
-                continue
+            if e.stream_version != versions.get(kpi_id, 0) + 1:
+                continue  # already applied, or beyond a gap that the relay's republish fills
             common = (e.stream_version, iso(e.occurred_at), item.position or 0, kpi_id)
             if isinstance(e, events.KpiDefined):
                 if kpi_id in versions:

@@ -213,10 +213,13 @@ class Relay:
         if batch:
             return self.publish(batch)
         now = time.monotonic()
-        if now - self.last_reset_check >= RESET_CHECK_EVERY_S:
-            self.check_broker()
         if now - self.last_watermark >= WATERMARK_EVERY_S:
+            # The producer reconnects on its own: a broker that restarted empty must be
+            # noticed before a watermark claims positions it no longer holds.
+            self.check_broker()
             self.send_watermarks(max(self.progress.position, 0))
+        elif now - self.last_reset_check >= RESET_CHECK_EVERY_S:
+            self.check_broker()
         return 0
 
     def run(self) -> None:
