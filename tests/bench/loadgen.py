@@ -91,7 +91,10 @@ def read_views(
         while time.monotonic() < deadline:
             started = time.perf_counter()
             try:
-                ok = client.get(paths[i % len(paths)]).status_code == 200
+                answer = client.get(paths[i % len(paths)])
+                ok = answer.status_code == 200
+                if not ok:
+                    result.error_samples.append(f"{answer.status_code} {answer.text[:160]}")
             except httpx.HTTPError as exc:
                 ok = False
                 result.error_samples.append(repr(exc)[:200])

@@ -25,6 +25,7 @@ def seed(url: str, token: str, kpis: int = 20) -> tuple[list[str], list[str]]:
     headers = {"Authorization": f"Bearer {token}"}
     kpi_ids: list[str] = []
     paths: list[str] = []
+    position = 0
     with httpx.Client(base_url=url, headers=headers, timeout=30) as client:
         for i in range(kpis):
             kpi = client.post(
@@ -50,7 +51,7 @@ def seed(url: str, token: str, kpis: int = 20) -> tuple[list[str], list[str]]:
             )
             objective.raise_for_status()
             oid = objective.json()["id"]
-            client.post(
+            linked = client.post(
                 f"/v1/objectives/{oid}/key-results",
                 json={
                     "title": "Average up",
@@ -59,13 +60,35 @@ def seed(url: str, token: str, kpis: int = 20) -> tuple[list[str], list[str]]:
                     "target": 60,
                     "kpi_id": kpi_ids[-1],
                 },
-            ).raise_for_status()
+            )
+            linked.raise_for_status()
+            position = max(position, int(linked.json()["position"]))
             paths += [f"/v1/objectives/{oid}", f"/v1/kpis/{kpi_ids[-1]}"]
+        # Readers start once the projections hold what was seeded (read-your-writes).
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            seen = client.get("/v1/objectives", params={"min_position": position, "limit": 1})
+            if seen.status_code == 200:
+                break
     return kpi_ids, paths
 
 
 def stack_rss_mb(stack: Stack) -> float:
-    return sum(p.memory_info().rss for p in stack.descendants()) / 2**20
+    """RSS of okrstream's own processes (the embedded broker's in-memory log is apart: it
+    holds every record it was sent, by design of its memory storage)."""
+    return (
+        sum(p.memory_info().rss for p in stack.descendants() if not p.name().startswith("tansu"))
+        / 2**20
+    )
+
+
+def rss_by_process(stack: Stack) -> dict[str, float]:
+    """RSS (MB) of each process of the stack, by command line tail."""
+    found: dict[str, float] = {}
+    for p in stack.descendants():
+        name = " ".join(p.cmdline()[-2:])[-40:]
+        found[name] = round(found.get(name, 0) + p.memory_info().rss / 2**20, 1)
+    return found
 
 
 def run(
@@ -100,6 +123,7 @@ def run(
             written: list[LoadResult] = [f.result() for f in write_futures]
             read = read_future.result()
         rss_end = stack_rss_mb(stack)
+        rss_end_by_process = rss_by_process(stack)
     write_latencies = [x for w in written for x in w.latencies_ms]
     return {
         "soak_seconds": seconds,
@@ -112,6 +136,7 @@ def run(
         "soak_rss_start_mb": round(rss_start, 1),
         "soak_rss_end_mb": round(rss_end, 1),
         "soak_rss_peak_mb": round(max(samples), 1),
+        "soak_rss_end_by_process": rss_end_by_process,
     }
 
 
