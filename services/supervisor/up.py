@@ -59,6 +59,9 @@ class Child:
             stdin=subprocess.DEVNULL,
             env=self.env,
             preexec_fn=_die_with_parent,
+            # Its own session: Ctrl-C reaches only the supervisor, which then stops the
+            # services newest first (the relay flushes while the broker is still up).
+            start_new_session=True,
         )
 
     def exited(self) -> int | None:
