@@ -24,6 +24,13 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedBroker]
         yield running
 
 
+@pytest.fixture
+def fresh_broker(tmp_path: Path) -> Iterator[EmbeddedBroker]:
+    """An embedded broker of this test only, for tests that need topics nobody else wrote."""
+    with EmbeddedBroker(free_port(), partitions=4, log_path=tmp_path / "tansu.log") as running:
+        yield running
+
+
 @pytest.fixture(scope="session")
 def pg_database() -> Iterator[str]:
     """A PostgreSQL database of this test run, dropped at the end."""

@@ -8,7 +8,6 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -38,12 +37,6 @@ pytestmark = pytest.mark.integration
 @pytest.fixture
 def pg_settings(pg_database: str, tmp_path: Path) -> Settings:
     return make_settings("postgres", tmp_path / "data", pg_database)
-
-
-@pytest.fixture
-def fresh_broker(tmp_path: Path) -> Iterator[EmbeddedBroker]:
-    with EmbeddedBroker(free_port(), partitions=4, log_path=tmp_path / "tansu.log") as b:
-        yield b
 
 
 def _readings_applied(settings: Settings) -> int:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,17 +16,9 @@ from tests.integration.processor.harness import (
     store_events,
     wait_for_position,
 )
-from tests.support.ports import free_port
 from tests.unit.processor.builders import Log, worked_example
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def fresh_broker(tmp_path: Path) -> Iterator[EmbeddedBroker]:
-    """A broker of this test only: the contract's topic names, with nothing else on them."""
-    with EmbeddedBroker(free_port(), partitions=4, log_path=tmp_path / "tansu.log") as b:
-        yield b
 
 
 def test_worked_example_end_to_end(

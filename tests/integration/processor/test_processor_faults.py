@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -26,16 +25,9 @@ from tests.integration.processor.harness import (
     store_events,
     wait_for_position,
 )
-from tests.support.ports import free_port
 from tests.unit.processor.builders import Log, synthetic
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def fresh_broker(tmp_path: Path) -> Iterator[EmbeddedBroker]:
-    with EmbeddedBroker(free_port(), partitions=4, log_path=tmp_path / "tansu.log") as b:
-        yield b
 
 
 def replay_hash(settings: Settings) -> dict[str, str]:
