@@ -574,18 +574,7 @@ class Projector:
             ),
         )
         event = events.DetectionRaised(
-            event_id=uuid5(NAMESPACE_URL, f"okrstream:detection-event:{detection_id}:{version}"),
-            org_id=org,
-            stream_id=UUID(detection_id),
-            stream_version=version,
-            occurred_at=tx.now,
-            recorded_at=tx.now,
-            actor="processor",
-            kind=key.kind,
-            reason=key.reason,
-            subject_type=key.subject_type,
-            subject_id=key.subject_id,
-            period=key.period,
+            **_detection_fields(org, key, detection_id, version, tx.now),
             detected_at=tx.now,
             policy_version=f.policy_version,
             evidence=f.evidence,
@@ -605,20 +594,7 @@ class Projector:
             (iso(tx.now), version + 1, detection_id),
         )
         event = events.DetectionResolved(
-            event_id=uuid5(
-                NAMESPACE_URL, f"okrstream:detection-event:{detection_id}:{version + 1}"
-            ),
-            org_id=org,
-            stream_id=UUID(detection_id),
-            stream_version=version + 1,
-            occurred_at=tx.now,
-            recorded_at=tx.now,
-            actor="processor",
-            kind=key.kind,
-            reason=key.reason,
-            subject_type=key.subject_type,
-            subject_id=key.subject_id,
-            period=key.period,
+            **_detection_fields(org, key, detection_id, version + 1, tx.now),
             resolved_at=tx.now,
             policy_version=str(row[1]),
             evidence=orjson.loads(row[0]),
@@ -1371,3 +1347,24 @@ class Projector:
                 tx.cur.execute(f"DELETE FROM {tx.tables.outbox}")
             else:
                 tx.cur.execute(f"DELETE FROM {tx.tables.outbox} WHERE seq <= ?", (up_to_seq,))
+
+
+def _detection_fields(
+    org: str, key: rules.DetectionKey, detection_id: str, version: int, now: datetime
+) -> dict[str, Any]:
+    """Envelope and key of a detection event: its stream is the detection; the event id is
+    derived from (detection, version), so a redelivered batch emits the same event."""
+    return {
+        "event_id": uuid5(NAMESPACE_URL, f"okrstream:detection-event:{detection_id}:{version}"),
+        "org_id": org,
+        "stream_id": UUID(detection_id),
+        "stream_version": version,
+        "occurred_at": now,
+        "recorded_at": now,
+        "actor": "processor",
+        "kind": key.kind,
+        "reason": key.reason,
+        "subject_type": key.subject_type,
+        "subject_id": key.subject_id,
+        "period": key.period,
+    }
