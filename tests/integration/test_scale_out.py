@@ -15,16 +15,16 @@ import pytest
 
 from services.auth.tokens import TokenStore
 from services.broker.embedded import EmbeddedBroker
-from services.eventstore.store import EventStore
-from services.processor.replay import rebuild
 from services.settings import Settings
 from tests.conftest import make_settings
 from tests.integration.processor.harness import (
     ProcessorProcess,
+    count_readings,
     live_hash,
     produce,
     projection_db,
     relay_records,
+    replay_hash,
     store_events,
     wait_for_position,
 )
@@ -37,19 +37,6 @@ pytestmark = pytest.mark.integration
 @pytest.fixture
 def pg_settings(pg_database: str, tmp_path: Path) -> Settings:
     return make_settings("postgres", tmp_path / "data", pg_database)
-
-
-def _readings_applied(settings: Settings) -> int:
-    db = projection_db(settings)
-    try:
-        with db.transaction(write=False) as cur:
-            row = cur.execute("SELECT value FROM projection_meta WHERE key = 'generation'")
-            generation = (row.fetchone() or ("1",))[0]
-            return int(cur.execute(f"SELECT COUNT(*) FROM g{generation}_readings").fetchone()[0])
-    except Exception:
-        return 0
-    finally:
-        db.close()
 
 
 def _api_replica(
@@ -99,7 +86,7 @@ def test_killed_worker_hands_over_and_replicas_agree(
     produce(fresh_broker.bootstrap, relay_records(entries, per_record=50), last, 4)
 
     deadline = time.monotonic() + 60
-    while _readings_applied(pg_settings) == 0 and time.monotonic() < deadline:
+    while count_readings(pg_settings) == 0 and time.monotonic() < deadline:
         time.sleep(0.05)
     workers[0].kill()  # its partitions must move to the survivor
     survivor = workers[1]
@@ -111,14 +98,7 @@ def test_killed_worker_hands_over_and_replicas_agree(
         survivor.stop()
         db.close()
 
-    store = EventStore.from_settings(pg_settings)
-    db = projection_db(pg_settings)
-    try:
-        rebuild(db, store)  # a single pass over the log, into a fresh generation
-        assert live_hash(db) == live
-    finally:
-        store.close()
-        db.close()
+    assert replay_hash(pg_settings) == live  # a single pass over the log, fresh generation
 
     tokens = TokenStore.from_settings(pg_settings)
     token = tokens.create("acme", ["read"])

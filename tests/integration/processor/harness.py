@@ -205,3 +205,38 @@ def wait_for_position(
 def live_hash(db: Database) -> dict[str, str]:
     with db.transaction(write=False) as cur:
         return content_hash(cur, Tables(live_generation(cur)))
+
+
+def readings_applied(db: Database) -> int:
+    """Readings in the live generation's projection (0 before the tables exist)."""
+    try:
+        with db.transaction(write=False) as cur:
+            row = cur.execute(
+                f"SELECT COUNT(*) FROM {Tables(live_generation(cur)).readings}"
+            ).fetchone()
+            return int(row[0]) if row else 0
+    except Exception:  # tables not created yet
+        return 0
+
+
+def count_readings(settings: Settings) -> int:
+    """`readings_applied` on a connection of its own."""
+    db = projection_db(settings)
+    try:
+        return readings_applied(db)
+    finally:
+        db.close()
+
+
+def replay_hash(settings: Settings) -> dict[str, str]:
+    """Rebuild every projection from the event-store log; the content hash of the result."""
+    from services.processor.replay import rebuild
+
+    db = projection_db(settings)
+    store = EventStore.from_settings(settings)
+    try:
+        rebuild(db, store)
+        return live_hash(db)
+    finally:
+        store.close()
+        db.close()

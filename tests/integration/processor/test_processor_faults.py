@@ -13,34 +13,21 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from contracts.topics import KPI_READINGS, READINGS_DLQ
 from services.broker.embedded import EmbeddedBroker
-from services.eventstore.store import EventStore
-from services.processor.replay import rebuild
 from services.settings import Settings
 from tests.integration.processor.harness import (
     ProcessorProcess,
+    count_readings,
     live_hash,
     produce,
     projection_db,
     relay_records,
+    replay_hash,
     store_events,
     wait_for_position,
 )
 from tests.unit.processor.builders import Log, synthetic
 
 pytestmark = pytest.mark.integration
-
-
-def replay_hash(settings: Settings) -> dict[str, str]:
-    db = projection_db(settings)
-    store = EventStore.from_settings(settings)
-    try:
-        rebuild(db, store)
-        from tests.integration.processor.harness import live_hash as h
-
-        return h(db)
-    finally:
-        store.close()
-        db.close()
 
 
 def feed(settings: Settings, broker: EmbeddedBroker, readings: int) -> int:
@@ -50,21 +37,6 @@ def feed(settings: Settings, broker: EmbeddedBroker, readings: int) -> int:
     last = entries[-1][0]
     produce(broker.bootstrap, relay_records(entries, per_record=100), last, 4)
     return last
-
-
-def count_readings(settings: Settings) -> int:
-    db = projection_db(settings)
-    try:
-        with db.transaction(write=False) as cur:
-            (gen,) = cur.execute(
-                "SELECT value FROM projection_meta WHERE key = 'generation'"
-            ).fetchone() or ("1",)
-            row = cur.execute(f"SELECT COUNT(*) FROM g{gen}_readings").fetchone()
-            return int(row[0]) if row else 0
-    except Exception:
-        return 0
-    finally:
-        db.close()
 
 
 def test_sigkill_mid_stream_then_restart_equals_a_clean_replay(

@@ -44,6 +44,7 @@ from tests.integration.processor.harness import (
     ProcessorProcess,
     live_hash,
     projection_db,
+    readings_applied,
     store_events,
     wait_for_position,
 )
@@ -202,16 +203,6 @@ def post_all(s: Setup) -> list[dict[str, Any]]:
     return answers
 
 
-def count_readings(db: Database) -> int:
-    try:
-        with db.transaction(write=False) as cur:
-            t = Tables(live_generation(cur))
-            row = cur.execute(f"SELECT COUNT(*) FROM {t.readings}").fetchone()
-            return int(row[0]) if row else 0
-    except Exception:  # tables not created yet
-        return 0
-
-
 def snapshot(db: Database) -> dict[str, Any]:
     """The meaningful content, explicitly, plus the processor's content hash per table.
 
@@ -295,13 +286,13 @@ def test_store_and_kafka_mode_build_the_same_projections(
         # Kafka mode has no position: wait until every reading is applied, then until the
         # objective's measurement (a second stage, fed by notices) has caught up.
         deadline = time.monotonic() + 30
-        while count_readings(kafka.db) < DISTINCT and time.monotonic() < deadline:
+        while readings_applied(kafka.db) < DISTINCT and time.monotonic() < deadline:
             assert kafka.processor.proc is not None
             assert kafka.processor.proc.poll() is None, (
                 f"processor exited; see {kafka.processor.log}"
             )
             time.sleep(0.1)
-        assert count_readings(kafka.db) == DISTINCT
+        assert readings_applied(kafka.db) == DISTINCT
         got = snapshot(kafka.db)
         while got != expected and time.monotonic() < deadline:
             time.sleep(0.2)
