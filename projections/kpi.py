@@ -284,3 +284,44 @@ def is_stale(
     instant that span has fully elapsed (elapsed >= stale_factor x interval).
     """
     return as_utc(at, "at") >= stale_since(last_reading_at, created_at, interval, policy)
+
+
+@dataclass(frozen=True, slots=True)
+class KpiTarget:
+    """The KPI's target and amber threshold from `since` (the change's occurred_at) on."""
+
+    since: datetime
+    target: float
+    amber: float
+
+
+def kpi_targets(changes: Iterable[KpiTarget]) -> tuple[KpiTarget, ...]:
+    """The KPI's targets in stream order (definition first, then each retargeting), as a
+    history sorted by `since`. The definition's entry stays first: it applies to all time
+    before the next change. Later entries sort stably, so of two changes valid from the
+    same instant the later one in the stream wins."""
+    found = tuple(changes)
+    if not found:
+        return ()
+    return (found[0], *sorted(found[1:], key=lambda t: as_utc(t.since, "since")))
+
+
+def target_in_force(targets: tuple[KpiTarget, ...], at: datetime) -> KpiTarget:
+    """The target in force at `at`: the latest change with since <= at, else the first (a
+    target change never applies to the time before it)."""
+    if not targets:
+        raise ValueError("a KPI has at least its defining target")
+    at = as_utc(at, "at")
+    chosen = targets[0]
+    for t in targets[1:]:
+        if as_utc(t.since, "since") <= at:
+            chosen = t
+    return chosen
+
+
+def bucket_judged_at(start: datetime, interval: Interval, now: datetime) -> datetime:
+    """The instant a bucket's value is judged against its target: its last microsecond, or
+    `now` while the bucket is still open. A bucket that ended before a retargeting keeps the
+    target it was judged with."""
+    last = bucket_end(as_utc(start, "start"), interval) - timedelta(microseconds=1)
+    return min(last, as_utc(now, "now"))

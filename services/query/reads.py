@@ -8,15 +8,23 @@ from __future__ import annotations
 import base64
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 
-from projections.kpi import bucket_start, kpi_status
+import events
+from projections.kpi import (
+    KpiTarget,
+    bucket_judged_at,
+    bucket_start,
+    kpi_status,
+    kpi_targets,
+    target_in_force,
+)
 from services.http.problems import Problem
 from services.projectionstore.db import Cursor
-from services.projectionstore.schema import Tables, iso
+from services.projectionstore.schema import Tables, iso, parse_iso
 from services.query.store import ReadStore
 from services.query.views import (
     DAY_COLUMNS,
@@ -60,6 +68,9 @@ def page(items: list[Any], limit: int, key_of: Any) -> Page:
     more = len(items) > limit
     items = items[:limit]
     return {"items": items, "next_cursor": encode_cursor(key_of(items[-1])) if more else None}
+
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 @dataclass(frozen=True, slots=True)
@@ -249,6 +260,19 @@ class Reads:
         )
         return kpi_view(row, days, self.now)
 
+    def kpi_targets(self, kpi_id: str) -> tuple[KpiTarget, ...]:
+        """The KPI's target history (definition, then each retargeting) from its events."""
+        changes = []
+        for (body,) in self.rows(
+            f"SELECT body FROM {self.t.goal_events} WHERE stream_id = ?"
+            " AND type IN ('kpi.defined', 'kpi.retargeted') ORDER BY stream_version",
+            (kpi_id,),
+        ):
+            e = events.decode(body)
+            if isinstance(e, events.KpiDefined | events.KpiRetargeted):
+                changes.append(KpiTarget(e.occurred_at, e.target, e.amber))
+        return kpi_targets(changes)
+
     def series(
         self, kpi_id: str, start: datetime | None, end: datetime | None, limit: int,
         cursor: str | None,
@@ -256,7 +280,10 @@ class Reads:
         row = self.kpi_row(kpi_id)
         if row is None:
             return None
-        direction, target, amber, interval, aggregation = row[4], row[5], row[6], row[7], row[8]
+        direction, interval, aggregation = row[4], row[7], row[8]
+        # (The row's target when its events are not in this generation: cannot happen in
+        # one transaction, but a view must never fail on it.)
+        targets = self.kpi_targets(kpi_id) or (KpiTarget(EPOCH, row[5], row[6]),)
         after = decode_cursor(cursor, 1)
         where, params = ["kpi_id = ?"], [kpi_id]
         if start is not None:
@@ -284,12 +311,14 @@ class Reads:
         for key, days in buckets.items():
             acc = merge_days(days)
             value = acc.value(aggregation)
+            # Each bucket is judged against the target in force then, not today's.
+            force = target_in_force(targets, bucket_judged_at(parse_iso(key), interval, self.now))
             items.append(
                 {
                     "bucket_start": key,
                     "value": value,
                     "count": acc.count,
-                    "status": kpi_status(value, direction, target, amber),
+                    "status": kpi_status(value, direction, force.target, force.amber),
                     "_last_day": days[-1][0],
                 }
             )

@@ -18,7 +18,7 @@ def start_profile(pid: int, name: str) -> subprocess.Popen[bytes] | None:
     spy = Path(sys.executable).with_name("py-spy")
     return subprocess.Popen(
         [str(spy), "record", "--pid", str(pid), "--rate", "200", "--format", "raw",
-         "-o", str(Path(PROFILE_DIR) / f"{name}.txt"), "--nonblocking"],
+         "--subprocesses", "-o", str(Path(PROFILE_DIR) / f"{name}.txt"), "--nonblocking"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
 

@@ -9,7 +9,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from fastapi.routing import APIRoute
 
-from tests.integration.query.conftest import World
+import events
+from tests.integration.query.conftest import NOW, World
 
 pytestmark = pytest.mark.integration
 
@@ -305,3 +306,24 @@ def test_dashboard_page_is_served(world: World) -> None:
     r = world.client.get("/")
     assert r.status_code == 200
     assert r.headers["content-type"].startswith("text/html")
+
+
+def test_series_judges_each_bucket_by_the_target_in_force_then(world: World) -> None:
+    """A retargeting applies from its occurred_at on: buckets that ended before it keep the
+    status they had; the open bucket is judged by the new target."""
+    kpi = world.seeder.kpi("acme", "Orders", target=100.0, amber=90.0, interval="day")
+    today = NOW.replace(hour=0, minute=0, second=0, microsecond=0)
+    world.seeder.readings(
+        "acme",
+        kpi,
+        [(today - timedelta(days=d) + timedelta(hours=1), 80.0) for d in (1, 2, 3)]
+        + [(max(today, NOW - timedelta(seconds=30)), 80.0)],
+    )
+    # Retargeted at the start of yesterday: yesterday and today fall under 60/50.
+    world.seeder.event(
+        events.KpiRetargeted, kpi, "acme", today - timedelta(days=1), target=60.0, amber=50.0
+    )
+    items = world.get(f"/v1/kpis/{kpi}/series").json()["items"]
+    status = {item["bucket_start"][:10]: item["status"] for item in items}
+    day = lambda d: (today - timedelta(days=d)).date().isoformat()  # noqa: E731
+    assert status == {day(3): "red", day(2): "red", day(1): "green", day(0): "green"}

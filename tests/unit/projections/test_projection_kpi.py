@@ -11,15 +11,19 @@ from projections.kpi import (
     Aggregation,
     Direction,
     Interval,
+    KpiTarget,
     aggregate,
     bucket_end,
+    bucket_judged_at,
     bucket_start,
     default_amber,
     is_stale,
     kpi_status,
+    kpi_targets,
     parse_total,
     scaled,
     scaled_sum,
+    target_in_force,
     total_text,
 )
 from projections.policy import ScoringPolicy
@@ -308,3 +312,70 @@ def test_sum_and_avg_round_the_exact_value_once(values: list[float]) -> None:
     if expected_sum is not None:
         assert acc.value("sum") == expected_sum == acc.total
     assert acc.value("avg") == float(exact / len(values))
+
+
+# --- targets in force ----------------------------------------------------------------
+
+
+def test_target_in_force_applies_from_its_instant_on_never_before() -> None:
+    defined = KpiTarget(utc(2026, 1, 1), 100.0, 90.0)
+    raised = KpiTarget(utc(2026, 3, 1), 120.0, 110.0)
+    history = kpi_targets([defined, raised])
+    assert target_in_force(history, utc(2025, 6, 1)) == defined  # before the definition too
+    assert target_in_force(history, utc(2026, 2, 28, 23, 59, 59, 999_999)) == defined
+    assert target_in_force(history, utc(2026, 3, 1)) == raised
+    assert target_in_force(history, utc(2027, 1, 1)) == raised
+
+
+def test_kpi_targets_sorts_back_dated_changes_and_keeps_stream_order_on_ties() -> None:
+    defined = KpiTarget(utc(2026, 1, 1), 100.0, 90.0)
+    late = KpiTarget(utc(2026, 5, 1), 130.0, 120.0)
+    back_dated = KpiTarget(utc(2026, 2, 1), 110.0, 100.0)
+    same_instant = KpiTarget(utc(2026, 5, 1), 140.0, 130.0)
+    history = kpi_targets([defined, late, back_dated, same_instant])
+    assert history == (defined, back_dated, late, same_instant)
+    assert target_in_force(history, utc(2026, 3, 1)) == back_dated
+    assert target_in_force(history, utc(2026, 6, 1)) == same_instant  # the later event wins
+    assert kpi_targets([]) == ()
+    with pytest.raises(ValueError, match="defining target"):
+        target_in_force((), utc(2026, 1, 1))
+
+
+@pytest.mark.parametrize(
+    ("start", "interval", "now", "judged"),
+    [
+        (utc(2026, 3, 2), "day", utc(2026, 4, 1), utc(2026, 3, 2, 23, 59, 59, 999_999)),
+        (utc(2026, 3, 2), "day", utc(2026, 3, 2, 12), utc(2026, 3, 2, 12)),  # still open
+        (utc(2026, 3, 2), "week", utc(2026, 4, 1), utc(2026, 3, 8, 23, 59, 59, 999_999)),
+        (utc(2026, 2, 1), "month", utc(2026, 4, 1), utc(2026, 2, 28, 23, 59, 59, 999_999)),
+    ],
+)
+def test_bucket_judged_at_its_last_instant_or_now(
+    start: datetime, interval: Interval, now: datetime, judged: datetime
+) -> None:
+    assert bucket_judged_at(start, interval, now) == judged
+
+
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 400), st.floats(1, 1e6), st.floats(0, 1e6)), min_size=1, max_size=8
+    ),
+    st.integers(0, 400),
+    st.sampled_from(["day", "week", "month"]),
+)
+def test_a_retargeting_never_changes_a_bucket_that_ended_before_it(
+    changes: list[tuple[int, float, float]], day: int, interval: Interval
+) -> None:
+    t0 = utc(2026, 1, 1)
+    targets = [KpiTarget(t0 + timedelta(days=d), tgt, amb) for d, tgt, amb in changes]
+    start = bucket_start(t0 + timedelta(days=day), interval)
+    now = t0 + timedelta(days=800)
+    at = bucket_judged_at(start, interval, now)
+    before = target_in_force(kpi_targets(targets), at)
+    # A change valid from the bucket's end on (or later) leaves its judgement alone.
+    later = KpiTarget(bucket_end(start, interval), -1.0, -2.0)
+    assert target_in_force(kpi_targets([*targets, later]), at) == before
+    # A change valid within the bucket (or earlier) and after every other one decides it.
+    within = KpiTarget(max(start, *(t.since for t in targets)), 7.0, 6.0)
+    if within.since <= at:
+        assert target_in_force(kpi_targets([*targets, within]), at) == within
