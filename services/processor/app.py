@@ -2,9 +2,15 @@
 
 - kpi agent on okr.kpi-readings.v1 (keyed by kpi): relay batches, direct readings (validated,
   invalid → okr.readings-dlq.v1) and watermarks → Projector.apply_readings; then one
-  measurement notice per objective measuring a KPI of the batch to okr.kr-measurements.v1
-  (keyed by objective), and the watermarks forwarded to every partition of that topic.
-- objective agent on okr.goal-events.v1 + okr.kr-measurements.v1 → Projector.apply_goal_batch.
+  notice per KPI of the batch to okr.kr-measurements.v1 (keyed by KPI: a KPI feeding
+  100,000 objectives still costs one record), and the watermarks forwarded to every
+  partition of that topic.
+- objective agent on okr.goal-events.v1 + okr.kr-measurements.v1 → Projector.apply_measured:
+  the KPI notices it took are coalesced and resolved to the objectives measuring them, which
+  are re-evaluated in slices of OBJECTIVES_PER_TX (other batches interleave between slices;
+  notices arriving meanwhile coalesce into the next pass). Any worker may re-evaluate any
+  objective: the projection store's writer lock serialises them and each transaction starts
+  from the stored versions.
 - timers: time-driven detections (Projector.tick) and the detections outbox → okr.detections.v1.
 
 All database work runs on one worker thread, so the event loop keeps fetching while a batch
@@ -35,6 +41,7 @@ from services.processor.projector import Projector, utcnow
 from services.processor.records import (
     DeadLetter,
     GoalItem,
+    KpiNotice,
     Notice,
     ReadingRow,
     Watermark,
@@ -45,6 +52,7 @@ from services.processor.records import (
     goal_item,
     header_map,
     is_reading_batch,
+    keep_latest,
     position_header,
     relay_batch,
     watermark_of,
@@ -59,6 +67,7 @@ TAKE = 5_000  # records per batch (a relay record carries up to 500 readings)
 WITHIN_S = 0.05
 PARSE_RECORDS = 100  # records parsed at a time
 APPLY_ROWS = 20_000  # readings per projection transaction
+OBJECTIVES_PER_TX = 1_000  # objectives re-evaluated per projection transaction
 TICK_S = 30.0
 OUTBOX_S = 1.0
 
@@ -108,7 +117,7 @@ def parse_kpi_records(projector: Projector, records: Sequence[Any]) -> KpiBatch:
 @dataclass
 class GoalBatch:
     items: list[GoalItem] = field(default_factory=list)
-    notices: list[Notice] = field(default_factory=list)
+    notices: list[KpiNotice] = field(default_factory=list)
     marks: list[Watermark] = field(default_factory=list)
 
 
@@ -122,7 +131,7 @@ def parse_goal_records(records: Sequence[Any]) -> GoalBatch:
         try:
             if msg.topic == KR_MEASUREMENTS.name:
                 found = decode_measurement(msg.value)
-                if isinstance(found, Notice):
+                if isinstance(found, KpiNotice):
                     batch.notices.append(found)
                 else:
                     position, source = found
@@ -218,10 +227,10 @@ def build_app(settings: Settings, projector: Projector, *, app_id: str | None = 
 
     trace = _tracer()
 
-    def kpi_step(records: Sequence[Any]) -> tuple[KpiBatch, list[Notice]]:
+    def kpi_step(records: Sequence[Any]) -> tuple[KpiBatch, list[KpiNotice]]:
         started = time.perf_counter()
         batch = KpiBatch()
-        latest: dict[str, Notice] = {}
+        latest: dict[str, KpiNotice] = {}
         pending: list[ReadingRow] = []
         count = 0
         # Parsed and applied in slices of about APPLY_ROWS readings (one transaction each;
@@ -236,12 +245,7 @@ def build_app(settings: Settings, projector: Projector, *, app_id: str | None = 
             last = i + PARSE_RECORDS >= len(records)
             if len(pending) >= APPLY_ROWS or last:
                 for n in projector.apply_readings(pending, batch.marks if last else ()):
-                    seen = latest.get(n.objective_id)
-                    if seen is None or (n.occurred_at, n.event_id) > (
-                        seen.occurred_at,
-                        seen.event_id,
-                    ):
-                        latest[n.objective_id] = n
+                    keep_latest(latest, n.kpi_id, n)
                 count += len(pending)
                 pending = []
         notices = [latest[k] for k in sorted(latest)]
@@ -255,23 +259,34 @@ def build_app(settings: Settings, projector: Projector, *, app_id: str | None = 
             for d in batch.dead:
                 await dlq.send(key=d.key, value=d.encode())
             for n in notices:
-                await measurements.send(key=n.objective_id.encode(), value=encode_notice(n))
+                await measurements.send(key=n.kpi_id.encode(), value=encode_notice(n))
             for position, source in batch.forward:
                 for q in range(settings.kafka_partitions):
                     await measurements.send(
                         key=None, value=encode_measure_watermark(position, source), partition=q
                     )
 
-    def goal_step(records: Sequence[Any]) -> None:
+    def goal_step(records: Sequence[Any]) -> tuple[list[Notice], list[Watermark]]:
         started = time.perf_counter()
         batch = parse_goal_records(records)
-        projector.apply_goal_batch(batch.items, batch.notices, batch.marks)
+        rest = projector.apply_measured(
+            batch.items, batch.notices, batch.marks, first=OBJECTIVES_PER_TX
+        )
         trace("objective", started, len(records), len(batch.items), len(batch.notices))
+        return rest, batch.marks
+
+    def goal_slice(notices: Sequence[Notice], marks: Sequence[Watermark]) -> None:
+        started = time.perf_counter()
+        projector.apply_goal_batch((), notices, marks)
+        trace("objective-slice", started, 0, 0, len(notices))
 
     @app.agent(goals, name="objective")
     async def objective_agent(stream: Any) -> None:
         async for records in stream.take_events(TAKE, within=WITHIN_S):
-            await in_db(goal_step, records)
+            rest, marks = await in_db(goal_step, records)
+            for i in range(0, len(rest), OBJECTIVES_PER_TX):
+                last = i + OBJECTIVES_PER_TX >= len(rest)
+                await in_db(goal_slice, rest[i : i + OBJECTIVES_PER_TX], marks if last else ())
 
     @app.timer(TICK_S)  # type: ignore[untyped-decorator]
     async def tick() -> None:

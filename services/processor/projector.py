@@ -41,7 +41,14 @@ from projections.objective import (
 from projections.periods import Period
 from projections.policy import DEFAULT_POLICY, ScoringPolicy
 from projections.scoring import KeyResultScore, ObjectiveScore, rollup_score, score_objective
-from services.processor.records import GoalItem, Notice, ReadingRow, Watermark
+from services.processor.records import (
+    GoalItem,
+    KpiNotice,
+    Notice,
+    ReadingRow,
+    Watermark,
+    keep_latest,
+)
 from services.projectionstore.db import Cursor, Database
 from services.projectionstore.meta import live_generation, write_lock
 from services.projectionstore.schema import Tables, iso, parse_iso
@@ -237,17 +244,17 @@ class Projector:
 
     def apply_readings(
         self, rows: Sequence[ReadingRow], marks: Sequence[Watermark] = ()
-    ) -> list[Notice]:
+    ) -> list[KpiNotice]:
         """Store readings once each, fold the new ones into kpi_days, update the KPIs and
-        their detections; return one notice per objective whose key results measure a
-        KPI of the batch (also for already-stored readings, so a redelivery after a crash
-        re-sends the notices that may have been lost)."""
+        their detections; return one notice per KPI of the batch (also for already-stored
+        readings, so a redelivery after a crash re-sends the notices that may have been
+        lost)."""
         with self.transaction() as tx:
             notices = self.readings_in(tx, rows)
             self.write_watermarks(tx, marks)
         return notices
 
-    def readings_in(self, tx: Tx, rows: Sequence[ReadingRow]) -> list[Notice]:
+    def readings_in(self, tx: Tx, rows: Sequence[ReadingRow]) -> list[KpiNotice]:
         if not rows:
             return []
         new = self._insert_readings(tx, rows)
@@ -289,22 +296,32 @@ class Projector:
             seen = cause.get(r.kpi_id)
             if seen is None or (r.observed_at, r.event_id) > (seen.observed_at, seen.event_id):
                 cause[r.kpi_id] = r
-        chosen: dict[str, ReadingRow] = {}
-        for chunk in _chunks(kpi_ids):
+        return [
+            KpiNotice(kpi_id, r.event_id, parse_iso(r.observed_at), parse_iso(r.recorded_at))
+            for kpi_id in kpi_ids
+            for r in (cause[kpi_id],)
+        ]
+
+    def objectives_measuring(self, tx: Tx, kpi_notices: Sequence[KpiNotice]) -> list[Notice]:
+        """One notice per objective whose key results measure a KPI of `kpi_notices` (as
+        linked now), caused by the latest of its KPIs' notices; by objective id."""
+        by_kpi: dict[str, KpiNotice] = {}
+        for k in kpi_notices:
+            keep_latest(by_kpi, k.kpi_id, k)
+        chosen: dict[str, Notice] = {}
+        for chunk in _chunks(sorted(by_kpi)):
             for objective_id, kpi_id in tx.cur.execute(
-                f"SELECT objective_id, kpi_id FROM {t.key_results}"
+                f"SELECT objective_id, kpi_id FROM {tx.tables.key_results}"
                 f" WHERE removed = 0 AND kpi_id IN ({_marks(len(chunk))})",
                 chunk,
             ).fetchall():
-                r = cause[kpi_id]
-                best = chosen.get(objective_id)
-                if best is None or (r.observed_at, r.event_id) > (best.observed_at, best.event_id):
-                    chosen[objective_id] = r
-        return [
-            Notice(oid, r.event_id, parse_iso(r.observed_at), parse_iso(r.recorded_at))
-            for oid in sorted(chosen)
-            for r in (chosen[oid],)
-        ]
+                k = by_kpi[kpi_id]
+                keep_latest(
+                    chosen,
+                    objective_id,
+                    Notice(objective_id, k.event_id, k.occurred_at, k.recorded_at),
+                )
+        return [chosen[oid] for oid in sorted(chosen)]
 
     def _insert_readings(self, tx: Tx, rows: Sequence[ReadingRow]) -> list[ReadingRow]:
         """Insert the readings not stored yet (once per (kpi, reading id)); return those."""
@@ -640,6 +657,26 @@ class Projector:
             self.write_watermarks(tx, marks)
         return tx.published
 
+    def apply_measured(
+        self,
+        items: Sequence[GoalItem],
+        kpi_notices: Sequence[KpiNotice],
+        marks: Sequence[Watermark] = (),
+        first: int | None = None,
+    ) -> list[Notice]:
+        """Goal events and KPI notices: in one transaction, apply the goal events and the
+        notices of the first `first` objectives measuring those KPIs (all when None), with
+        `marks` when nothing is left. Returns the remaining objectives' notices, for
+        apply_goal_batch in slices (so a KPI feeding 100,000 objectives never holds the
+        database in one transaction); the caller writes `marks` with the last slice."""
+        with self.transaction() as tx:
+            notices = self.objectives_measuring(tx, kpi_notices)
+            now, rest = (notices, []) if first is None else (notices[:first], notices[first:])
+            self.goal_batch_in(tx, items, now)
+            if not rest:
+                self.write_watermarks(tx, marks)
+        return rest
+
     def goal_batch_in(self, tx: Tx, items: Sequence[GoalItem], notices: Sequence[Notice]) -> None:
         kpi_items = [i for i in items if i.event.type.startswith("kpi.")]
         objective_items = [i for i in items if not i.event.type.startswith("kpi.")]
@@ -652,9 +689,7 @@ class Projector:
         # notices (each would see the same measurements); the latest reading is the cause.
         latest: dict[str, Notice] = {}
         for n in notices:
-            seen = latest.get(n.objective_id)
-            if seen is None or (n.occurred_at, n.event_id) > (seen.occurred_at, seen.event_id):
-                latest[n.objective_id] = n
+            keep_latest(latest, n.objective_id, n)
         for oid, n in latest.items():
             causes[oid].append((n.event_id, "reading.recorded", n.occurred_at, n.recorded_at, None))
         if touched_kpis:

@@ -13,7 +13,7 @@ import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 from uuid import UUID
 
 import orjson
@@ -64,6 +64,29 @@ class Notice:
     event_id: str
     occurred_at: datetime
     recorded_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class KpiNotice:
+    """KPI `kpi_id` changed because of reading `event_id` (the batch's latest for it). The
+    objective agent re-evaluates every objective whose key results measure the KPI: one
+    notice per KPI and batch, however many objectives it feeds."""
+
+    kpi_id: str
+    event_id: str
+    occurred_at: datetime
+    recorded_at: datetime
+
+
+N = TypeVar("N", Notice, KpiNotice)
+
+
+def keep_latest(into: dict[str, N], key: str, notice: N) -> None:
+    """Keep in `into[key]` the later of the held notice and `notice` (by the causing
+    reading's occurred_at, then event id): coalesced notices keep the latest cause."""
+    seen = into.get(key)
+    if seen is None or (notice.occurred_at, notice.event_id) > (seen.occurred_at, seen.event_id):
+        into[key] = notice
 
 
 @dataclass(frozen=True, slots=True)
@@ -235,10 +258,10 @@ def goal_item(value: bytes, position: int | None) -> GoalItem:
 # -- the internal measurement topic ----------------------------------------------------------
 
 
-def encode_notice(notice: Notice) -> bytes:
+def encode_notice(notice: KpiNotice) -> bytes:
     return orjson.dumps(
         {
-            "objective_id": notice.objective_id,
+            "kpi_id": notice.kpi_id,
             "event_id": notice.event_id,
             "occurred_at": notice.occurred_at.isoformat(),
             "recorded_at": notice.recorded_at.isoformat(),
@@ -250,13 +273,13 @@ def encode_measure_watermark(position: int, source_part: int) -> bytes:
     return orjson.dumps({"watermark": position, "source_part": source_part})
 
 
-def decode_measurement(value: bytes) -> Notice | tuple[int, int]:
-    """A notice, or a forwarded watermark as (position, source partition)."""
+def decode_measurement(value: bytes) -> KpiNotice | tuple[int, int]:
+    """A KPI notice, or a forwarded watermark as (position, source partition)."""
     data = orjson.loads(value)
     if "watermark" in data:
         return int(data["watermark"]), int(data["source_part"])
-    return Notice(
-        objective_id=str(data["objective_id"]),
+    return KpiNotice(
+        kpi_id=str(data["kpi_id"]),
         event_id=str(data["event_id"]),
         occurred_at=parse_utc(data["occurred_at"]),
         recorded_at=parse_utc(data["recorded_at"]),

@@ -20,7 +20,13 @@ import orjson
 import events
 from services.eventstore.store import EventStore, StoredNotification
 from services.processor.projector import Projector, Tx
-from services.processor.records import GoalItem, Notice, ReadingRow, reading_from_event_dict
+from services.processor.records import (
+    GoalItem,
+    Notice,
+    ReadingRow,
+    keep_latest,
+    reading_from_event_dict,
+)
 from services.projectionstore.db import Database
 from services.projectionstore.meta import (
     create_tables,
@@ -55,9 +61,7 @@ class _Pending:
 
     def add(self, found: Sequence[Notice]) -> None:
         for n in found:
-            seen = self.notices.get(n.objective_id)
-            if seen is None or (n.occurred_at, n.event_id) > (seen.occurred_at, seen.event_id):
-                self.notices[n.objective_id] = n
+            keep_latest(self.notices, n.objective_id, n)
 
     def take(self) -> list[Notice]:
         found = [self.notices[k] for k in sorted(self.notices)]
@@ -83,7 +87,8 @@ def apply_chunk(
     p: Projector, tx: Tx, notes: Sequence[StoredNotification], pending: _Pending
 ) -> int:
     rows, items = split(notes)
-    pending.add(p.readings_in(tx, rows))
+    # Resolved to the objectives linked at this point of the log.
+    pending.add(p.objectives_measuring(tx, p.readings_in(tx, rows)))
     p.goal_batch_in(tx, items, [])
     return len(rows)
 

@@ -41,9 +41,9 @@ def apply_all(p: Projector, log: Log, reading_chunks: list[list[int]] | None = N
     chunks = reading_chunks or [list(range(len(rows)))]
     for chunk in chunks:
         notices += p.apply_readings([rows[i] for i in chunk])
-    p.apply_goal_batch(goal, notices)
+    p.apply_measured(goal, notices)
     # Measurements after the goal events (the link now exists): what the topology does.
-    p.apply_goal_batch([], p.apply_readings(rows))
+    p.apply_measured([], p.apply_readings(rows))
 
 
 def test_worked_example_rows(tmp_path: Path) -> None:
