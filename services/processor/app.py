@@ -68,6 +68,11 @@ WITHIN_S = 0.05
 PARSE_RECORDS = 100  # records parsed at a time
 APPLY_ROWS = 20_000  # readings per projection transaction
 OBJECTIVES_PER_TX = 1_000  # objectives re-evaluated per projection transaction
+# The objective agent takes more at a time: its records are small (goal events, KPI
+# notices, watermarks), and every KPI notice taken together costs one re-evaluation of the
+# objectives it feeds, so a long pass is followed by one pass over everything that came in
+# meanwhile instead of a backlog that never drains.
+GOAL_TAKE = 50_000
 TICK_S = 30.0
 OUTBOX_S = 1.0
 
@@ -208,7 +213,7 @@ def build_app(settings: Settings, projector: Projector, *, app_id: str | None = 
     async def in_db(fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(executor, fn, *args)
 
-    def topic(*names: str) -> Any:
+    def topic(*names: str, maxsize: int | None = None) -> Any:
         return app.topic(
             *names,
             key_type=bytes,
@@ -217,10 +222,11 @@ def build_app(settings: Settings, projector: Projector, *, app_id: str | None = 
             value_serializer="raw",
             partitions=settings.kafka_partitions,
             internal=False,
+            maxsize=maxsize,
         )
 
     readings = topic(KPI_READINGS.name)
-    goals = topic(GOAL_EVENTS.name, KR_MEASUREMENTS.name)
+    goals = topic(GOAL_EVENTS.name, KR_MEASUREMENTS.name, maxsize=2 * GOAL_TAKE)
     measurements = topic(KR_MEASUREMENTS.name)
     dlq = topic(READINGS_DLQ.name)
     detections = topic(DETECTIONS.name)
@@ -282,7 +288,7 @@ def build_app(settings: Settings, projector: Projector, *, app_id: str | None = 
 
     @app.agent(goals, name="objective")
     async def objective_agent(stream: Any) -> None:
-        async for records in stream.take_events(TAKE, within=WITHIN_S):
+        async for records in stream.take_events(GOAL_TAKE, within=WITHIN_S):
             rest, marks = await in_db(goal_step, records)
             for i in range(0, len(rest), OBJECTIVES_PER_TX):
                 last = i + OBJECTIVES_PER_TX >= len(rest)

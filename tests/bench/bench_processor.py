@@ -1,7 +1,8 @@
 """Processor benchmark (not a test): `run(sizes) -> dict`.
 
 - end-to-end readings/s: event store → relay-format records (up to 500 readings each, as the
-  relay sends them) → Kafka → the processor subprocess → projection rows (applied position)
+  relay sends them) → Kafka → the processor subprocess → projection rows (applied position);
+  the objectives, key results and KPIs are relayed and applied first, untimed
 - raw Kafka: the same records produced with kafka-python and consumed with aiokafka
 - naive: a per-event faust agent with a Table (`table[k] += v`), one reading per record
 - replay: events/s of `services.processor.replay.rebuild` over the same store
@@ -88,14 +89,21 @@ def _store(settings: Settings, evs: list[events.Event]) -> None:
         store.close()
 
 
-def _relay_records(settings: Settings) -> tuple[list[Any], int]:
+def _end_position(settings: Settings) -> int:
+    store = EventStore.from_settings(settings)
+    try:
+        return store.max_position()
+    finally:
+        store.close()
+
+
+def _relay_records(settings: Settings, after: int = 0) -> tuple[list[Any], int]:
     """The relay's records for the whole log, built by the relay's own pure functions
     (services.relay.records.to_records over relay_batch_size slices of the notification
     log, the stored canonical JSON unchanged), and the log's last position."""
     store = EventStore.from_settings(settings)
     try:
         out: list[Any] = []
-        after = 0
         while notes := store.notifications(after, settings.relay_batch_size):
             found, _ = to_records(notes, settings.relay_readings_per_record)
             out += [(r.topic, r.key, r.value, r.headers) for r in found]
@@ -105,10 +113,13 @@ def _relay_records(settings: Settings) -> tuple[list[Any], int]:
         store.close()
 
 
-def _relay(settings: Settings, bootstrap: str) -> tuple[list[Any], int]:
+def _relay(
+    settings: Settings, bootstrap: str, after: int = 0, until: int | None = None
+) -> tuple[list[Any], int]:
     """What the relay does, minus its progress bookkeeping: read relay_batch_size slices of
-    the notification log and send each slice's records (services.relay.records) as soon as
-    it is read, then the watermarks. Returns the records sent and the last position."""
+    the notification log after position `after` (up to `until`) and send each slice's
+    records (services.relay.records) as soon as it is read, then the watermarks. Returns
+    the records sent and the last position."""
     store = EventStore.from_settings(settings)
     producer = KafkaProducer(
         bootstrap_servers=bootstrap,
@@ -117,9 +128,15 @@ def _relay(settings: Settings, bootstrap: str) -> tuple[list[Any], int]:
         batch_size=1024 * 1024,
     )
     out: list[Any] = []
-    after = 0
     try:
-        while notes := store.notifications(after, settings.relay_batch_size):
+        while True:
+            size = settings.relay_batch_size
+            if until is not None:
+                size = min(size, until - after)
+            notes = store.notifications(after, size) if size > 0 else []
+            notes = [n for n in notes if until is None or n.position <= until]
+            if not notes:
+                break
             found, _ = to_records(notes, settings.relay_readings_per_record)
             for r in found:
                 producer.send(r.topic, key=r.key, value=r.value, headers=r.headers)
@@ -207,8 +224,11 @@ def bench_naive(bootstrap: str, settings: Settings, count: int) -> dict[str, flo
 
 
 def bench_e2e(
-    tmp: Path, settings: Settings, bootstrap: str, readings: int
+    tmp: Path, settings: Settings, bootstrap: str, readings: int, setup_end: int
 ) -> tuple[dict[str, float], list[Any]]:
+    """The goal events (positions up to `setup_end`: objectives, key results, KPIs) are
+    relayed and applied first, untimed; then the readings are timed from the first relayed
+    record until the applied position covers the last."""
     proc = ProcessorProcess(settings, bootstrap, f"bench-{uuid.uuid4().hex[:8]}", tmp / "p.log")
     proc.start()
     db = projection_db(settings)
@@ -219,11 +239,13 @@ def bench_e2e(
         producer.flush()
         producer.close()
         wait_for_position(db, 0, 4, procs=[proc])
+        _, goals_end = _relay(settings, bootstrap, until=setup_end)
+        wait_for_position(db, goals_end, 4, timeout_s=1800, procs=[proc])
         time.sleep(3)
         assert proc.proc is not None
         spy = start_profile(proc.proc.pid, "processor_e2e")
         started = time.perf_counter()
-        records, last = _relay(settings, bootstrap)
+        records, last = _relay(settings, bootstrap, after=goals_end)
         wait_for_position(db, last, 4, timeout_s=1800, procs=[proc])
         elapsed = time.perf_counter() - started
         stop_profile(spy)
@@ -262,14 +284,17 @@ def run(sizes: dict[str, int] | None = None) -> dict[str, float]:
         log = Log()
         _, kpis = synthetic(log, objectives=sizes["objectives"], kpis=sizes["kpis"], readings=0)
         _store(settings, [e for _, e in log.entries])
+        setup_end = _end_position(settings)
         _store(settings, _readings(kpis, sizes["readings"]))
         with EmbeddedBroker(free_port(), partitions=4, log_path=Path(tmp) / "tansu.log") as broker:
             records: list[Any] = []
             if "e2e" in PHASES:
-                found, records = bench_e2e(Path(tmp), settings, broker.bootstrap, sizes["readings"])
+                found, records = bench_e2e(
+                    Path(tmp), settings, broker.bootstrap, sizes["readings"], setup_end
+                )
                 results.update(found)
             if "raw" in PHASES:
-                records = records or _relay_records(settings)[0]
+                records = records or _relay_records(settings, setup_end)[0]
                 results.update(bench_raw(broker.bootstrap, records, sizes["readings"]))
             if "naive" in PHASES:
                 results.update(bench_naive(broker.bootstrap, settings, sizes["naive"]))
