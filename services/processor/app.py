@@ -73,6 +73,12 @@ OBJECTIVES_PER_TX = 1_000  # objectives re-evaluated per projection transaction
 # objectives it feeds, so a long pass is followed by one pass over everything that came in
 # meanwhile instead of a backlog that never drains.
 GOAL_TAKE = 50_000
+# After re-evaluating objectives for KPI notices, the objective agent pauses as long as the
+# pass took (at most PASS_PAUSE_MAX_S): under sustained load the passes then take at most
+# about half of the database thread, the readings flow in the other half, and each pass
+# covers everything that changed meanwhile. A short pass means a short pause: with few
+# objectives, nothing waits.
+PASS_PAUSE_MAX_S = 1.0
 TICK_S = 30.0
 OUTBOX_S = 1.0
 
@@ -272,14 +278,16 @@ def build_app(settings: Settings, projector: Projector, *, app_id: str | None = 
                         key=None, value=encode_measure_watermark(position, source), partition=q
                     )
 
-    def goal_step(records: Sequence[Any]) -> tuple[list[Notice], list[Watermark]]:
+    def goal_step(records: Sequence[Any]) -> tuple[list[Notice], list[Watermark], bool]:
+        """Apply the goal events and the first slice of re-evaluations; return the rest,
+        the watermarks for the last slice, and whether there were KPI notices."""
         started = time.perf_counter()
         batch = parse_goal_records(records)
         rest = projector.apply_measured(
             batch.items, batch.notices, batch.marks, first=OBJECTIVES_PER_TX
         )
         trace("objective", started, len(records), len(batch.items), len(batch.notices))
-        return rest, batch.marks
+        return rest, batch.marks, bool(batch.notices)
 
     def goal_slice(notices: Sequence[Notice], marks: Sequence[Watermark]) -> None:
         started = time.perf_counter()
@@ -289,10 +297,13 @@ def build_app(settings: Settings, projector: Projector, *, app_id: str | None = 
     @app.agent(goals, name="objective")
     async def objective_agent(stream: Any) -> None:
         async for records in stream.take_events(GOAL_TAKE, within=WITHIN_S):
-            rest, marks = await in_db(goal_step, records)
+            started = time.monotonic()
+            rest, marks, measured = await in_db(goal_step, records)
             for i in range(0, len(rest), OBJECTIVES_PER_TX):
                 last = i + OBJECTIVES_PER_TX >= len(rest)
                 await in_db(goal_slice, rest[i : i + OBJECTIVES_PER_TX], marks if last else ())
+            if measured:
+                await asyncio.sleep(min(time.monotonic() - started, PASS_PAUSE_MAX_S))
 
     @app.timer(TICK_S)  # type: ignore[untyped-decorator]
     async def tick() -> None:

@@ -18,7 +18,7 @@ from services.processor.records import Watermark
 from services.projectionstore.db import Database
 from services.projectionstore.meta import ensure_schema
 from services.projectionstore.schema import Tables
-from tests.unit.processor.builders import Log, worked_example
+from tests.unit.processor.builders import Log, synthetic, worked_example
 
 NOW = datetime(2026, 2, 15, tzinfo=UTC)
 
@@ -142,3 +142,51 @@ def test_readings_in_any_order_and_batching_give_the_same_tables(
         # Duplicated readings inside and across batches count once.
         shuffled.apply_readings(log.reading_rows()[: n // 2] * 2)
         assert tables_hash(shuffled, strict=False) == tables_hash(reference, strict=False)
+
+
+def test_kpi_notices_resolve_to_the_objectives_measuring_them(tmp_path: Path) -> None:
+    """One notice per KPI, however many objectives it feeds; each objective's notice carries
+    the latest cause among its KPIs; removed key results and unlinked KPIs feed nobody."""
+    p = projector(tmp_path / "p.sqlite")
+    log = Log()
+    objs, kpis = synthetic(log, objectives=30, kpis=3, readings=300)
+    p.apply_goal_batch(log.goal_items())
+    notices = p.apply_readings(log.reading_rows())
+    assert sorted(n.kpi_id for n in notices) == sorted(str(k) for k in kpis)
+    with p.transaction() as tx:
+        resolved = p.objectives_measuring(tx, notices)
+        linked = dict(
+            tx.cur.execute(
+                "SELECT objective_id, kpi_id FROM g1_key_results WHERE kpi_id IS NOT NULL"
+            ).fetchall()
+        )
+    assert [n.objective_id for n in resolved] == sorted(linked)
+    by_kpi = {n.kpi_id: n for n in notices}
+    for n in resolved:
+        cause = by_kpi[linked[n.objective_id]]
+        assert (n.event_id, n.occurred_at) == (cause.event_id, cause.occurred_at)
+
+
+def test_re_evaluation_in_slices_equals_one_transaction(tmp_path: Path) -> None:
+    """apply_measured(first=k) plus the rest in slices gives the tables of one transaction,
+    and the watermarks are written only with the last slice."""
+    logs = []
+    for name in ("one", "sliced"):
+        log = Log()
+        synthetic(log, objectives=25, kpis=4, readings=200)
+        logs.append((projector(tmp_path / f"{name}.sqlite"), log))
+    (one, log_one), (sliced, log_sliced) = logs
+    mark = Watermark("measure", "okr.kr-measurements.v1", 0, 0, 99)
+    for p, log in logs:
+        p.apply_goal_batch(log.goal_items())
+    one.apply_measured([], one.apply_readings(log_one.reading_rows()), [mark])
+    rest = sliced.apply_measured([], sliced.apply_readings(log_sliced.reading_rows()), [mark], 4)
+    assert len(rest) == 21
+    with sliced.db.transaction(write=False) as cur:
+        assert cur.execute("SELECT COUNT(*) FROM g1_watermarks").fetchone() == (0,)
+    for i in range(0, len(rest), 5):
+        last = i + 5 >= len(rest)
+        sliced.apply_goal_batch((), rest[i : i + 5], [mark] if last else ())
+    assert tables_hash(sliced, strict=False) == tables_hash(one, strict=False)
+    with sliced.db.transaction(write=False) as cur:
+        assert cur.execute("SELECT position FROM g1_watermarks").fetchall() == [(99,)]
