@@ -149,7 +149,7 @@ def test_kpi_notices_resolve_to_the_objectives_measuring_them(tmp_path: Path) ->
     the latest cause among its KPIs; removed key results and unlinked KPIs feed nobody."""
     p = projector(tmp_path / "p.sqlite")
     log = Log()
-    objs, kpis = synthetic(log, objectives=30, kpis=3, readings=300)
+    _, kpis = synthetic(log, objectives=30, kpis=3, readings=300)
     p.apply_goal_batch(log.goal_items())
     notices = p.apply_readings(log.reading_rows())
     assert sorted(n.kpi_id for n in notices) == sorted(str(k) for k in kpis)
