@@ -48,8 +48,8 @@ READINGS_DLQ = TopicSpec(
 )
 KR_MEASUREMENTS = TopicSpec(
     name="okr.kr-measurements.v1",
-    key="objective_id",
-    value="processor-internal: KPI changes for the key results they measure, and watermarks",
+    key="none: bundles go to the partition of their objectives' ids (murmur2, as keyed)",
+    value="processor-internal: KR measurement bundles (objective, cause), and watermarks",
     configs={"retention.ms": SEVEN_DAYS_MS, "cleanup.policy": "delete"},
     internal=True,
 )

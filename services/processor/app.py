@@ -1,16 +1,15 @@
 """The faust-streaming wiring of the processor: two agents, two timers, nothing else.
 
 - kpi agent on okr.kpi-readings.v1 (keyed by kpi): relay batches, direct readings (validated,
-  invalid → okr.readings-dlq.v1) and watermarks → Projector.apply_readings; then one
-  notice per KPI of the batch to okr.kr-measurements.v1 (keyed by KPI: a KPI feeding
-  100,000 objectives still costs one record), and the watermarks forwarded to every
-  partition of that topic.
-- objective agent on okr.goal-events.v1 + okr.kr-measurements.v1 → Projector.apply_measured:
-  the KPI notices it took are coalesced and resolved to the objectives measuring them, which
-  are re-evaluated in slices of OBJECTIVES_PER_TX (other batches interleave between slices;
-  notices arriving meanwhile coalesce into the next pass). Any worker may re-evaluate any
-  objective: the projection store's writer lock serialises them and each transaction starts
-  from the stored versions.
+  invalid → okr.readings-dlq.v1) and watermarks → Projector.apply_readings; then the KR
+  measurement notices (one per objective measuring a KPI of the batch) to
+  okr.kr-measurements.v1, partitioned by objective as its goal events are, in bundles of up
+  to BUNDLE notices per record; and the watermarks forwarded to every partition of that
+  topic.
+- objective agent on okr.goal-events.v1 + okr.kr-measurements.v1 (keyed by objective) →
+  Projector.apply_goal_batch: the notices it took are coalesced per objective and
+  re-evaluated in slices of OBJECTIVES_PER_TX, the goal events with the first (other batches
+  interleave between slices; notices arriving meanwhile coalesce into the next pass).
 - timers: time-driven detections (Projector.tick) and the detections outbox → okr.detections.v1.
 
 All database work runs on one worker thread, so the event loop keeps fetching while a batch
@@ -41,18 +40,18 @@ from services.processor.projector import Projector, utcnow
 from services.processor.records import (
     DeadLetter,
     GoalItem,
-    KpiNotice,
     Notice,
     ReadingRow,
     Watermark,
     decode_measurement,
     direct_reading,
     encode_measure_watermark,
-    encode_notice,
+    encode_measurements,
     goal_item,
     header_map,
     is_reading_batch,
     keep_latest,
+    partition_of,
     position_header,
     relay_batch,
     watermark_of,
@@ -68,6 +67,7 @@ WITHIN_S = 0.05
 PARSE_RECORDS = 100  # records parsed at a time
 APPLY_ROWS = 20_000  # readings per projection transaction
 OBJECTIVES_PER_TX = 1_000  # objectives re-evaluated per projection transaction
+BUNDLE = 5_000  # measurement notices per okr.kr-measurements.v1 record
 # The objective agent takes more at a time: its records are small (goal events, KPI
 # notices, watermarks), and every KPI notice taken together costs one re-evaluation of the
 # objectives it feeds, so a long pass is followed by one pass over everything that came in
@@ -128,7 +128,7 @@ def parse_kpi_records(projector: Projector, records: Sequence[Any]) -> KpiBatch:
 @dataclass
 class GoalBatch:
     items: list[GoalItem] = field(default_factory=list)
-    notices: list[KpiNotice] = field(default_factory=list)
+    notices: list[Notice] = field(default_factory=list)
     marks: list[Watermark] = field(default_factory=list)
 
 
@@ -142,8 +142,8 @@ def parse_goal_records(records: Sequence[Any]) -> GoalBatch:
         try:
             if msg.topic == KR_MEASUREMENTS.name:
                 found = decode_measurement(msg.value)
-                if isinstance(found, KpiNotice):
-                    batch.notices.append(found)
+                if isinstance(found, list):
+                    batch.notices += found
                 else:
                     position, source = found
                     batch.marks.append(
@@ -239,10 +239,11 @@ def build_app(settings: Settings, projector: Projector, *, app_id: str | None = 
 
     trace = _tracer()
 
-    def kpi_step(records: Sequence[Any]) -> tuple[KpiBatch, list[KpiNotice]]:
+    def kpi_step(records: Sequence[Any]) -> tuple[KpiBatch, dict[int, list[Notice]]]:
+        """Apply the records' readings; return the measurement notices by partition."""
         started = time.perf_counter()
         batch = KpiBatch()
-        latest: dict[str, KpiNotice] = {}
+        latest: dict[str, Notice] = {}
         pending: list[ReadingRow] = []
         count = 0
         # Parsed and applied in slices of about APPLY_ROWS readings (one transaction each;
@@ -257,12 +258,15 @@ def build_app(settings: Settings, projector: Projector, *, app_id: str | None = 
             last = i + PARSE_RECORDS >= len(records)
             if len(pending) >= APPLY_ROWS or last:
                 for n in projector.apply_readings(pending, batch.marks if last else ()):
-                    keep_latest(latest, n.kpi_id, n)
+                    keep_latest(latest, n.objective_id, n)
                 count += len(pending)
                 pending = []
-        notices = [latest[k] for k in sorted(latest)]
-        trace("kpi", started, len(records), count, len(notices))
-        return batch, notices
+        by_partition: dict[int, list[Notice]] = {}
+        for oid in sorted(latest):
+            q = partition_of(oid, settings.kafka_partitions)
+            by_partition.setdefault(q, []).append(latest[oid])
+        trace("kpi", started, len(records), count, len(latest))
+        return batch, by_partition
 
     @app.agent(readings, name="kpi")
     async def kpi_agent(stream: Any) -> None:
@@ -270,8 +274,10 @@ def build_app(settings: Settings, projector: Projector, *, app_id: str | None = 
             batch, notices = await in_db(kpi_step, records)
             for d in batch.dead:
                 await dlq.send(key=d.key, value=d.encode())
-            for n in notices:
-                await measurements.send(key=n.kpi_id.encode(), value=encode_notice(n))
+            for q, found in sorted(notices.items()):
+                for i in range(0, len(found), BUNDLE):
+                    bundle = encode_measurements(found[i : i + BUNDLE])
+                    await measurements.send(key=None, value=bundle, partition=q)
             for position, source in batch.forward:
                 for q in range(settings.kafka_partitions):
                     await measurements.send(
@@ -279,15 +285,19 @@ def build_app(settings: Settings, projector: Projector, *, app_id: str | None = 
                     )
 
     def goal_step(records: Sequence[Any]) -> tuple[list[Notice], list[Watermark], bool]:
-        """Apply the goal events and the first slice of re-evaluations; return the rest,
-        the watermarks for the last slice, and whether there were KPI notices."""
+        """Apply the goal events with the first slice of the re-evaluations (the notices
+        coalesced per objective); return the rest, the watermarks for the last slice, and
+        whether there were notices."""
         started = time.perf_counter()
         batch = parse_goal_records(records)
-        rest = projector.apply_measured(
-            batch.items, batch.notices, batch.marks, first=OBJECTIVES_PER_TX
-        )
-        trace("objective", started, len(records), len(batch.items), len(batch.notices))
-        return rest, batch.marks, bool(batch.notices)
+        latest: dict[str, Notice] = {}
+        for n in batch.notices:
+            keep_latest(latest, n.objective_id, n)
+        notices = [latest[k] for k in sorted(latest)]
+        first, rest = notices[:OBJECTIVES_PER_TX], notices[OBJECTIVES_PER_TX:]
+        projector.apply_goal_batch(batch.items, first, () if rest else batch.marks)
+        trace("objective", started, len(records), len(batch.items), len(first))
+        return rest, batch.marks, bool(notices)
 
     def goal_slice(notices: Sequence[Notice], marks: Sequence[Watermark]) -> None:
         started = time.perf_counter()

@@ -244,13 +244,13 @@ class Projector:
 
     def apply_readings(
         self, rows: Sequence[ReadingRow], marks: Sequence[Watermark] = ()
-    ) -> list[KpiNotice]:
+    ) -> list[Notice]:
         """Store readings once each, fold the new ones into kpi_days, update the KPIs and
-        their detections; return one notice per KPI of the batch (also for already-stored
-        readings, so a redelivery after a crash re-sends the notices that may have been
-        lost)."""
+        their detections; return one notice per objective whose key results measure a
+        KPI of the batch (also for already-stored readings, so a redelivery after a crash
+        re-sends the notices that may have been lost)."""
         with self.transaction() as tx:
-            notices = self.readings_in(tx, rows)
+            notices = self.objectives_measuring(tx, self.readings_in(tx, rows))
             self.write_watermarks(tx, marks)
         return notices
 
@@ -656,26 +656,6 @@ class Projector:
             self.goal_batch_in(tx, items, notices)
             self.write_watermarks(tx, marks)
         return tx.published
-
-    def apply_measured(
-        self,
-        items: Sequence[GoalItem],
-        kpi_notices: Sequence[KpiNotice],
-        marks: Sequence[Watermark] = (),
-        first: int | None = None,
-    ) -> list[Notice]:
-        """Goal events and KPI notices: in one transaction, apply the goal events and the
-        notices of the first `first` objectives measuring those KPIs (all when None), with
-        `marks` when nothing is left. Returns the remaining objectives' notices, for
-        apply_goal_batch in slices (so a KPI feeding 100,000 objectives never holds the
-        database in one transaction); the caller writes `marks` with the last slice."""
-        with self.transaction() as tx:
-            notices = self.objectives_measuring(tx, kpi_notices)
-            now, rest = (notices, []) if first is None else (notices[:first], notices[first:])
-            self.goal_batch_in(tx, items, now)
-            if not rest:
-                self.write_watermarks(tx, marks)
-        return rest
 
     def goal_batch_in(self, tx: Tx, items: Sequence[GoalItem], notices: Sequence[Notice]) -> None:
         kpi_items = [i for i in items if i.event.type.startswith("kpi.")]

@@ -9,14 +9,16 @@ validated like HTTP ingest and, when invalid, become dead letters.
 from __future__ import annotations
 
 import base64
+import functools
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple, TypeVar
 from uuid import UUID
 
 import orjson
+from kafka.partitioner.default import murmur2
 from pydantic import ValidationError
 
 import events
@@ -68,9 +70,8 @@ class Notice:
 
 @dataclass(frozen=True, slots=True)
 class KpiNotice:
-    """KPI `kpi_id` changed because of reading `event_id` (the batch's latest for it). The
-    objective agent re-evaluates every objective whose key results measure the KPI: one
-    notice per KPI and batch, however many objectives it feeds."""
+    """KPI `kpi_id` changed because of reading `event_id` (the batch's latest for it);
+    Projector.objectives_measuring turns it into a Notice for each objective it feeds."""
 
     kpi_id: str
     event_id: str
@@ -258,13 +259,30 @@ def goal_item(value: bytes, position: int | None) -> GoalItem:
 # -- the internal measurement topic ----------------------------------------------------------
 
 
-def encode_notice(notice: KpiNotice) -> bytes:
+def partition_of(key: str, partitions: int) -> int:
+    """The partition Kafka's default partitioner (murmur2 of the key, as the relay's
+    producer uses) gives `key`: measurement bundles for an objective go where its goal
+    events are, so the worker that owns the objective's events gets its measurements."""
+    return _partition_of(key.encode(), partitions)
+
+
+@functools.lru_cache(maxsize=200_000)
+def _partition_of(key: bytes, partitions: int) -> int:
+    return (murmur2(key) & 0x7FFFFFFF) % partitions
+
+
+def encode_measurements(notices: Sequence[Notice]) -> bytes:
+    """A bundle of KR measurement notices (one partition's share of a KPI batch): each
+    objective with the index of its cause (the reading), the causes listed once."""
+    causes: dict[tuple[str, datetime, datetime], int] = {}
+    objectives = []
+    for n in notices:
+        key = (n.event_id, n.occurred_at, n.recorded_at)
+        objectives.append((n.objective_id, causes.setdefault(key, len(causes))))
     return orjson.dumps(
         {
-            "kpi_id": notice.kpi_id,
-            "event_id": notice.event_id,
-            "occurred_at": notice.occurred_at.isoformat(),
-            "recorded_at": notice.recorded_at.isoformat(),
+            "causes": [(e, o.isoformat(), r.isoformat()) for e, o, r in causes],
+            "objectives": objectives,
         }
     )
 
@@ -273,17 +291,13 @@ def encode_measure_watermark(position: int, source_part: int) -> bytes:
     return orjson.dumps({"watermark": position, "source_part": source_part})
 
 
-def decode_measurement(value: bytes) -> KpiNotice | tuple[int, int]:
-    """A KPI notice, or a forwarded watermark as (position, source partition)."""
+def decode_measurement(value: bytes) -> list[Notice] | tuple[int, int]:
+    """A bundle's notices, or a forwarded watermark as (position, source partition)."""
     data = orjson.loads(value)
     if "watermark" in data:
         return int(data["watermark"]), int(data["source_part"])
-    return KpiNotice(
-        kpi_id=str(data["kpi_id"]),
-        event_id=str(data["event_id"]),
-        occurred_at=parse_utc(data["occurred_at"]),
-        recorded_at=parse_utc(data["recorded_at"]),
-    )
+    causes = [(str(e), parse_utc(o), parse_utc(r)) for e, o, r in data["causes"]]
+    return [Notice(str(oid), *causes[int(i)]) for oid, i in data["objectives"]]
 
 
 def uuid_text(value: UUID | str) -> str:

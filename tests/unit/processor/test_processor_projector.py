@@ -41,9 +41,9 @@ def apply_all(p: Projector, log: Log, reading_chunks: list[list[int]] | None = N
     chunks = reading_chunks or [list(range(len(rows)))]
     for chunk in chunks:
         notices += p.apply_readings([rows[i] for i in chunk])
-    p.apply_measured(goal, notices)
+    p.apply_goal_batch(goal, notices)
     # Measurements after the goal events (the link now exists): what the topology does.
-    p.apply_measured([], p.apply_readings(rows))
+    p.apply_goal_batch([], p.apply_readings(rows))
 
 
 def test_worked_example_rows(tmp_path: Path) -> None:
@@ -145,31 +145,32 @@ def test_readings_in_any_order_and_batching_give_the_same_tables(
 
 
 def test_kpi_notices_resolve_to_the_objectives_measuring_them(tmp_path: Path) -> None:
-    """One notice per KPI, however many objectives it feeds; each objective's notice carries
-    the latest cause among its KPIs; removed key results and unlinked KPIs feed nobody."""
+    """readings_in gives one notice per KPI, however many objectives it feeds;
+    objectives_measuring gives each objective measuring one of them a notice carrying the
+    latest cause among its KPIs."""
     p = projector(tmp_path / "p.sqlite")
     log = Log()
     _, kpis = synthetic(log, objectives=30, kpis=3, readings=300)
     p.apply_goal_batch(log.goal_items())
-    notices = p.apply_readings(log.reading_rows())
-    assert sorted(n.kpi_id for n in notices) == sorted(str(k) for k in kpis)
     with p.transaction() as tx:
-        resolved = p.objectives_measuring(tx, notices)
+        kpi_notices = p.readings_in(tx, log.reading_rows())
+        resolved = p.objectives_measuring(tx, kpi_notices)
         linked = dict(
             tx.cur.execute(
                 "SELECT objective_id, kpi_id FROM g1_key_results WHERE kpi_id IS NOT NULL"
             ).fetchall()
         )
+    assert sorted(n.kpi_id for n in kpi_notices) == sorted(str(k) for k in kpis)
     assert [n.objective_id for n in resolved] == sorted(linked)
-    by_kpi = {n.kpi_id: n for n in notices}
+    by_kpi = {n.kpi_id: n for n in kpi_notices}
     for n in resolved:
         cause = by_kpi[linked[n.objective_id]]
         assert (n.event_id, n.occurred_at) == (cause.event_id, cause.occurred_at)
 
 
 def test_re_evaluation_in_slices_equals_one_transaction(tmp_path: Path) -> None:
-    """apply_measured(first=k) plus the rest in slices gives the tables of one transaction,
-    and the watermarks are written only with the last slice."""
+    """The objective agent's slices (the first with the goal events, the watermarks with
+    the last) give the tables of one transaction."""
     logs = []
     for name in ("one", "sliced"):
         log = Log()
@@ -179,14 +180,13 @@ def test_re_evaluation_in_slices_equals_one_transaction(tmp_path: Path) -> None:
     mark = Watermark("measure", "okr.kr-measurements.v1", 0, 0, 99)
     for p, log in logs:
         p.apply_goal_batch(log.goal_items())
-    one.apply_measured([], one.apply_readings(log_one.reading_rows()), [mark])
-    rest = sliced.apply_measured([], sliced.apply_readings(log_sliced.reading_rows()), [mark], 4)
-    assert len(rest) == 21
-    with sliced.db.transaction(write=False) as cur:
-        assert cur.execute("SELECT COUNT(*) FROM g1_watermarks").fetchone() == (0,)
-    for i in range(0, len(rest), 5):
-        last = i + 5 >= len(rest)
-        sliced.apply_goal_batch((), rest[i : i + 5], [mark] if last else ())
+    one.apply_goal_batch([], one.apply_readings(log_one.reading_rows()), [mark])
+    notices = sliced.apply_readings(log_sliced.reading_rows())
+    assert len(notices) == 25
+    for i in range(0, len(notices), 6):
+        last = i + 6 >= len(notices)
+        sliced.apply_goal_batch((), notices[i : i + 6], [mark] if last else ())
+        with sliced.db.transaction(write=False) as cur:
+            found = cur.execute("SELECT position FROM g1_watermarks").fetchall()
+        assert found == ([(99,)] if last else [])
     assert tables_hash(sliced, strict=False) == tables_hash(one, strict=False)
-    with sliced.db.transaction(write=False) as cur:
-        assert cur.execute("SELECT position FROM g1_watermarks").fetchall() == [(99,)]
