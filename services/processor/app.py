@@ -6,7 +6,7 @@
   okr.kr-measurements.v1, partitioned by objective as its goal events are, in bundles of up
   to BUNDLE notices per record; and the watermarks forwarded to every partition of that
   topic.
-- objective agent on okr.goal-events.v1 + okr.kr-measurements.v1 (keyed by objective) →
+- objective agent on okr.goal-events.v1 + okr.kr-measurements.v1 (partitioned by objective) →
   Projector.apply_goal_batch: the notices it took are coalesced per objective and
   re-evaluated in slices of OBJECTIVES_PER_TX, the goal events with the first (other batches
   interleave between slices; notices arriving meanwhile coalesce into the next pass).
@@ -19,6 +19,7 @@ is written; at-least-once delivery is made harmless by the projector's idempoten
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import time
@@ -67,17 +68,16 @@ WITHIN_S = 0.05
 PARSE_RECORDS = 100  # records parsed at a time
 APPLY_ROWS = 20_000  # readings per projection transaction
 OBJECTIVES_PER_TX = 1_000  # objectives re-evaluated per projection transaction
-BUNDLE = 5_000  # measurement notices per okr.kr-measurements.v1 record
-# The objective agent takes more at a time: its records are small (goal events, KPI
-# notices, watermarks), and every KPI notice taken together costs one re-evaluation of the
-# objectives it feeds, so a long pass is followed by one pass over everything that came in
-# meanwhile instead of a backlog that never drains.
-GOAL_TAKE = 50_000
-# After re-evaluating objectives for KPI notices, the objective agent pauses as long as the
-# pass took (at most PASS_PAUSE_MAX_S): under sustained load the passes then take at most
-# about half of the database thread, the readings flow in the other half, and each pass
-# covers everything that changed meanwhile. A short pass means a short pause: with few
-# objectives, nothing waits.
+BUNDLE = 1_000  # measurement notices per okr.kr-measurements.v1 record (about 80 kB)
+# The objective agent's records are goal events or bundles of up to BUNDLE notices: its
+# read-ahead stays bounded (a few hundred MB at worst) while the notices of one take,
+# coalesced per objective as they are decoded, cost one re-evaluation each.
+GOAL_TAKE = 1_000
+# After a pass that re-evaluated objectives, the objective agent pauses as long as the pass
+# kept the database thread busy, at most PASS_PAUSE_MAX_S: passes of up to that length use
+# about half of the database thread under sustained load (longer ones more), the readings
+# flow in the rest, and the next pass covers everything that changed meanwhile. With few
+# objectives the pass is short and so is the pause.
 PASS_PAUSE_MAX_S = 1.0
 TICK_S = 30.0
 OUTBOX_S = 1.0
@@ -128,7 +128,7 @@ def parse_kpi_records(projector: Projector, records: Sequence[Any]) -> KpiBatch:
 @dataclass
 class GoalBatch:
     items: list[GoalItem] = field(default_factory=list)
-    notices: list[Notice] = field(default_factory=list)
+    notices: dict[str, Notice] = field(default_factory=dict)  # the latest per objective
     marks: list[Watermark] = field(default_factory=list)
 
 
@@ -143,7 +143,8 @@ def parse_goal_records(records: Sequence[Any]) -> GoalBatch:
             if msg.topic == KR_MEASUREMENTS.name:
                 found = decode_measurement(msg.value)
                 if isinstance(found, list):
-                    batch.notices += found
+                    for n in found:
+                        keep_latest(batch.notices, n.objective_id, n)
                 else:
                     position, source = found
                     batch.marks.append(
@@ -284,36 +285,53 @@ def build_app(settings: Settings, projector: Projector, *, app_id: str | None = 
                         key=None, value=encode_measure_watermark(position, source), partition=q
                     )
 
-    def goal_step(records: Sequence[Any]) -> tuple[list[Notice], list[Watermark], bool]:
+    def goal_step(records: Sequence[Any]) -> tuple[list[Notice], list[Watermark], bool, float]:
         """Apply the goal events with the first slice of the re-evaluations (the notices
-        coalesced per objective); return the rest, the watermarks for the last slice, and
-        whether there were notices."""
+        coalesced per objective); return the rest, the watermarks for the last slice,
+        whether there were notices, and the seconds it took."""
         started = time.perf_counter()
         batch = parse_goal_records(records)
-        latest: dict[str, Notice] = {}
-        for n in batch.notices:
-            keep_latest(latest, n.objective_id, n)
-        notices = [latest[k] for k in sorted(latest)]
+        notices = [batch.notices[k] for k in sorted(batch.notices)]
         first, rest = notices[:OBJECTIVES_PER_TX], notices[OBJECTIVES_PER_TX:]
         projector.apply_goal_batch(batch.items, first, () if rest else batch.marks)
         trace("objective", started, len(records), len(batch.items), len(first))
-        return rest, batch.marks, bool(notices)
+        return rest, batch.marks, bool(notices), time.perf_counter() - started
 
-    def goal_slice(notices: Sequence[Notice], marks: Sequence[Watermark]) -> None:
+    def goal_slice(notices: Sequence[Notice], marks: Sequence[Watermark]) -> float:
         started = time.perf_counter()
         projector.apply_goal_batch((), notices, marks)
         trace("objective-slice", started, 0, 0, len(notices))
+        return time.perf_counter() - started
+
+    async def goal_pass(records: Sequence[Any]) -> float:
+        """Apply one take: goal events, re-evaluations in slices, the watermarks with the
+        last. Returns the database seconds it took when it re-evaluated objectives, else 0."""
+        rest, marks, measured, busy = await in_db(goal_step, records)
+        for i in range(0, len(rest), OBJECTIVES_PER_TX):
+            last = i + OBJECTIVES_PER_TX >= len(rest)
+            busy += await in_db(goal_slice, rest[i : i + OBJECTIVES_PER_TX], marks if last else ())
+        return busy if measured else 0.0
 
     @app.agent(goals, name="objective")
     async def objective_agent(stream: Any) -> None:
         async for records in stream.take_events(GOAL_TAKE, within=WITHIN_S):
-            started = time.monotonic()
-            rest, marks, measured = await in_db(goal_step, records)
-            for i in range(0, len(rest), OBJECTIVES_PER_TX):
-                last = i + OBJECTIVES_PER_TX >= len(rest)
-                await in_db(goal_slice, rest[i : i + OBJECTIVES_PER_TX], marks if last else ())
-            if measured:
-                await asyncio.sleep(min(time.monotonic() - started, PASS_PAUSE_MAX_S))
+            # take_events acks the records when the loop moves on, also when the agent is
+            # cancelled (stop, rebalance): the pass runs shielded, so records are acked only
+            # once every slice and its watermarks are applied.
+            task = asyncio.ensure_future(goal_pass(records))
+            try:
+                busy = await asyncio.shield(task)
+            except asyncio.CancelledError:
+                with contextlib.suppress(Exception):
+                    await task
+                raise
+            except Exception:
+                # Acking these records would lose the slices not applied: stop without
+                # committing; the supervisor restarts the worker and they are redelivered.
+                log.critical("objective pass failed; exiting uncommitted", exc_info=True)
+                os._exit(70)
+            if busy:
+                await asyncio.sleep(min(busy, PASS_PAUSE_MAX_S))
 
     @app.timer(TICK_S)  # type: ignore[untyped-decorator]
     async def tick() -> None:
