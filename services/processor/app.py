@@ -23,7 +23,7 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -178,6 +178,20 @@ def _tracer() -> Callable[[str, float, int, int, int], None]:
     return trace
 
 
+async def shielded(work: Awaitable[T]) -> T:
+    """Run an agent's work on the records it took to the end, even when the agent is
+    cancelled (stop, rebalance), then re-raise the cancellation: take_events acks the
+    records when the loop moves on, also on cancellation, so half-done work would be
+    committed and its remainder (notices, slices, watermarks) lost."""
+    task = asyncio.ensure_future(work)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        with contextlib.suppress(Exception):
+            await task
+        raise
+
+
 def faust_settings(settings: Settings) -> dict[str, Any]:
     """faust settings: at-least-once, short group timeouts (Tansu), a tuned fetch path."""
     return {
@@ -269,21 +283,24 @@ def build_app(settings: Settings, projector: Projector, *, app_id: str | None = 
         trace("kpi", started, len(records), count, len(latest))
         return batch, by_partition
 
+    async def kpi_pass(records: Sequence[Any]) -> None:
+        batch, notices = await in_db(kpi_step, records)
+        for d in batch.dead:
+            await dlq.send(key=d.key, value=d.encode())
+        for q, found in sorted(notices.items()):
+            for i in range(0, len(found), BUNDLE):
+                bundle = encode_measurements(found[i : i + BUNDLE])
+                await measurements.send(key=None, value=bundle, partition=q)
+        for position, source in batch.forward:
+            for q in range(settings.kafka_partitions):
+                await measurements.send(
+                    key=None, value=encode_measure_watermark(position, source), partition=q
+                )
+
     @app.agent(readings, name="kpi")
     async def kpi_agent(stream: Any) -> None:
         async for records in stream.take_events(TAKE, within=WITHIN_S):
-            batch, notices = await in_db(kpi_step, records)
-            for d in batch.dead:
-                await dlq.send(key=d.key, value=d.encode())
-            for q, found in sorted(notices.items()):
-                for i in range(0, len(found), BUNDLE):
-                    bundle = encode_measurements(found[i : i + BUNDLE])
-                    await measurements.send(key=None, value=bundle, partition=q)
-            for position, source in batch.forward:
-                for q in range(settings.kafka_partitions):
-                    await measurements.send(
-                        key=None, value=encode_measure_watermark(position, source), partition=q
-                    )
+            await shielded(kpi_pass(records))
 
     def goal_step(records: Sequence[Any]) -> tuple[list[Notice], list[Watermark], bool, float]:
         """Apply the goal events with the first slice of the re-evaluations (the notices
@@ -315,16 +332,8 @@ def build_app(settings: Settings, projector: Projector, *, app_id: str | None = 
     @app.agent(goals, name="objective")
     async def objective_agent(stream: Any) -> None:
         async for records in stream.take_events(GOAL_TAKE, within=WITHIN_S):
-            # take_events acks the records when the loop moves on, also when the agent is
-            # cancelled (stop, rebalance): the pass runs shielded, so records are acked only
-            # once every slice and its watermarks are applied.
-            task = asyncio.ensure_future(goal_pass(records))
             try:
-                busy = await asyncio.shield(task)
-            except asyncio.CancelledError:
-                with contextlib.suppress(Exception):
-                    await task
-                raise
+                busy = await shielded(goal_pass(records))
             except Exception:
                 # Acking these records would lose the slices not applied: stop without
                 # committing; the supervisor restarts the worker and they are redelivered.
