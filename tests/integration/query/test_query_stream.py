@@ -8,10 +8,9 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-import uvicorn
 
 from tests.integration.query.conftest import World
-from tests.support.ports import free_port
+from tests.support.serving import serve
 
 pytestmark = pytest.mark.integration
 
@@ -20,17 +19,8 @@ pytestmark = pytest.mark.integration
 def served(world: World) -> Iterator[str]:
     app = world.client.app
     app.state.sse_heartbeat_s = 0.3  # type: ignore[attr-defined]
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert server.started
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(10)
+    with serve(app) as url:
+        yield url
 
 
 def _collect(url: str, headers: dict[str, str], out: list[str], stop: threading.Event) -> None:

@@ -27,7 +27,6 @@ from uuid import UUID
 
 import httpx
 import pytest
-import uvicorn
 
 from services.auth.tokens import TokenStore
 from services.broker.embedded import EmbeddedBroker
@@ -49,6 +48,7 @@ from tests.integration.processor.harness import (
     wait_for_position,
 )
 from tests.support.ports import free_port
+from tests.support.serving import serve
 from tests.unit.processor.builders import Log
 
 pytestmark = pytest.mark.integration
@@ -129,23 +129,6 @@ class Setup:
     token: str
     processor: ProcessorProcess
     db: Database
-
-
-@contextmanager
-def serve(app: Any) -> Iterator[str]:
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert server.started, "uvicorn did not start"
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(10)
 
 
 @contextmanager
