@@ -526,6 +526,12 @@ def key_result_input(
     )
 
 
+def latest_done(state: ObjectiveState, kr_id: str) -> bool | None:
+    """`done` of the key result's latest check-in (what `key_result_input` gives)."""
+    latest = _latest_checkin(c for c in state.checkins if c.kr_id == kr_id)
+    return None if latest is None else latest.done
+
+
 def latest_confidence(state: ObjectiveState, kr_id: str) -> float | None:
     """The confidence of the key result's latest check-in that gave one."""
     latest = _latest_checkin(

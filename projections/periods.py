@@ -8,6 +8,8 @@ from datetime import UTC, date, datetime, time, timedelta
 
 def as_utc(t: datetime, name: str = "datetime") -> datetime:
     """Return `t` converted to UTC; raise ValueError when it is naive."""
+    if t.tzinfo is UTC:  # the common case, on every evaluation's hot path
+        return t
     if t.tzinfo is None or t.utcoffset() is None:
         raise ValueError(f"{name} must be timezone-aware, got naive {t.isoformat()}")
     return t.astimezone(UTC)

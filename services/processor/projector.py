@@ -37,6 +37,7 @@ from projections.objective import (
     fold,
     key_result_input,
     latest_confidence,
+    latest_done,
 )
 from projections.periods import Period
 from projections.policy import DEFAULT_POLICY, ScoringPolicy
@@ -66,6 +67,11 @@ OBJECTIVE_RULES = {
 KR_RULES = {("under_reach", "target_already_met")}
 OWNER_RULES = {("over_reach", "chronic"), ("under_reach", "chronic")}
 KPI_RULES = {("kpi_breach", "red"), ("stale_kpi", "no_data")}
+KR_COLUMNS = (
+    "kr_id, objective_id, org_id, ordinal, title, kind, unit, start, target, comparison,"
+    " weight, kpi_id, aggregation, current, progress, score, confidence, done, removed,"
+    " updated_at"
+)
 
 
 def utcnow() -> datetime:
@@ -521,15 +527,18 @@ class Projector:
         subjects: Sequence[tuple[str, str, str]],
         family: set[tuple[str, str]],
         holding: Sequence[rules.Finding],
-        org_of: dict[str, str] | None = None,
     ) -> None:
         """Raise the findings not active yet and resolve the active detections of these
-        (org, subject_type, subject_id) subjects and rule family that no longer hold."""
+        (org, subject_type, subject_id) subjects and rule family that no longer hold.
+
+        One read of the subjects' detections (active or not: a finding raised again
+        continues its detection's version) and one batched write of each kind."""
         if not subjects:
             return
         t = tx.tables.detections
         org_by_subject = {(st, sid): org for org, st, sid in subjects}
         active: dict[rules.DetectionKey, tuple[str, int, str]] = {}
+        stored: dict[str, tuple[int, str, str]] = {}  # detection id → version, evidence, policy
         by_type: dict[str, list[str]] = defaultdict(list)
         for _, st, sid in subjects:
             by_type[st].append(sid)
@@ -537,96 +546,105 @@ class Projector:
             for chunk in _chunks(sorted(set(ids))):
                 for row in tx.cur.execute(
                     "SELECT kind, reason, subject_type, subject_id, period, detection_id,"
-                    f" version, org_id FROM {t} WHERE resolved_at IS NULL AND subject_type = ?"
-                    f" AND subject_id IN ({_marks(len(chunk))})",
+                    " version, org_id, resolved_at, evidence, policy_version"
+                    f" FROM {t} WHERE subject_type = ? AND subject_id IN ({_marks(len(chunk))})",
                     [st, *chunk],
                 ).fetchall():
                     if (row[0], row[1]) not in family:
                         continue
-                    if org_by_subject.get((row[2], row[3])) != row[7]:
+                    stored[row[5]] = (int(row[6]), row[9], row[10])
+                    if row[8] is not None or org_by_subject.get((row[2], row[3])) != row[7]:
                         continue
                     key = rules.DetectionKey(row[0], row[1], row[2], row[3], row[4])
                     active[key] = (row[5], int(row[6]), row[7])
         raised, resolved = rules.diff_findings(active, holding)
-        for f in raised:
-            org = org_by_subject[(f.key.subject_type, f.key.subject_id)]
-            self._raise(tx, org, f)
-        for key in resolved:
-            detection_id, version, org = active[key]
-            self._resolve(tx, org, key, detection_id, version)
+        if raised:
+            orgs = [org_by_subject[(f.key.subject_type, f.key.subject_id)] for f in raised]
+            self._raise(tx, list(zip(orgs, raised, strict=True)), stored)
+        if resolved:
+            self._resolve(tx, [(key, *active[key]) for key in resolved], stored)
 
     @staticmethod
     def detection_id(org: str, key: rules.DetectionKey) -> str:
         name = f"{org}|{key.kind}|{key.reason}|{key.subject_type}|{key.subject_id}|{key.period}"
         return str(uuid5(NAMESPACE_URL, "okrstream:detection:" + name))
 
-    def _raise(self, tx: Tx, org: str, f: rules.Finding) -> None:
-        t = tx.tables.detections
-        key = f.key
-        detection_id = self.detection_id(org, key)
-        row = tx.cur.execute(
-            f"SELECT version FROM {t} WHERE detection_id = ?", (detection_id,)
-        ).fetchone()
-        version = 1 if row is None else int(row[0]) + 1
-        evidence = orjson.dumps(f.evidence, option=orjson.OPT_SORT_KEYS).decode()
-        tx.cur.execute(
-            f"INSERT INTO {t} (detection_id, org_id, kind, reason, subject_type, subject_id,"
-            " period, detected_at, resolved_at, policy_version, evidence, version)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, NULL, ?, ?, ?) ON CONFLICT (detection_id) DO UPDATE"
-            " SET detected_at = excluded.detected_at, resolved_at = NULL,"
-            " policy_version = excluded.policy_version, evidence = excluded.evidence,"
-            " version = excluded.version",
-            (
-                detection_id,
-                org,
-                key.kind,
-                key.reason,
-                key.subject_type,
-                key.subject_id,
-                key.period,
-                iso(tx.now),
-                f.policy_version,
-                evidence,
-                version,
-            ),
+    def _raise(
+        self,
+        tx: Tx,
+        findings: Sequence[tuple[str, rules.Finding]],
+        stored: dict[str, tuple[int, str, str]],
+    ) -> None:
+        """Raise (org, finding)s: a new detection at version 1, or a resolved one again."""
+        rows: list[tuple[Any, ...]] = []
+        emitted: list[tuple[str, str, events.Event]] = []
+        for org, f in findings:
+            key = f.key
+            detection_id = self.detection_id(org, key)
+            before = stored.get(detection_id)
+            version = 1 if before is None else before[0] + 1
+            evidence = orjson.dumps(f.evidence, option=orjson.OPT_SORT_KEYS).decode()
+            rows.append(
+                (
+                    detection_id, org, key.kind, key.reason, key.subject_type, key.subject_id,
+                    key.period, tx.now_text, f.policy_version, evidence, version,
+                )
+            )  # fmt: skip
+            event = events.DetectionRaised(
+                **_detection_fields(org, key, detection_id, version, tx.now),
+                detected_at=tx.now,
+                policy_version=f.policy_version,
+                evidence=f.evidence,
+            )
+            emitted.append((org, key.subject_id, event))
+        tx.cur.executemany(
+            f"INSERT INTO {tx.tables.detections} (detection_id, org_id, kind, reason,"
+            " subject_type, subject_id, period, detected_at, resolved_at, policy_version,"
+            " evidence, version) VALUES (?, ?, ?, ?, ?, ?, ?, ?, NULL, ?, ?, ?)"
+            " ON CONFLICT (detection_id) DO UPDATE SET detected_at = excluded.detected_at,"
+            " resolved_at = NULL, policy_version = excluded.policy_version,"
+            " evidence = excluded.evidence, version = excluded.version",
+            rows,
         )
-        event = events.DetectionRaised(
-            **_detection_fields(org, key, detection_id, version, tx.now),
-            detected_at=tx.now,
-            policy_version=f.policy_version,
-            evidence=f.evidence,
-        )
-        self._emit_detection(tx, org, key.subject_id, event)
+        self._emit_detections(tx, emitted)
 
     def _resolve(
-        self, tx: Tx, org: str, key: rules.DetectionKey, detection_id: str, version: int
+        self,
+        tx: Tx,
+        active: Sequence[tuple[rules.DetectionKey, str, int, str]],
+        stored: dict[str, tuple[int, str, str]],
     ) -> None:
-        t = tx.tables.detections
-        row = tx.cur.execute(
-            f"SELECT evidence, policy_version FROM {t} WHERE detection_id = ?", (detection_id,)
-        ).fetchone()
-        assert row is not None
-        tx.cur.execute(
-            f"UPDATE {t} SET resolved_at = ?, version = ? WHERE detection_id = ?",
-            (iso(tx.now), version + 1, detection_id),
-        )
-        event = events.DetectionResolved(
-            **_detection_fields(org, key, detection_id, version + 1, tx.now),
-            resolved_at=tx.now,
-            policy_version=str(row[1]),
-            evidence=orjson.loads(row[0]),
-        )
-        self._emit_detection(tx, org, key.subject_id, event)
-
-    def _emit_detection(self, tx: Tx, org: str, subject_id: str, event: events.Event) -> None:
-        body = events.encode(event)
-        self._change(tx, org, event.type, subject_id, orjson.loads(body))
-        if self.publish:
-            tx.cur.execute(
-                f"INSERT INTO {tx.tables.outbox} (topic, key, value) VALUES (?, ?, ?)",
-                (DETECTIONS.name, subject_id, body.decode()),
+        """Resolve active detections (key, detection id, version, org)."""
+        emitted: list[tuple[str, str, events.Event]] = []
+        for key, detection_id, version, org in active:
+            _, evidence, policy_version = stored[detection_id]
+            event = events.DetectionResolved(
+                **_detection_fields(org, key, detection_id, version + 1, tx.now),
+                resolved_at=tx.now,
+                policy_version=str(policy_version),
+                evidence=orjson.loads(evidence),
             )
-            tx.published.append((subject_id, body))
+            emitted.append((org, key.subject_id, event))
+        tx.cur.executemany(
+            f"UPDATE {tx.tables.detections} SET resolved_at = ?, version = ?"
+            " WHERE detection_id = ?",
+            [(tx.now_text, version + 1, detection_id) for _, detection_id, version, _ in active],
+        )
+        self._emit_detections(tx, emitted)
+
+    def _emit_detections(self, tx: Tx, emitted: Sequence[tuple[str, str, events.Event]]) -> None:
+        """The change feed entries of (org, subject id, detection event)s and, when
+        publishing, their outbox rows for okr.detections.v1."""
+        outbox: list[tuple[str, str, str]] = []
+        for org, subject_id, event in emitted:
+            body = events.encode(event)
+            self._change(tx, org, event.type, subject_id, orjson.loads(body))
+            if self.publish:
+                outbox.append((DETECTIONS.name, subject_id, body.decode()))
+                tx.published.append((subject_id, body))
+        tx.cur.executemany(
+            f"INSERT INTO {tx.tables.outbox} (topic, key, value) VALUES (?, ?, ?)", outbox
+        )
 
     def _change(self, tx: Tx, org: str, kind: str, subject_id: str, payload: Any) -> None:
         """Append to the change feed (written in order by `flush`, in the same transaction)."""
@@ -1022,19 +1040,30 @@ class Projector:
                 [int(row[7]) if row else 0] + [i.position or 0 for i in applied.get(oid, ())]
             )
             objective_rows.append(self._objective_row(state, score, at, position))
-            kr_rows += self._key_result_rows(state, kr_scores, m, at)
-            rollup_queue.add(oid)
-            if row is not None and row[5] is not None and row[5] != state.parent_id:
-                rollup_queue.add(str(row[5]))
-            if state.parent_id is not None:
-                rollup_queue.add(state.parent_id)
-            self._change(
-                tx,
-                state.org_id,
-                "objective.updated",
-                oid,
-                {"objective_id": oid, "version": state.version, "score": score.score},
+            kr_rows += self._key_result_rows(state, kr_scores, at)
+            # Only new measurements, and neither score nor progress moved: the rollups and
+            # the change feed have nothing new (the row is still written: expected progress,
+            # status and forecast follow the time).
+            same = (
+                row is not None
+                and oid not in applied
+                and int(row[1]) == state.version
+                and row[2] == score.score
+                and row[3] == score.progress
             )
+            if not same:
+                rollup_queue.add(oid)
+                if row is not None and row[5] is not None and row[5] != state.parent_id:
+                    rollup_queue.add(str(row[5]))
+                if state.parent_id is not None:
+                    rollup_queue.add(state.parent_id)
+                self._change(
+                    tx,
+                    state.org_id,
+                    "objective.updated",
+                    oid,
+                    {"objective_id": oid, "version": state.version, "score": score.score},
+                )
             # Detections of the objective and its key results.
             subjects_obj.append((state.org_id, "objective", oid))
             holding_obj += rules.objective_findings(
@@ -1060,7 +1089,7 @@ class Projector:
             elif state.state == "active":
                 reopened.append(state)
         self._write_objectives(tx, objective_rows)
-        self._write_key_results(tx, kr_rows)
+        self._write_key_results(tx, self._changed_key_results(tx, ids, kr_rows))
         self._closures(tx, closed, reopened, owners)
         tx.cur.executemany(
             f"INSERT INTO {t.score_history} (objective_id, seq, org_id, occurred_at,"
@@ -1195,14 +1224,13 @@ class Projector:
     def _key_result_rows(
         s: ObjectiveState,
         scores: dict[str, KeyResultScore],
-        m: dict[str, Measurement],
         at: datetime,
     ) -> list[tuple[Any, ...]]:
         rows = []
         for kr in s.key_results:
             scored = scores.get(kr.id)
             force = kr.in_force(at)
-            done = key_result_input(s, kr, m.get(kr.id), at).done
+            done = latest_done(s, kr.id)
             rows.append(
                 (
                     kr.id,
@@ -1229,11 +1257,26 @@ class Projector:
             )
         return rows
 
+    def _changed_key_results(
+        self, tx: Tx, ids: Sequence[str], rows: Sequence[tuple[Any, ...]]
+    ) -> list[tuple[Any, ...]]:
+        """The key result rows that differ from the stored ones (most key results of an
+        objective re-evaluated for new readings do not measure the KPI that changed)."""
+        stored: set[tuple[Any, ...]] = set()
+        for chunk in _chunks(list(ids)):
+            stored.update(
+                tuple(r)
+                for r in tx.cur.execute(
+                    f"SELECT {KR_COLUMNS} FROM {tx.tables.key_results}"
+                    f" WHERE objective_id IN ({_marks(len(chunk))})",
+                    chunk,
+                ).fetchall()
+            )
+        return [r for r in rows if r not in stored]
+
     def _write_key_results(self, tx: Tx, rows: Sequence[tuple[Any, ...]]) -> None:
         tx.cur.executemany(
-            f"INSERT INTO {tx.tables.key_results} (kr_id, objective_id, org_id, ordinal, title,"
-            " kind, unit, start, target, comparison, weight, kpi_id, aggregation, current,"
-            " progress, score, confidence, done, removed, updated_at) VALUES"
+            f"INSERT INTO {tx.tables.key_results} ({KR_COLUMNS}) VALUES"
             " (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
             " ON CONFLICT (kr_id) DO UPDATE SET title = excluded.title, start = excluded.start,"
             " target = excluded.target, weight = excluded.weight, kpi_id = excluded.kpi_id,"

@@ -88,7 +88,8 @@ class Database:
         self.dialect: Dialect = dialect
         self._path = path
         # SQLite's page cache per connection (default ~2 MiB); a writer of big indexed
-        # tables (the processor) re-reads far fewer pages with a bigger one.
+        # tables (the processor) re-reads far fewer pages with a bigger one. Given for the
+        # writers only (also sets their checkpoint interval).
         self._cache_kib = sqlite_cache_kib
         self._local = threading.local()
         self._pool: ConnectionPool[Any] | None = None
@@ -138,6 +139,10 @@ class Database:
             conn.execute("PRAGMA busy_timeout=30000")
             if self._cache_kib:
                 conn.execute(f"PRAGMA cache_size=-{int(self._cache_kib)}")
+                # A writer's WAL is checkpointed every 10,000 pages (default 1,000): the hot
+                # index pages of big batches go to the database file once per several
+                # commits, not once per commit.
+                conn.execute("PRAGMA wal_autocheckpoint=10000")
             self._local.conn = conn
         return conn
 

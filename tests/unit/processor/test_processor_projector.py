@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from uuid import uuid4
 
+import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -18,7 +19,7 @@ from services.processor.records import Watermark
 from services.projectionstore.db import Database
 from services.projectionstore.meta import ensure_schema
 from services.projectionstore.schema import Tables
-from tests.unit.processor.builders import Log, synthetic, worked_example
+from tests.unit.processor.builders import Log, synthetic, to_row, worked_example
 
 NOW = datetime(2026, 2, 15, tzinfo=UTC)
 
@@ -190,3 +191,36 @@ def test_re_evaluation_in_slices_equals_one_transaction(tmp_path: Path) -> None:
             found = cur.execute("SELECT position FROM g1_watermarks").fetchall()
         assert found == ([(99,)] if last else [])
     assert tables_hash(sliced, strict=False) == tables_hash(one, strict=False)
+
+
+def test_detection_raised_again_continues_its_version(tmp_path: Path) -> None:
+    """red → green → red in the current bucket: raised (v1), resolved (v2), raised again
+    (v3) as one detection, each change one event in the outbox."""
+    p = projector(tmp_path / "p.sqlite")
+    log = Log()
+    kpi = uuid4()
+    log.emit(
+        "kpi.defined", kpi, name="K", direction="increase", target=100.0, amber=90.0,
+        interval="day", aggregation="last",
+    )  # fmt: skip
+    p.apply_goal_batch(log.goal_items())
+    day = NOW.replace(hour=0)
+    for hour, value in [(1, 10.0), (2, 200.0), (3, 10.0)]:
+        p.apply_readings(
+            [to_row(log.reading(kpi, value, day.replace(hour=hour), f"r{hour}"), None)]
+        )
+    with p.db.transaction(write=False) as cur:
+        published = [
+            orjson.loads(v)
+            for (v,) in cur.execute("SELECT value FROM g1_outbox ORDER BY seq").fetchall()
+        ]
+        stored = cur.execute(
+            "SELECT version, resolved_at FROM g1_detections WHERE kind = 'kpi_breach'"
+        ).fetchall()
+    breach = [(e["type"], e["stream_version"]) for e in published if e["kind"] == "kpi_breach"]
+    assert breach == [
+        ("detection.raised", 1),
+        ("detection.resolved", 2),
+        ("detection.raised", 3),
+    ]
+    assert [tuple(r) for r in stored] == [(3, None)]
