@@ -14,6 +14,7 @@ backwards within a partition, and each key's records keep stream order.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -51,10 +52,15 @@ class OutRecord:
     position: int
 
 
+@functools.cache
+def _marker(name: str) -> bytes:
+    return f'"{name}":"'.encode()
+
+
 def _text_field(state: bytes, name: str) -> str:
     # Canonical JSON is compact with escaped quotes inside strings, so `"name":"` can only be
     # the key itself; anything unexpected falls back to a full parse.
-    marker = f'"{name}":"'.encode()
+    marker = _marker(name)
     start = state.find(marker)
     if start >= 0:
         start += len(marker)

@@ -220,7 +220,7 @@ def test_judge_rejects_by_index_and_counts_in_batch_duplicates() -> None:
 
 def note(position: int, event: events.Event) -> StoredNotification:
     return StoredNotification(
-        position, event.stream_id, event.stream_version, event.type, events.encode(event)
+        position, event.stream_id.hex, event.stream_version, event.type, events.encode(event)
     )
 
 
