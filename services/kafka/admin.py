@@ -76,3 +76,27 @@ def ensure_topics(
             return
         time.sleep(0.1)
     raise TimeoutError(f"topics not visible after creation: {[s.name for s in specs]}")
+
+
+class PartitionMismatchError(Exception):
+    """A topic exists with another partition count than the configured one."""
+
+
+def check_partitions(
+    bootstrap: str, partitions: int, specs: Iterable[TopicSpec] = ALL_TOPICS
+) -> None:
+    """Refuse to run when an existing topic's partition count differs from `partitions`:
+    the processor routes KR measurements to the partition of their objective's goal events
+    by computing it from the configured count, so a mismatch would send them to a worker
+    that does not own the objective."""
+    known = topic_partitions(bootstrap)
+    wrong = [
+        f"{s.name} has {known[s.name]}"
+        for s in specs
+        if known.get(s.name) and known[s.name] != partitions
+    ]
+    if wrong:
+        raise PartitionMismatchError(
+            f"OKR_KAFKA_PARTITIONS is {partitions} but {'; '.join(wrong)} partitions: set it"
+            " to the topics' count (or recreate the topics, which moves every key)"
+        )

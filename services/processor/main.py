@@ -9,7 +9,12 @@ import os
 import faust
 
 from services.eventstore.store import EventStore
-from services.kafka.admin import ensure_topics, wait_for_broker
+from services.kafka.admin import (
+    PartitionMismatchError,
+    check_partitions,
+    ensure_topics,
+    wait_for_broker,
+)
 from services.processor.app import build_app
 from services.processor.projector import Projector
 from services.processor.replay import rebuild
@@ -45,6 +50,10 @@ def main() -> None:
     ensure_topics(
         settings.bootstrap_servers, settings.kafka_partitions, settings.kafka_replication_factor
     )
+    try:
+        check_partitions(settings.bootstrap_servers, settings.kafka_partitions)
+    except PartitionMismatchError as exc:
+        raise SystemExit(f"processor: {exc}") from None
     db = Database.from_settings(
         settings, settings.projections_db_path, sqlite_cache_kib=WRITER_CACHE_KIB
     )

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 import time
 import uuid
+from pathlib import Path
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -13,7 +16,14 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 import events
 from contracts.topics import ALL_TOPICS, GOAL_EVENTS, HEADER_EVENT_ID
 from services.broker.embedded import EmbeddedBroker
-from services.kafka.admin import ensure_topics, topic_partitions
+from services.kafka.admin import (
+    PartitionMismatchError,
+    check_partitions,
+    ensure_topics,
+    topic_partitions,
+)
+from services.settings import Settings
+from tests.integration.processor.harness import ROOT, processor_env
 from tests.support.samples import every_event
 
 pytestmark = pytest.mark.integration
@@ -137,3 +147,27 @@ def test_two_consumers_in_one_group_split_the_partitions(
     finally:
         a.close()
         b.close()
+
+
+def test_check_partitions_refuses_another_count(broker: EmbeddedBroker) -> None:
+    from contracts.topics import TopicSpec
+
+    spec = TopicSpec(fresh_topic(broker, partitions=2), "k", "v")
+    check_partitions(broker.bootstrap, 2, [spec])  # the configured count: accepted
+    with pytest.raises(PartitionMismatchError, match=f"is 4 but {spec.name} has 2 partitions"):
+        check_partitions(broker.bootstrap, 4, [spec])
+
+
+def test_processor_refuses_to_start_with_another_partition_count(
+    broker: EmbeddedBroker, tmp_path: Path
+) -> None:
+    """The contract topics have 4 partitions; a processor configured for 2 would route KR
+    measurements away from their objectives' workers: it exits at once, saying why."""
+    settings = Settings(data_dir=tmp_path, kafka_partitions=2)
+    env = processor_env(settings, broker.bootstrap, f"g-{uuid.uuid4().hex[:8]}")
+    done = subprocess.run(
+        [sys.executable, "-m", "services.processor.main"],
+        env=env, cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode != 0
+    assert "OKR_KAFKA_PARTITIONS is 2 but okr.goal-events.v1 has 4" in done.stderr
