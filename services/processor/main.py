@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 import logging
 import os
 
@@ -18,6 +17,7 @@ from services.kafka.admin import (
 from services.processor.app import build_app
 from services.processor.projector import Projector
 from services.processor.replay import rebuild
+from services.processor.runtime import tune_gc
 from services.projectionstore.db import Database
 from services.projectionstore.meta import ensure_schema
 from services.projectionstore.schema import PROJECTION_SCHEMA_VERSION
@@ -25,24 +25,13 @@ from services.settings import load_settings
 
 log = logging.getLogger("okrstream.processor")
 WRITER_CACHE_KIB = 64 * 1024  # SQLite page cache of the projection writer
-# Allocations between young collections (CPython's default is 700). The processor keeps a
-# large heap of cached states and builds ~100k short-lived objects per batch: with the
-# default, collections (and the full ones that walk the whole heap) took ~15 % of its
-# time. Reference cycles are still collected, just in fewer, larger passes.
-GC_THRESHOLD = (50_000, 20, 10)
-
-
-def tune_gc() -> None:
-    """Freeze what start-up allocated (never collectable garbage) and collect less often."""
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(*GC_THRESHOLD)
 
 
 def main() -> None:
     """Create topics and tables, rebuild when the projection schema is older, then run the
     faust worker until SIGTERM."""
     settings = load_settings()
+    tune_gc()
     logging.basicConfig(
         level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )
@@ -67,7 +56,6 @@ def main() -> None:
             store.close()
         log.info("rebuilt generation %s from %s events", stats.generation, stats.events)
     app = build_app(settings, Projector(db))
-    tune_gc()
     worker = faust.Worker(app, loglevel=settings.log_level, override_logging=False, quiet=True)
     print(f"processor started (group {settings.processor_group}, pid {os.getpid()})", flush=True)
     worker.execute_from_commandline()

@@ -27,6 +27,7 @@ from services.processor.records import (
     keep_latest,
     reading_from_event_dict,
 )
+from services.processor.runtime import tune_gc
 from services.projectionstore.db import Database
 from services.projectionstore.meta import (
     create_tables,
@@ -150,6 +151,7 @@ def rebuild(db: Database, store: EventStore, *, chunk: int = CHUNK) -> ReplaySta
 def main(settings: Settings | None = None) -> int:
     """Rebuild the projections from the log and swap them in; print what was done."""
     settings = settings or load_settings()
+    tune_gc()
     logging.basicConfig(level=settings.log_level)
     db = Database.from_settings(settings, settings.projections_db_path, sqlite_cache_kib=64 * 1024)
     store = EventStore.from_settings(settings)

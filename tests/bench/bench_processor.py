@@ -35,6 +35,7 @@ from services.broker.embedded import EmbeddedBroker
 from services.eventstore.store import EventStore
 from services.kafka.admin import ensure_topics
 from services.processor.replay import rebuild
+from services.processor.runtime import tune_gc
 from services.relay.records import to_records
 from services.settings import Settings
 from tests.bench.naive_agent import changelog_topic
@@ -261,6 +262,8 @@ def bench_e2e(
 
 
 def bench_replay(settings: Settings) -> dict[str, float]:
+    """`okrstream replay`'s rebuild, with the GC tuning its command applies."""
+    tune_gc()
     db = projection_db(settings)
     store = EventStore.from_settings(settings)
     try:
