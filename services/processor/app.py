@@ -63,27 +63,23 @@ from services.settings import Settings
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-# Records per kpi batch. A relay record carries up to 500 readings (about 250 kB): a take
-# and the read-ahead behind it (TAKE records more) hold at most ~250 MB of them (5,000 held
-# over a gigabyte at 100k objectives); a direct reading is one small record. Smaller takes
-# trigger more objective passes (each take's notices).
-TAKE = 500
+TAKE = 5_000  # records per kpi batch (a relay record carries up to 500 readings)
 WITHIN_S = 0.05
 PARSE_RECORDS = 100  # records parsed at a time
 APPLY_ROWS = 20_000  # readings per projection transaction
 OBJECTIVES_PER_TX = 1_000  # objectives re-evaluated per projection transaction
 BUNDLE = 1_000  # measurement notices per okr.kr-measurements.v1 record (about 45 kB)
 # The objective agent's records are goal events or bundles of up to BUNDLE notices: its
-# read-ahead stays bounded (a take and as much again, ~45 MB at worst) while the notices of
-# one take, coalesced per objective as they are decoded, cost one re-evaluation each.
-GOAL_TAKE = 500
+# read-ahead stays bounded (a take and twice as much again, ~135 MB at worst) while the
+# notices of one take, coalesced per objective as they are decoded, cost one re-evaluation
+# each.
+GOAL_TAKE = 1_000
 # After a pass that re-evaluated objectives, the objective agent pauses as long as the pass
 # kept the database thread busy, at most PASS_PAUSE_MAX_S: passes of up to that length use
 # about half of the database thread under sustained load (longer ones more), the readings
 # flow in the rest, and the next pass covers everything that changed meanwhile. With few
-# objectives the pass is short and so is the pause; with 10,000 a pass takes seconds and
-# the views lag by about two passes under sustained load.
-PASS_PAUSE_MAX_S = 10.0
+# objectives the pass is short and so is the pause.
+PASS_PAUSE_MAX_S = 1.0
 TICK_S = 30.0
 OUTBOX_S = 1.0
 
@@ -217,13 +213,15 @@ def faust_settings(settings: Settings) -> dict[str, Any]:
         "broker_request_timeout": 30.0,
         "broker_commit_interval": 1.0,
         "broker_commit_every": 50_000,
-        # The fetch path: big polls, no waiting for empty, and a read-ahead bounded to about
-        # one batch per agent (each topic's maxsize; a relay record carries up to 500
-        # readings: a 40,000-record buffer of them held over a gigabyte while the database
-        # was busy).
-        "broker_max_poll_records": 5_000,
+        # The fetch path: no waiting for empty, and a read-ahead bounded to about two
+        # batches (a relay record carries up to 500 readings: a 40,000-record buffer of them
+        # held over a gigabyte while the database was busy). A poll returns at most half of
+        # the smallest agent buffer: delivering a poll into a full buffer blocks the
+        # consumer's loop, and blocked through a long pass it missed its poll interval, left
+        # the group and stalled (seen at 100k objectives with 500-record buffers).
+        "broker_max_poll_records": GOAL_TAKE,
         "consumer_max_fetch_size": 4 * 1024 * 1024,
-        "stream_buffer_maxsize": TAKE,
+        "stream_buffer_maxsize": 2 * TAKE,
         "stream_wait_empty": False,
         "producer_linger": 0.005,
         "producer_max_batch_size": 1024 * 1024,
@@ -252,8 +250,8 @@ def build_app(settings: Settings, projector: Projector, *, app_id: str | None = 
             maxsize=maxsize,
         )
 
-    readings = topic(KPI_READINGS.name, maxsize=TAKE)
-    goals = topic(GOAL_EVENTS.name, KR_MEASUREMENTS.name, maxsize=GOAL_TAKE)
+    readings = topic(KPI_READINGS.name)
+    goals = topic(GOAL_EVENTS.name, KR_MEASUREMENTS.name, maxsize=2 * GOAL_TAKE)
     measurements = topic(KR_MEASUREMENTS.name)
     dlq = topic(READINGS_DLQ.name)
     detections = topic(DETECTIONS.name)
