@@ -113,6 +113,9 @@ class Relay:
         self.last_watermark = 0.0
         self.last_reset_check = 0.0
         self.published = 0
+        # The log slice after a position, read while the batch before it was in flight;
+        # used only if the progress reached exactly that position.
+        self.read_ahead: tuple[int, list[Any]] | None = None
         partitions = settings.kafka_partitions
         self.partitions = dict.fromkeys(WATERMARK_TOPICS, partitions)
 
@@ -157,11 +160,14 @@ class Relay:
 
     # -- publishing ----------------------------------------------------------------------
 
-    def _send_all(self, records: list[OutRecord]) -> dict[str, int]:
+    def _send_all(self, records: list[OutRecord], after: int) -> dict[str, int]:
+        """Send `records` and wait for every ack; meanwhile read the log slice after
+        position `after` (the next batch, while this one is in flight)."""
         futures = [
             self.producer.send(r.topic, key=r.key, value=r.value, headers=r.headers)
             for r in records
         ]
+        self.read_ahead = (after, self.store.notifications(after, self.settings.relay_batch_size))
         self.producer.flush(timeout=FLUSH_TIMEOUT_S)
         acked: dict[str, int] = {}
         for future in futures:
@@ -179,7 +185,7 @@ class Relay:
         records, skipped = to_records(batch, self.settings.relay_readings_per_record)
         if skipped:
             log.debug("skipping %d entries of types the relay does not carry", len(skipped))
-        acked = self._send_all(records)
+        acked = self._send_all(records, batch[-1].position)
         lower = [tp for tp, off in acked.items() if off < self.progress.offsets.get(tp, 0)]
         if lower:
             raise BrokerResetError(f"offsets went backwards on {', '.join(lower)}")
@@ -209,7 +215,11 @@ class Relay:
         published."""
         if self.producer is None:
             self.connect()
-        batch = self.store.notifications(self.progress.position, self.settings.relay_batch_size)
+        ahead, self.read_ahead = self.read_ahead, None
+        if ahead is not None and ahead[0] == self.progress.position and ahead[1]:
+            batch = ahead[1]  # read while the previous batch was in flight
+        else:
+            batch = self.store.notifications(self.progress.position, self.settings.relay_batch_size)
         if batch:
             return self.publish(batch)
         now = time.monotonic()
