@@ -48,13 +48,21 @@ def topic_partitions(bootstrap: str) -> dict[str, int]:
         consumer.close()
 
 
+class PartitionMismatchError(Exception):
+    """A topic exists with another partition count than the configured one."""
+
+
 def ensure_topics(
     bootstrap: str,
     partitions: int,
     replication_factor: int = 1,
     specs: Iterable[TopicSpec] = ALL_TOPICS,
 ) -> None:
-    """Create the topics that do not exist yet, with the contract's configs."""
+    """Create the topics that do not exist yet, with the contract's configs; raise
+    PartitionMismatchError when one exists with another partition count. (The processor
+    routes KR measurements to their objective's partition, and the relay sends watermarks
+    to every partition, both from the configured count: a mismatch would send them to the
+    wrong or to too few partitions.)"""
     specs = list(specs)
     admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="okrstream-admin")
     try:
@@ -73,30 +81,12 @@ def ensure_topics(
     while time.monotonic() < deadline:
         known = topic_partitions(bootstrap)
         if all(known.get(s.name) for s in specs):
+            wrong = [f"{s.name} has {known[s.name]}" for s in specs if known[s.name] != partitions]
+            if wrong:
+                raise PartitionMismatchError(
+                    f"OKR_KAFKA_PARTITIONS is {partitions} but {'; '.join(wrong)} partitions:"
+                    " set it to the topics' count (or recreate the topics, which moves every key)"
+                )
             return
         time.sleep(0.1)
     raise TimeoutError(f"topics not visible after creation: {[s.name for s in specs]}")
-
-
-class PartitionMismatchError(Exception):
-    """A topic exists with another partition count than the configured one."""
-
-
-def check_partitions(
-    bootstrap: str, partitions: int, specs: Iterable[TopicSpec] = ALL_TOPICS
-) -> None:
-    """Refuse to run when an existing topic's partition count differs from `partitions`:
-    the processor routes KR measurements to the partition of their objective's goal events
-    by computing it from the configured count, so a mismatch would send them to a worker
-    that does not own the objective."""
-    known = topic_partitions(bootstrap)
-    wrong = [
-        f"{s.name} has {known[s.name]}"
-        for s in specs
-        if known.get(s.name) and known[s.name] != partitions
-    ]
-    if wrong:
-        raise PartitionMismatchError(
-            f"OKR_KAFKA_PARTITIONS is {partitions} but {'; '.join(wrong)} partitions: set it"
-            " to the topics' count (or recreate the topics, which moves every key)"
-        )

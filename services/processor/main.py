@@ -8,12 +8,7 @@ import os
 import faust
 
 from services.eventstore.store import EventStore
-from services.kafka.admin import (
-    PartitionMismatchError,
-    check_partitions,
-    ensure_topics,
-    wait_for_broker,
-)
+from services.kafka.admin import PartitionMismatchError, ensure_topics, wait_for_broker
 from services.processor.app import build_app
 from services.processor.projector import Projector
 from services.processor.replay import rebuild
@@ -36,11 +31,12 @@ def main() -> None:
         level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )
     wait_for_broker(settings.bootstrap_servers, timeout_s=60)
-    ensure_topics(
-        settings.bootstrap_servers, settings.kafka_partitions, settings.kafka_replication_factor
-    )
     try:
-        check_partitions(settings.bootstrap_servers, settings.kafka_partitions)
+        ensure_topics(
+            settings.bootstrap_servers,
+            settings.kafka_partitions,
+            settings.kafka_replication_factor,
+        )
     except PartitionMismatchError as exc:
         raise SystemExit(f"processor: {exc}") from None
     db = Database.from_settings(

@@ -23,7 +23,7 @@ from kafka.errors import KafkaError
 from kafka.record.util import crc32c_c
 
 from services.eventstore import EventStore, StoreUnavailableError
-from services.kafka.admin import ensure_topics
+from services.kafka.admin import PartitionMismatchError, ensure_topics
 from services.projectionstore.db import DatabaseUnavailableError
 from services.relay.progress import Progress, ProgressStore
 from services.relay.records import (
@@ -281,6 +281,8 @@ def main() -> None:
     log.info("relay starting (batch %d)", settings.relay_batch_size)
     try:
         relay.run()
+    except PartitionMismatchError as exc:
+        raise SystemExit(f"relay: {exc}") from None
     finally:
         progress.close()
         store.close()

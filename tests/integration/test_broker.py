@@ -16,12 +16,7 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 import events
 from contracts.topics import ALL_TOPICS, GOAL_EVENTS, HEADER_EVENT_ID
 from services.broker.embedded import EmbeddedBroker
-from services.kafka.admin import (
-    PartitionMismatchError,
-    check_partitions,
-    ensure_topics,
-    topic_partitions,
-)
+from services.kafka.admin import PartitionMismatchError, ensure_topics, topic_partitions
 from services.settings import Settings
 from tests.integration.processor.harness import ROOT, processor_env
 from tests.support.samples import every_event
@@ -149,13 +144,13 @@ def test_two_consumers_in_one_group_split_the_partitions(
         b.close()
 
 
-def test_check_partitions_refuses_another_count(broker: EmbeddedBroker) -> None:
+def test_ensure_topics_refuses_another_partition_count(broker: EmbeddedBroker) -> None:
     from contracts.topics import TopicSpec
 
     spec = TopicSpec(fresh_topic(broker, partitions=2), "k", "v")
-    check_partitions(broker.bootstrap, 2, [spec])  # the configured count: accepted
+    ensure_topics(broker.bootstrap, 2, specs=[spec])  # the configured count: accepted
     with pytest.raises(PartitionMismatchError, match=f"is 4 but {spec.name} has 2 partitions"):
-        check_partitions(broker.bootstrap, 4, [spec])
+        ensure_topics(broker.bootstrap, 4, specs=[spec])
 
 
 def test_processor_refuses_to_start_with_another_partition_count(
