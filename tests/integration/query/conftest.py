@@ -16,8 +16,6 @@ from services.query.app import create_app
 from services.settings import Settings
 from tests.integration.query.query_seed import KR, Seeder, create_tables, set_position
 
-NOW = datetime.now(UTC)
-
 
 @dataclass
 class World:
@@ -38,6 +36,7 @@ class World:
     foreign_kpi: str
     detections: list[str]
     position: int
+    now: datetime  # when the world was seeded (the services read the real clock)
 
     def get(self, path: str, token: str | None = None, **params: object):  # type: ignore[no-untyped-def]
         headers = {"Authorization": f"Bearer {token or self.token}"}
@@ -53,22 +52,25 @@ def _quarter(now: datetime) -> tuple[date, date]:
 @pytest.fixture
 def world(settings: Settings) -> Iterator[World]:
     db = Database.from_settings(settings, settings.projections_db_path)
+    # Taken when the world is seeded, not at import: a suite that crosses midnight UTC
+    # between collection and this test saw yesterday's readings as today's.
+    now = datetime.now(UTC)
     tables = create_tables(db)
     seeder = Seeder(db, tables)
-    period = _quarter(NOW)
+    period = _quarter(now)
     kpi = seeder.kpi("acme", "Signups", target=100.0, amber=90.0, interval="day")
     seeder.readings(
         "acme",
         kpi,
-        [(NOW - timedelta(days=d, minutes=5), 40.0) for d in range(0, 20)]
-        + [(NOW - timedelta(minutes=1), 70.0)],
+        [(now - timedelta(days=d, minutes=5), 40.0) for d in range(0, 20)]
+        + [(now - timedelta(minutes=1), 70.0)],
     )
     foreign_kpi = seeder.kpi("globex", "Their KPI")
     company = seeder.objective(
         "acme",
         "Delight customers <script>alert(1)</script>",
         period=period,
-        at=NOW,
+        at=now,
         krs=[
             KR("metric", "NPS", start=0, target=10, current=6, kpi_id=kpi, aggregation="sum"),
             KR("milestone", "Launch", done=True),
@@ -76,23 +78,23 @@ def world(settings: Settings) -> Iterator[World]:
     )
     department = seeder.objective(
         "acme", "Sales grows", level="department", owner="bo", parent_id=company,
-        period=period, at=NOW, krs=[KR("metric", "Deals", start=0, target=100, current=10)],
+        period=period, at=now, krs=[KR("metric", "Deals", start=0, target=100, current=10)],
     )  # fmt: skip
     team = seeder.objective(
         "acme", "Team ships", level="team", owner="cy", parent_id=department, period=period,
-        at=NOW, krs=[KR("milestone", "Ship", done=True, weight=2)],
+        at=now, krs=[KR("milestone", "Ship", done=True, weight=2)],
     )  # fmt: skip
-    archived = seeder.objective("acme", "Old", state="archived", period=period, at=NOW)
-    foreign = seeder.objective("globex", "Their secret", period=period, at=NOW)
+    archived = seeder.objective("acme", "Old", state="archived", period=period, at=now)
+    foreign = seeder.objective("globex", "Their secret", period=period, at=now)
     detections = [
         seeder.detection("acme", "over_reach", "forecast", department,
-                         detected_at=NOW - timedelta(days=3)),
+                         detected_at=now - timedelta(days=3)),
         seeder.detection("acme", "under_reach", "achieved_early", team,
-                         detected_at=NOW - timedelta(days=2), resolved_at=NOW),
+                         detected_at=now - timedelta(days=2), resolved_at=now),
         seeder.detection("acme", "kpi_breach", "red", kpi, subject_type="kpi",
-                         detected_at=NOW - timedelta(days=1)),
+                         detected_at=now - timedelta(days=1)),
         seeder.detection("globex", "over_reach", "forecast", foreign,
-                         detected_at=NOW - timedelta(days=1)),
+                         detected_at=now - timedelta(days=1)),
     ]  # fmt: skip
     position = next(seeder.positions)
     set_position(db, tables, position, settings.kafka_partitions)
@@ -117,6 +119,7 @@ def world(settings: Settings) -> Iterator[World]:
         foreign_kpi=foreign_kpi,
         detections=detections,
         position=position,
+        now=now,
     )
     with w.client:
         yield w

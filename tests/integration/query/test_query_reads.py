@@ -10,7 +10,7 @@ import pytest
 from fastapi.routing import APIRoute
 
 import events
-from tests.integration.query.conftest import NOW, World
+from tests.integration.query.conftest import World
 
 pytestmark = pytest.mark.integration
 
@@ -312,12 +312,12 @@ def test_series_judges_each_bucket_by_the_target_in_force_then(world: World) -> 
     """A retargeting applies from its occurred_at on: buckets that ended before it keep the
     status they had; the open bucket is judged by the new target."""
     kpi = world.seeder.kpi("acme", "Orders", target=100.0, amber=90.0, interval="day")
-    today = NOW.replace(hour=0, minute=0, second=0, microsecond=0)
+    today = world.now.replace(hour=0, minute=0, second=0, microsecond=0)
     world.seeder.readings(
         "acme",
         kpi,
         [(today - timedelta(days=d) + timedelta(hours=1), 80.0) for d in (1, 2, 3)]
-        + [(max(today, NOW - timedelta(seconds=30)), 80.0)],
+        + [(max(today, world.now - timedelta(seconds=30)), 80.0)],
     )
     # Retargeted at the start of yesterday: yesterday and today fall under 60/50.
     world.seeder.event(
