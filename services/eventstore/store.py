@@ -7,13 +7,13 @@ the event's canonical JSON. The recorder's notification id is okrstream's global
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import functools
 import os
 import sqlite3
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 from uuid import UUID
@@ -72,32 +72,39 @@ def _tune_sqlite(recorder: SQLiteApplicationRecorder) -> None:
             conn._sqlite_conn.execute(pragma)
 
 
-class _NoLock(contextlib.nullcontext[None]):
-    pass
-
-
 class WriterLock:
     """One SQLite writer at a time across threads and processes, waiting in the kernel.
 
     SQLite's own busy handler polls with sleeps of up to 100 ms, so two front door processes
     writing 1,000-reading batches left the file idle between commits; an exclusive flock on
     a side file hands the write over the moment it is released. SQLite's locking still
-    guards the data (this only orders the writers); the lock dies with its process."""
+    guards the data (this only orders the writers); the lock dies with its process. With
+    no path (an in-memory database, one process) only the threads are ordered."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path | None) -> None:
         self.path = path
         self._thread = threading.Lock()
         self._fd: int | None = None
 
     def __enter__(self) -> None:
+        self.enter_unless(lambda: False)
+
+    def enter_unless(self, done: Callable[[], bool]) -> bool:
+        """Take the lock, unless `done()` holds once this process's turn has come: then
+        return False holding nothing (another thread did the work meanwhile)."""
         self._thread.acquire()
         try:
-            if self._fd is None:
-                self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-            fcntl.flock(self._fd, fcntl.LOCK_EX)
+            if done():
+                self._thread.release()
+                return False
+            if self.path is not None:
+                if self._fd is None:
+                    self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+                fcntl.flock(self._fd, fcntl.LOCK_EX)
         except BaseException:
             self._thread.release()
             raise
+        return True
 
     def __exit__(self, *exc: object) -> None:
         try:
@@ -111,6 +118,21 @@ class WriterLock:
             if self._fd is not None:
                 os.close(self._fd)
                 self._fd = None
+
+
+EncodedRow = tuple[str, int, str, bytes]  # stream id (32 hex digits), version, type, JSON
+
+
+@dataclass(slots=True, eq=False)
+class _Waiting:
+    """One caller's rows waiting for a group commit, and what became of them."""
+
+    rows: list[EncodedRow]
+    positions: list[int | None] | None = None
+    error: str | None = None
+
+    def settled(self) -> bool:
+        return self.positions is not None or self.error is not None
 
 
 class ConcurrencyError(Exception):
@@ -157,7 +179,9 @@ class EventStore:
         recorder: ApplicationRecorder = factory.application_recorder()
         self.recorder = recorder
         self.is_postgres = isinstance(recorder, PostgresApplicationRecorder)
-        self._writer: _NoLock | WriterLock = _NoLock()
+        self._writer = WriterLock(None)
+        self._waiting: list[_Waiting] = []  # readings batches for the next group commit
+        self._waiting_lock = threading.Lock()
         if isinstance(recorder, SQLiteApplicationRecorder):
             _tune_sqlite(recorder)
             pool: Any = recorder.datastore.pool
@@ -195,8 +219,7 @@ class EventStore:
 
     def close(self) -> None:
         self._factory.close()
-        if isinstance(self._writer, WriterLock):
-            self._writer.close()
+        self._writer.close()
 
     # -- writing ---------------------------------------------------------------------------
 
@@ -248,26 +271,56 @@ class EventStore:
     def _append_new_sqlite(
         self, rows: list[tuple[UUID | str, int, str, bytes]]
     ) -> list[int | None]:
-        """Multi-row INSERT OR IGNORE … RETURNING, in chunks within one transaction: one
-        statement per SQLITE_CHUNK rows instead of one per row. The rows that were inserted
-        come back with their rowid (the position); the ignored ones are already stored."""
+        """Group commit: the batches of concurrent callers are inserted in one transaction
+        and made durable by one commit (one WAL fsync) instead of one each.
+
+        A caller queues its rows and waits for the writer lock; whoever gets it first writes
+        every queued batch, and a caller whose batch was written meanwhile returns without
+        touching the database. Each batch keeps its own answer (a row that another batch of
+        the group inserted first is that batch's duplicate); when the transaction fails, no
+        batch of the group is stored and each caller gets the error."""
+        mine = _Waiting([(s if isinstance(s, str) else s.hex, v, t, b) for s, v, t, b in rows])
+        with self._waiting_lock:
+            self._waiting.append(mine)
+        if self._writer.enter_unless(mine.settled):
+            try:
+                with self._waiting_lock:
+                    group, self._waiting = self._waiting, []
+                self._commit_group(group)
+            finally:
+                self._writer.__exit__(None, None, None)
+        if mine.error is not None:
+            raise StoreUnavailableError(mine.error)
+        assert mine.positions is not None
+        return mine.positions
+
+    def _commit_group(self, group: list[_Waiting]) -> None:
+        """Insert the batches of `group` in one transaction and settle each (writer lock
+        held). Multi-row INSERT OR IGNORE … RETURNING, one statement per SQLITE_CHUNK rows:
+        the rows that were inserted come back with their rowid (the position); the ignored
+        ones are already stored."""
         assert isinstance(self.recorder, SQLiteApplicationRecorder)
-        params: list[tuple[str, int, str, bytes]] = [
-            (s if isinstance(s, str) else s.hex, v, t, b) for s, v, t, b in rows
-        ]
-        inserted: dict[tuple[str, int], int] = {}
-        with self._writer, self.recorder.datastore.transaction(commit=True) as cursor:
-            raw = cursor.sqlite_cursor
-            for start in range(0, len(params), SQLITE_CHUNK):
-                chunk = params[start : start + SQLITE_CHUNK]
-                raw.execute(_sqlite_insert(len(chunk)), [x for row in chunk for x in row])
-                for stream_id, version, position in raw.fetchall():
-                    inserted[(stream_id, version)] = position
-        positions: list[int | None] = []
-        for stream_id, version, _topic, _state in params:
-            # pop: a row repeated within `rows` is stored once; its repeats are duplicates
-            positions.append(inserted.pop((stream_id, version), None))
-        return positions
+        found: list[dict[tuple[str, int], int]] = []
+        try:
+            with self.recorder.datastore.transaction(commit=True) as cursor:
+                raw = cursor.sqlite_cursor
+                for waiting in group:
+                    inserted: dict[tuple[str, int], int] = {}
+                    for start in range(0, len(waiting.rows), SQLITE_CHUNK):
+                        chunk = waiting.rows[start : start + SQLITE_CHUNK]
+                        raw.execute(_sqlite_insert(len(chunk)), [x for row in chunk for x in row])
+                        for stream_id, version, position in raw.fetchall():
+                            inserted[(stream_id, version)] = position
+                    found.append(inserted)
+        except BaseException as exc:
+            for waiting in group:
+                waiting.error = str(exc) or type(exc).__name__
+            if isinstance(exc, (OperationalError, PersistenceError, sqlite3.Error)):
+                return
+            raise
+        for waiting, inserted in zip(group, found, strict=True):
+            # pop: a row repeated within a batch is stored once; its repeats are duplicates
+            waiting.positions = [inserted.pop((s, v), None) for s, v, _t, _b in waiting.rows]
 
     def _append_new_postgres(self, rows: list[tuple[UUID, int, str, bytes]]) -> list[int | None]:
         recorder = self.recorder
