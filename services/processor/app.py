@@ -23,7 +23,7 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -78,10 +78,42 @@ GOAL_TAKE = 1_000
 # kept the database thread busy, at most PASS_PAUSE_MAX_S: passes of up to that length use
 # about half of the database thread under sustained load (longer ones more), the readings
 # flow in the rest, and the next pass covers everything that changed meanwhile. With few
-# objectives the pass is short and so is the pause.
+# objectives the pass is short and so is the pause. The pause ends early once the kpi agent
+# is idle: then there is nothing for it to give way to (at the end of a burst, say).
 PASS_PAUSE_MAX_S = 1.0
+KPI_IDLE_S = 2 * WITHIN_S  # no kpi batch running or started for this long: its buffer is empty
 TICK_S = 30.0
 OUTBOX_S = 1.0
+
+
+@dataclass
+class Activity:
+    """Whether an agent is working: batches in flight and when the last one ended."""
+
+    running: int = 0
+    ended_at: float = 0.0
+
+    @contextlib.contextmanager
+    def batch(self) -> Iterator[None]:
+        self.running += 1
+        try:
+            yield
+        finally:
+            self.running -= 1
+            self.ended_at = time.monotonic()
+
+    def idle(self, quiet_s: float) -> bool:
+        """No batch running, and none ended within the last `quiet_s` seconds."""
+        return self.running == 0 and time.monotonic() - self.ended_at >= quiet_s
+
+
+async def give_way(busy_s: float, other: Activity) -> None:
+    """The objective agent's pause after a pass: `busy_s` (at most PASS_PAUSE_MAX_S) for the
+    kpi agent to apply what arrived meanwhile, or less once it is idle."""
+    deadline = time.monotonic() + min(busy_s, PASS_PAUSE_MAX_S)
+    # A poll, not an Event: "idle" is a quiet time (KPI_IDLE_S) that no event marks.
+    while (left := deadline - time.monotonic()) > 0 and not other.idle(KPI_IDLE_S):  # noqa: ASYNC110
+        await asyncio.sleep(min(left, WITHIN_S / 2))
 
 
 @dataclass
@@ -257,6 +289,7 @@ def build_app(settings: Settings, projector: Projector, *, app_id: str | None = 
     detections = topic(DETECTIONS.name)
 
     trace = _tracer()
+    kpi_activity = Activity()
 
     def kpi_step(records: Sequence[Any]) -> tuple[KpiBatch, dict[int, list[Notice]]]:
         """Apply the records' readings; return the measurement notices by partition."""
@@ -304,7 +337,8 @@ def build_app(settings: Settings, projector: Projector, *, app_id: str | None = 
     @app.agent(readings, name="kpi")
     async def kpi_agent(stream: Any) -> None:
         async for records in stream.take_events(TAKE, within=WITHIN_S):
-            await shielded(kpi_pass(records))
+            with kpi_activity.batch():
+                await shielded(kpi_pass(records))
 
     def goal_step(records: Sequence[Any]) -> tuple[list[Notice], list[Watermark], bool, float]:
         """Apply the goal events with the first slice of the re-evaluations (the notices
@@ -344,7 +378,7 @@ def build_app(settings: Settings, projector: Projector, *, app_id: str | None = 
                 log.critical("objective pass failed; exiting uncommitted", exc_info=True)
                 os._exit(70)
             if busy:
-                await asyncio.sleep(min(busy, PASS_PAUSE_MAX_S))
+                await give_way(busy, kpi_activity)
 
     @app.timer(TICK_S)  # type: ignore[untyped-decorator]
     async def tick() -> None:
