@@ -78,6 +78,9 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+MAX_ROLLUP_LEVELS = 1_000  # objective hierarchy depth (parent cycles are refused on write)
+
+
 def _chunks(items: Sequence[Any], size: int = CHUNK) -> Iterator[Sequence[Any]]:
     for i in range(0, len(items), size):
         yield items[i : i + size]
@@ -1288,40 +1291,59 @@ class Projector:
 
     def rollups(self, tx: Tx, queue: set[str]) -> None:
         """Recompute rollup_score of these objectives and, when it changes, their ancestors
-        (children are read from the rows already written in this transaction)."""
+        (children are read from the rows already written in this transaction).
+
+        Level by level, three reads per level whatever its size: an objective whose child
+        changed in this level is recomputed in the next one, from the written values, so
+        the result is the fixpoint however the queue is ordered."""
         t = tx.tables
         pending = sorted(queue)
-        budget = 10 * len(pending) + 100  # a parent cycle must not loop forever
-        while pending and budget > 0:
-            budget -= 1
-            oid = pending.pop(0)
-            row = tx.cur.execute(
-                f"SELECT score, rollup_score, parent_id FROM {t.objectives} WHERE objective_id = ?",
-                (oid,),
-            ).fetchone()
-            if row is None:
-                continue
-            counted = tx.cur.execute(
-                f"SELECT COUNT(*) FROM {t.key_results} WHERE objective_id = ? AND removed = 0",
-                (oid,),
-            ).fetchone()
-            has_krs = bool(counted and counted[0])
-            children = [
-                float(r)
-                for (r,) in tx.cur.execute(
-                    f"SELECT rollup_score FROM {t.objectives} WHERE parent_id = ?"
-                    " AND state <> 'archived' ORDER BY objective_id",
-                    (oid,),
-                ).fetchall()
-            ]
-            value = rollup_score(float(row[0]) if has_krs else None, children)
-            if value != row[1]:
-                tx.cur.execute(
-                    f"UPDATE {t.objectives} SET rollup_score = ? WHERE objective_id = ?",
-                    (value, oid),
+        levels = 0
+        while pending and levels < MAX_ROLLUP_LEVELS:  # a parent cycle must not loop forever
+            levels += 1
+            rows: dict[str, tuple[Any, Any, Any]] = {}
+            with_krs: set[str] = set()
+            children: dict[str, list[float]] = defaultdict(list)
+            for chunk in _chunks(pending):
+                marks = _marks(len(chunk))
+                for oid, score, rollup, parent in tx.cur.execute(
+                    f"SELECT objective_id, score, rollup_score, parent_id FROM {t.objectives}"
+                    f" WHERE objective_id IN ({marks})",
+                    chunk,
+                ).fetchall():
+                    rows[oid] = (score, rollup, parent)
+                with_krs.update(
+                    oid
+                    for (oid,) in tx.cur.execute(
+                        f"SELECT DISTINCT objective_id FROM {t.key_results}"
+                        f" WHERE removed = 0 AND objective_id IN ({marks})",
+                        chunk,
+                    ).fetchall()
                 )
-                if row[2] is not None and row[2] not in pending:
-                    pending.append(str(row[2]))
+                for parent, rollup in tx.cur.execute(
+                    f"SELECT parent_id, rollup_score FROM {t.objectives}"
+                    f" WHERE parent_id IN ({marks}) AND state <> 'archived'"
+                    " ORDER BY parent_id, objective_id",
+                    chunk,
+                ).fetchall():
+                    children[parent].append(float(rollup))
+            updates: list[tuple[float, str]] = []
+            parents: set[str] = set()
+            for oid in pending:
+                row = rows.get(oid)
+                if row is None:
+                    continue
+                score, rollup, parent = row
+                own = float(score) if oid in with_krs else None
+                value = rollup_score(own, children.get(oid, []))
+                if value != rollup:
+                    updates.append((value, oid))
+                    if parent is not None:
+                        parents.add(str(parent))
+            tx.cur.executemany(
+                f"UPDATE {t.objectives} SET rollup_score = ? WHERE objective_id = ?", updates
+            )
+            pending = sorted(parents)
 
     # -- time ----------------------------------------------------------------------------
 

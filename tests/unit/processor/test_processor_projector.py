@@ -100,6 +100,41 @@ def test_rollup_follows_children(tmp_path: Path) -> None:
     assert rows == {str(parent): 1.0, str(child): 1.0}
 
 
+def test_rollup_climbs_every_level_when_parent_and_child_change_together(
+    tmp_path: Path,
+) -> None:
+    p = projector(tmp_path / "p.sqlite")
+    log = Log()
+    top, middle, leaf, sibling = (uuid4() for _ in range(4))
+    period = {"start": "2026-01-01", "end": "2026-03-31"}
+    log.emit("objective.drafted", top, title="T", owner="a", level="company", period=period)
+    for oid, parent in ((middle, top), (leaf, middle), (sibling, middle)):
+        log.emit(
+            "objective.drafted", oid, title="O", owner="b", level="team", period=period,
+            parent_id=parent,
+        )  # fmt: skip
+    kr_middle, kr_leaf, kr_sibling = uuid4(), uuid4(), uuid4()
+    log.emit("key_result.added", middle, kr_id=kr_middle, title="M", kind="milestone")
+    log.emit("key_result.added", leaf, kr_id=kr_leaf, title="L", kind="milestone")
+    log.emit("key_result.added", sibling, kr_id=kr_sibling, title="S", kind="milestone")
+    p.apply_goal_batch(log.goal_items())
+    n = len(log.entries)
+    # One batch changes the leaf and its parent: the parent's rollup must use the leaf's new
+    # value, and the top must follow both.
+    log.emit("key_result.checked_in", leaf, kr_id=kr_leaf, done=True)
+    log.emit("key_result.checked_in", middle, kr_id=kr_middle, done=True)
+    p.apply_goal_batch(log.goal_items()[n:])
+    with p.db.transaction(write=False) as cur:
+        rows = dict(cur.execute("SELECT objective_id, rollup_score FROM g1_objectives").fetchall())
+    # middle = mean(own 1, leaf 1, sibling 0); top has no key results: its child's rollup.
+    assert rows == {
+        str(leaf): 1.0,
+        str(sibling): 0.0,
+        str(middle): 2 / 3,
+        str(top): 2 / 3,
+    }
+
+
 def test_watermarks_are_monotonic(tmp_path: Path) -> None:
     p = projector(tmp_path / "p.sqlite")
     p.apply_readings([], [Watermark("kpi", "t", 0, -1, 7)])
