@@ -282,7 +282,14 @@ class EventStore:
         mine = _Waiting([(s if isinstance(s, str) else s.hex, v, t, b) for s, v, t, b in rows])
         with self._waiting_lock:
             self._waiting.append(mine)
-        if self._writer.enter_unless(mine.settled):
+        try:
+            turn = self._writer.enter_unless(mine.settled)
+        except BaseException:
+            with self._waiting_lock:  # not written: a caller that gets an error wrote nothing
+                if mine in self._waiting:
+                    self._waiting.remove(mine)
+            raise
+        if turn:
             try:
                 with self._waiting_lock:
                     group, self._waiting = self._waiting, []
