@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -23,6 +24,24 @@ from services.settings import Settings
 
 Dialect = Literal["sqlite", "postgres"]
 Params = Sequence[Any]
+
+
+def _use_wal(conn: sqlite3.Connection, timeout_s: float = 30.0) -> None:
+    """Put the file in WAL mode unless it is. WAL is a property of the file: set once, and
+    only read afterwards, so that a new connection still opens (for reads) on a full or
+    read-only disk. Processes opening a new file together race to switch it, and SQLite
+    answers "database is locked" at once to all but one (its busy handler cannot wait out
+    two lock upgrades): retried until the switch is made, by whoever."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            if str(conn.execute("PRAGMA journal_mode").fetchone()[0]).lower() != "wal":
+                conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
 
 
 class DatabaseUnavailableError(Exception):
@@ -131,10 +150,7 @@ class Database:
             conn = sqlite3.connect(
                 self._path, timeout=30, isolation_level=None, check_same_thread=False
             )
-            # WAL is a property of the file: set once, and only read afterwards, so that a
-            # new connection still opens (for reads) on a full or read-only disk.
-            if str(conn.execute("PRAGMA journal_mode").fetchone()[0]).lower() != "wal":
-                conn.execute("PRAGMA journal_mode=WAL")
+            _use_wal(conn)
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute("PRAGMA busy_timeout=30000")
             if self._cache_kib:
