@@ -172,6 +172,46 @@ def fold(events_in_order: Iterable[events.Event]) -> ObjectiveState | None:
     return state
 
 
+SNAPSHOT_FORMAT = 1  # raise when from_snapshot can no longer read what it could before
+
+
+def from_snapshot(data: Mapping[str, Any]) -> ObjectiveState:
+    """The state whose JSON form is `data`: the dataclasses as objects of their fields,
+    datetimes and dates in ISO 8601 (what orjson.dumps(state) gives). Equal to the state
+    that was dumped, so a stored snapshot can stand in for folding the stream again."""
+    dt = datetime.fromisoformat
+    key_results = tuple(
+        KeyResultState(
+            **{
+                **kr,
+                "targets": tuple(
+                    TargetInForce(dt(t["since"]), t["start"], t["target"]) for t in kr["targets"]
+                ),
+                "added_at": dt(kr["added_at"]),
+                "updated_at": dt(kr["updated_at"]),
+            }
+        )
+        for kr in data["key_results"]
+    )
+    checkins = tuple(
+        CheckIn(**{**c, "occurred_at": dt(c["occurred_at"]), "recorded_at": dt(c["recorded_at"])})
+        for c in data["checkins"]
+    )
+    start, end = data["period"]["start"], data["period"]["end"]
+    closed_at = data["closed_at"]
+    return ObjectiveState(
+        **{
+            **data,
+            "period": Period(date.fromisoformat(start), date.fromisoformat(end)),
+            "created_at": dt(data["created_at"]),
+            "updated_at": dt(data["updated_at"]),
+            "closed_at": None if closed_at is None else dt(closed_at),
+            "key_results": key_results,
+            "checkins": checkins,
+        }
+    )
+
+
 def _existing(state: ObjectiveState | None, event: events.Event) -> ObjectiveState:
     if state is None:
         raise NotThisObjectiveError(f"{event.type} before objective.drafted")

@@ -28,6 +28,7 @@ from projections import detections as rules
 from projections.history import score_changed
 from projections.kpi import Accumulator, bucket_end, bucket_start, parse_total, total_text
 from projections.objective import (
+    SNAPSHOT_FORMAT,
     Measurement,
     NotThisObjectiveError,
     ObjectiveState,
@@ -35,6 +36,7 @@ from projections.objective import (
     apply,
     evaluate,
     fold,
+    from_snapshot,
     key_result_input,
     latest_confidence,
     latest_done,
@@ -752,6 +754,16 @@ class Projector:
             " ON CONFLICT DO NOTHING",
             checkin_rows,
         )
+        tx.cur.executemany(
+            f"INSERT INTO {t.objective_states} (objective_id, version, format, snapshot)"
+            " VALUES (?, ?, ?, ?) ON CONFLICT (objective_id) DO UPDATE SET"
+            " version = excluded.version, format = excluded.format, snapshot = excluded.snapshot",
+            [
+                (oid, state.version, SNAPSHOT_FORMAT, orjson.dumps(state).decode())
+                for oid in sorted(applied)
+                for state in (after[oid],)
+            ],
+        )
         recompute = sorted(oid for oid in ids if oid in after)
         self._recompute(tx, recompute, before, after, applied, causes, db_rows)
         tx.cached.update({oid: after[oid] for oid in recompute})
@@ -862,8 +874,8 @@ class Projector:
     def _load_states(
         self, tx: Tx, ids: Sequence[str]
     ) -> tuple[dict[str, ObjectiveState], dict[str, tuple[Any, ...]]]:
-        """Current states (cache, checked against the stored version, else a fold of the
-        stored goal events) and the stored objective rows."""
+        """Current states (cache, else the stored snapshot, each checked against the stored
+        version, else a fold of the stored goal events) and the stored objective rows."""
         t = tx.tables
         rows: dict[str, tuple[Any, ...]] = {}
         for chunk in _chunks(list(ids)):
@@ -884,6 +896,7 @@ class Projector:
                 states[oid] = cached
             else:
                 missing.append(oid)
+        missing = self._snapshots(tx, missing, rows, states)
         bodies: dict[str, list[events.Event]] = defaultdict(list)
         for chunk in _chunks(missing):
             for stream_id, body in tx.cur.execute(
@@ -957,6 +970,32 @@ class Projector:
             while len(self._series_cache) > self.series_cache_size:
                 del self._series_cache[next(iter(self._series_cache))]
         return found
+
+    def _snapshots(
+        self,
+        tx: Tx,
+        ids: list[str],
+        rows: dict[str, tuple[Any, ...]],
+        states: dict[str, ObjectiveState],
+    ) -> list[str]:
+        """Load into `states` the stored snapshots of `ids` at their objective rows'
+        versions; return the ids still to fold (no such snapshot, or an unreadable one)."""
+        found: set[str] = set()
+        for chunk in _chunks(ids):
+            for oid, version, form, snapshot in tx.cur.execute(
+                f"SELECT objective_id, version, format, snapshot FROM {tx.tables.objective_states}"
+                f" WHERE objective_id IN ({_marks(len(chunk))})",
+                chunk,
+            ).fetchall():
+                if int(version) != int(rows[oid][1]) or int(form) != SNAPSHOT_FORMAT:
+                    continue
+                try:
+                    states[oid] = from_snapshot(orjson.loads(snapshot))
+                except (ValueError, TypeError, KeyError) as exc:
+                    log.warning("folding objective %s: its snapshot is unreadable: %s", oid, exc)
+                    continue
+                found.add(oid)
+        return [oid for oid in ids if oid not in found]
 
     def evaluation_time(self, state: ObjectiveState, now: datetime) -> datetime:
         """When an objective is evaluated: now, or its close (a closed score is final)."""

@@ -62,6 +62,11 @@ class Tables:
         return self._t("goal_events")
 
     @property
+    def objective_states(self) -> str:
+        """Snapshots of objective states (projections.objective.from_snapshot)."""
+        return self._t("objective_states")
+
+    @property
     def kpis(self) -> str:
         return self._t("kpis")
 
@@ -105,6 +110,7 @@ class Tables:
             self.key_results,
             self.checkins,
             self.goal_events,
+            self.objective_states,
             self.kpis,
             self.readings,
             self.kpi_days,
@@ -164,6 +170,13 @@ class Tables:
             " occurred_at TEXT NOT NULL, recorded_at TEXT NOT NULL,"
             " body TEXT NOT NULL,"  # the event's canonical JSON
             " PRIMARY KEY (stream_id, stream_version))",
+            # The state after each objective's last applied event, as JSON: loading it costs
+            # one read and a parse, where folding the stream's events costs each event's
+            # decoding (and grows with its history). A missing or unreadable snapshot only
+            # means the stream is folded.
+            f"CREATE TABLE IF NOT EXISTS {t.objective_states} ("
+            " objective_id TEXT PRIMARY KEY, version BIGINT NOT NULL, format INTEGER NOT NULL,"
+            " snapshot TEXT NOT NULL)",
             # KPI view.
             f"CREATE TABLE IF NOT EXISTS {t.kpis} ("
             " kpi_id TEXT PRIMARY KEY, org_id TEXT NOT NULL, name TEXT NOT NULL, unit TEXT,"
