@@ -107,6 +107,10 @@ class WriterLock:
         return True
 
     def __exit__(self, *exc: object) -> None:
+        self.release()
+
+    def release(self) -> None:
+        """Give the lock up (taken by `with` or by enter_unless returning True)."""
         try:
             if self._fd is not None:
                 fcntl.flock(self._fd, fcntl.LOCK_UN)
@@ -295,7 +299,7 @@ class EventStore:
                     group, self._waiting = self._waiting, []
                 self._commit_group(group)
             finally:
-                self._writer.__exit__(None, None, None)
+                self._writer.release()
         if mine.error is not None:
             raise StoreUnavailableError(mine.error)
         assert mine.positions is not None
