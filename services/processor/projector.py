@@ -759,9 +759,8 @@ class Projector:
             " VALUES (?, ?, ?, ?) ON CONFLICT (objective_id) DO UPDATE SET"
             " version = excluded.version, format = excluded.format, snapshot = excluded.snapshot",
             [
-                (oid, state.version, SNAPSHOT_FORMAT, orjson.dumps(state).decode())
+                (oid, after[oid].version, SNAPSHOT_FORMAT, orjson.dumps(after[oid]).decode())
                 for oid in sorted(applied)
-                for state in (after[oid],)
             ],
         )
         recompute = sorted(oid for oid in ids if oid in after)
