@@ -10,7 +10,8 @@
   Projector.apply_goal_batch: the notices it took are coalesced per objective and
   re-evaluated in slices of OBJECTIVES_PER_TX, the goal events with the first (other batches
   interleave between slices; notices arriving meanwhile coalesce into the next pass).
-- timers: time-driven detections (Projector.tick) and the detections outbox → okr.detections.v1.
+- timers: time-driven detections (Projector.tick_step, a chunk per transaction) and the
+  detections outbox → okr.detections.v1.
 
 All database work runs on one worker thread, so the event loop keeps fetching while a batch
 is written; at-least-once delivery is made harmless by the projector's idempotency.
@@ -382,7 +383,10 @@ def build_app(settings: Settings, projector: Projector, *, app_id: str | None = 
 
     @app.timer(TICK_S)  # type: ignore[untyped-decorator]
     async def tick() -> None:
-        await in_db(projector.tick)
+        # Step by step, so batches interleave between the steps of a long tick.
+        after: tuple[str, str] | None = ("objective", "")
+        while after is not None:
+            _, after = await in_db(projector.tick_step, after)
 
     @app.timer(OUTBOX_S)  # type: ignore[untyped-decorator]
     async def publish_detections() -> None:

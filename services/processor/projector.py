@@ -81,6 +81,10 @@ def utcnow() -> datetime:
 
 
 MAX_ROLLUP_LEVELS = 1_000  # objective hierarchy depth (parent cycles are refused on write)
+# Subjects (active objectives, then KPIs) per transaction of the time-driven tick: its
+# memory and its hold on the writer stay bounded however many objectives there are (one
+# transaction over 100k objectives held ~170 MB of rows and findings at once).
+TICK_CHUNK = 2_000
 
 
 def _chunks(items: Sequence[Any], size: int = CHUNK) -> Iterator[Sequence[Any]]:
@@ -1388,17 +1392,58 @@ class Projector:
     def tick(self) -> list[tuple[str, bytes]]:
         """Time-driven rules at the clock's now: expected progress, status and forecast of
         active objectives (and the detections they trigger: forecast, period ended,
-        achieved early), and KPI staleness and current-bucket status."""
+        achieved early), and KPI staleness and current-bucket status. One transaction per
+        TICK_CHUNK subjects (see `tick_step`); returns the detection events published."""
+        published: list[tuple[str, bytes]] = []
+        after: tuple[str, str] | None = ("objective", "")
+        while after is not None:
+            found, after = self.tick_step(after)
+            published += found
+        return published
+
+    def tick_step(
+        self, after: tuple[str, str], limit: int = TICK_CHUNK
+    ) -> tuple[list[tuple[str, bytes]], tuple[str, str] | None]:
+        """One transaction of the tick: up to `limit` active objectives (then KPIs) after
+        `after` = (subject type, id). Returns the detection events published and where the
+        next step starts, or None when the tick is done. In steps, a tick over many
+        subjects holds neither the writer nor much memory for long."""
         with self.transaction() as tx:
-            self.tick_in(tx)
-        return tx.published
+            following = self.tick_chunk_in(tx, after, limit)
+        return tx.published, following
 
     def tick_in(self, tx: Tx) -> None:
+        """The whole tick in the caller's transaction (the replay's swap), chunk by chunk."""
+        after: tuple[str, str] | None = ("objective", "")
+        while after is not None:
+            after = self.tick_chunk_in(tx, after, TICK_CHUNK)
+
+    def tick_chunk_in(self, tx: Tx, after: tuple[str, str], limit: int) -> tuple[str, str] | None:
+        kind, last = after
+        if kind == "objective":
+            ids = self._tick_objectives(tx, last, limit)
+            return ("objective", ids[-1]) if len(ids) == limit else ("kpi", "")
+        t = tx.tables
+        kpi_ids = [
+            str(k)
+            for (k,) in tx.cur.execute(
+                f"SELECT kpi_id FROM {t.kpis} WHERE kpi_id > ? ORDER BY kpi_id LIMIT ?",
+                (last, limit),
+            ).fetchall()
+        ]
+        self.sync_kpi_detections(tx, list(self._kpis(tx, kpi_ids).values()))
+        return ("kpi", kpi_ids[-1]) if len(kpi_ids) == limit else None
+
+    def _tick_objectives(self, tx: Tx, after: str, limit: int) -> list[str]:
+        """Re-evaluate the time-driven parts of up to `limit` active objectives whose ids
+        follow `after`; return their ids."""
         t = tx.tables
         now = tx.now
         rows = tx.cur.execute(
             "SELECT objective_id, org_id, owner, state, period_start, period_end, score,"
             f" progress, expected, status, forecast FROM {t.objectives} WHERE state = 'active'"
+            " AND objective_id > ? ORDER BY objective_id LIMIT ?",
+            (after, limit),
         ).fetchall()
         holding: list[rules.Finding] = []
         subjects: list[tuple[str, str, str]] = []
@@ -1430,8 +1475,7 @@ class Projector:
             updates,
         )
         self.sync_detections(tx, subjects, OBJECTIVE_RULES, holding)
-        kpi_ids = [r[0] for r in tx.cur.execute(f"SELECT kpi_id FROM {t.kpis}").fetchall()]
-        self.sync_kpi_detections(tx, list(self._kpis(tx, kpi_ids).values()))
+        return [str(r[0]) for r in rows]
 
     def kpi_org_state(self, kpi_id: str) -> tuple[str, str] | None:
         """(org_id, state) of a KPI in the live generation, or None when unknown."""

@@ -294,3 +294,50 @@ def test_detection_raised_again_continues_its_version(tmp_path: Path) -> None:
         ("detection.raised", 3),
     ]
     assert [tuple(r) for r in stored] == [(3, None)]
+
+
+def test_tick_in_chunks_equals_one_step_and_follows_the_clock(tmp_path: Path) -> None:
+    """The time-driven tick, one transaction per chunk of subjects, writes what one
+    transaction over every subject writes; and it is what turns time passing into
+    detections (the period ended: over-reach/under-reach final; KPIs gone stale)."""
+    log = Log()
+    synthetic(log, objectives=25, kpis=4, readings=40)
+    later = datetime(2027, 1, 15, tzinfo=UTC)  # the objectives' 2026 period has ended
+    hashes = []
+    for limit in (10_000, 3):
+        p = projector(tmp_path / f"tick-{limit}.sqlite")
+        apply_all(p, log)
+        before = tables_hash(p)
+        kinds_before = detection_reasons(p)
+        p.clock = lambda: later
+        after: tuple[str, str] | None = ("objective", "")
+        steps = 0
+        while after is not None:
+            _, after = p.tick_step(after, limit)
+            steps += 1
+        got = tables_hash(p)
+        assert got["objectives"] != before["objectives"], "expected progress follows time"
+        reasons = detection_reasons(p)
+        raised = {reason for reason, _ in reasons - kinds_before}
+        assert {"final", "no_data"} <= raised
+        hashes.append(got)
+        # 25 objectives, of which the active ones in chunks of 3, then 4 KPIs in 2 chunks
+        assert steps == (2 if limit == 10_000 else 1 + active_count(p) // 3 + 2)
+    assert hashes[0] == hashes[1]
+
+
+def detection_reasons(p: Projector) -> set[tuple[str, str]]:
+    """(reason, subject id) of the active detections."""
+    with p.db.transaction(write=False) as cur:
+        return {
+            (str(r), str(s))
+            for r, s in cur.execute(
+                "SELECT reason, subject_id FROM g1_detections WHERE resolved_at IS NULL"
+            ).fetchall()
+        }
+
+
+def active_count(p: Projector) -> int:
+    with p.db.transaction(write=False) as cur:
+        n = cur.execute("SELECT COUNT(*) FROM g1_objectives WHERE state = 'active'").fetchone()
+    return int(n[0])
