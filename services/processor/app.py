@@ -10,8 +10,8 @@
   Projector.apply_goal_batch: the notices it took are coalesced per objective and
   re-evaluated in slices of OBJECTIVES_PER_TX, the goal events with the first (other batches
   interleave between slices; notices arriving meanwhile coalesce into the next pass).
-- timers: time-driven detections (Projector.tick_step, a chunk per transaction) and the
-  detections outbox → okr.detections.v1.
+- timers: time-driven detections (Projector.tick_step, a chunk per transaction), the
+  detections outbox → okr.detections.v1, and handing freed memory back (runtime.py).
 
 All database work runs on one worker thread, so the event loop keeps fetching while a batch
 is written; at-least-once delivery is made harmless by the projector's idempotency.
@@ -58,6 +58,7 @@ from services.processor.records import (
     relay_batch,
     watermark_of,
 )
+from services.processor.runtime import release_free_memory
 from services.processor.transport import broker_url
 from services.settings import Settings
 
@@ -85,6 +86,7 @@ PASS_PAUSE_MAX_S = 1.0
 KPI_IDLE_S = 2 * WITHIN_S  # no kpi batch running or started for this long: its buffer is empty
 TICK_S = 30.0
 OUTBOX_S = 1.0
+TRIM_S = 5.0  # how often freed C-heap pages go back to the system (runtime.py)
 
 
 @dataclass
@@ -387,6 +389,10 @@ def build_app(settings: Settings, projector: Projector, *, app_id: str | None = 
         after: tuple[str, str] | None = ("objective", "")
         while after is not None:
             _, after = await in_db(projector.tick_step, after)
+
+    @app.timer(TRIM_S)  # type: ignore[untyped-decorator]
+    async def trim() -> None:
+        await in_db(release_free_memory)
 
     @app.timer(OUTBOX_S)  # type: ignore[untyped-decorator]
     async def publish_detections() -> None:
