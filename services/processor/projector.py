@@ -1389,23 +1389,14 @@ class Projector:
 
     # -- time ----------------------------------------------------------------------------
 
-    def tick(self) -> list[tuple[str, bytes]]:
-        """Time-driven rules at the clock's now: expected progress, status and forecast of
-        active objectives (and the detections they trigger: forecast, period ended,
-        achieved early), and KPI staleness and current-bucket status. One transaction per
-        TICK_CHUNK subjects (see `tick_step`); returns the detection events published."""
-        published: list[tuple[str, bytes]] = []
-        after: tuple[str, str] | None = ("objective", "")
-        while after is not None:
-            found, after = self.tick_step(after)
-            published += found
-        return published
-
     def tick_step(
         self, after: tuple[str, str], limit: int = TICK_CHUNK
     ) -> tuple[list[tuple[str, bytes]], tuple[str, str] | None]:
-        """One transaction of the tick: up to `limit` active objectives (then KPIs) after
-        `after` = (subject type, id). Returns the detection events published and where the
+        """One transaction of the time-driven rules at the clock's now: expected progress,
+        status and forecast of active objectives (and the detections they trigger:
+        forecast, period ended, achieved early), then KPI staleness and current-bucket
+        status. Up to `limit` subjects after `after` = (subject type, id); a tick starts at
+        ("objective", ""). Returns the detection events published and where the
         next step starts, or None when the tick is done. In steps, a tick over many
         subjects holds neither the writer nor much memory for long."""
         with self.transaction() as tx:
