@@ -386,9 +386,9 @@ def build_app(settings: Settings, projector: Projector, *, app_id: str | None = 
     @app.timer(TICK_S)  # type: ignore[untyped-decorator]
     async def tick() -> None:
         # Step by step, so batches interleave between the steps of a long tick.
-        after: tuple[str, str] | None = ("objective", "")
+        after = await in_db(projector.tick_step)
         while after is not None:
-            _, after = await in_db(projector.tick_step, after)
+            after = await in_db(projector.tick_step, after)
 
     @app.timer(TRIM_S)  # type: ignore[untyped-decorator]
     async def trim() -> None:

@@ -85,6 +85,7 @@ MAX_ROLLUP_LEVELS = 1_000  # objective hierarchy depth (parent cycles are refuse
 # memory and its hold on the writer stay bounded however many objectives there are (one
 # transaction over 100k objectives held ~170 MB of rows and findings at once).
 TICK_CHUNK = 2_000
+TICK_START = ("objective", "")  # where a tick's first step starts: (subject type, after id)
 
 
 def _chunks(items: Sequence[Any], size: int = CHUNK) -> Iterator[Sequence[Any]]:
@@ -1390,22 +1391,21 @@ class Projector:
     # -- time ----------------------------------------------------------------------------
 
     def tick_step(
-        self, after: tuple[str, str], limit: int = TICK_CHUNK
-    ) -> tuple[list[tuple[str, bytes]], tuple[str, str] | None]:
+        self, after: tuple[str, str] = TICK_START, limit: int = TICK_CHUNK
+    ) -> tuple[str, str] | None:
         """One transaction of the time-driven rules at the clock's now: expected progress,
         status and forecast of active objectives (and the detections they trigger:
         forecast, period ended, achieved early), then KPI staleness and current-bucket
-        status. Up to `limit` subjects after `after` = (subject type, id); a tick starts at
-        ("objective", ""). Returns the detection events published and where the
-        next step starts, or None when the tick is done. In steps, a tick over many
-        subjects holds neither the writer nor much memory for long."""
+        status. Up to `limit` subjects after `after` = (subject type, id), from TICK_START.
+        Returns where the next step starts, or None when the tick is done (the detections
+        go out through the outbox). In steps, a tick over many subjects holds neither the
+        writer nor much memory for long."""
         with self.transaction() as tx:
-            following = self.tick_chunk_in(tx, after, limit)
-        return tx.published, following
+            return self.tick_chunk_in(tx, after, limit)
 
     def tick_in(self, tx: Tx) -> None:
         """The whole tick in the caller's transaction (the replay's swap), chunk by chunk."""
-        after: tuple[str, str] | None = ("objective", "")
+        after: tuple[str, str] | None = TICK_START
         while after is not None:
             after = self.tick_chunk_in(tx, after, TICK_CHUNK)
 

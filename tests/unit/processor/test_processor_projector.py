@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from services.processor.digest import content_hash
-from services.processor.projector import Projector
+from services.processor.projector import TICK_START, Projector
 from services.processor.records import Watermark
 from services.projectionstore.db import Database
 from services.projectionstore.meta import ensure_schema
@@ -310,10 +310,10 @@ def test_tick_in_chunks_equals_one_step_and_follows_the_clock(tmp_path: Path) ->
         before = tables_hash(p)
         kinds_before = detection_reasons(p)
         p.clock = lambda: later
-        after: tuple[str, str] | None = ("objective", "")
+        after: tuple[str, str] | None = TICK_START
         steps = 0
         while after is not None:
-            _, after = p.tick_step(after, limit)
+            after = p.tick_step(after, limit)
             steps += 1
         got = tables_hash(p)
         assert got["objectives"] != before["objectives"], "expected progress follows time"
