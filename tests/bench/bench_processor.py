@@ -6,18 +6,20 @@
 - raw Kafka: the same records produced with kafka-python and consumed with aiokafka
 - naive: a per-event faust agent with a Table (`table[k] += v`), one reading per record
 - replay: events/s of `services.processor.replay.rebuild` over the same store
-- processor RSS at the end
+- processor RSS at the end, and its peak while the readings flow (sampled every 0.2 s)
 Run: `.venv/bin/python -m tests.bench.bench_processor [readings]`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -224,6 +226,32 @@ def bench_naive(bootstrap: str, settings: Settings, count: int) -> dict[str, flo
     return {"naive_readings_per_s": sent / seconds if seconds else 0.0, "naive_readings": sent}
 
 
+class PeakRss:
+    """The highest RSS of process `pid` while the block runs, sampled every `every_s`."""
+
+    def __init__(self, pid: int, every_s: float = 0.2) -> None:
+        self.process = psutil.Process(pid)
+        self.every_s = every_s
+        self.mb = 0.0
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self) -> None:
+        while True:
+            with contextlib.suppress(psutil.Error):
+                self.mb = max(self.mb, self.process.memory_info().rss / 2**20)
+            if self._done.wait(self.every_s):
+                return
+
+    def __enter__(self) -> PeakRss:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._done.set()
+        self._thread.join()
+
+
 def bench_e2e(
     tmp: Path, settings: Settings, bootstrap: str, readings: int, setup_end: int
 ) -> tuple[dict[str, float], list[Any]]:
@@ -245,10 +273,11 @@ def bench_e2e(
         time.sleep(3)
         assert proc.proc is not None
         spy = start_profile(proc.proc.pid, "processor_e2e")
-        started = time.perf_counter()
-        records, last = _relay(settings, bootstrap, after=goals_end)
-        wait_for_position(db, last, 4, timeout_s=1800, procs=[proc])
-        elapsed = time.perf_counter() - started
+        with PeakRss(proc.proc.pid) as peak:
+            started = time.perf_counter()
+            records, last = _relay(settings, bootstrap, after=goals_end)
+            wait_for_position(db, last, 4, timeout_s=1800, procs=[proc])
+            elapsed = time.perf_counter() - started
         stop_profile(spy)
         rss = psutil.Process(proc.proc.pid).memory_info().rss / 2**20
     finally:
@@ -258,6 +287,7 @@ def bench_e2e(
         "e2e_readings_per_s": readings / elapsed,
         "e2e_seconds": elapsed,
         "processor_rss_mb": rss,
+        "processor_peak_rss_mb": peak.mb,
     }, records
 
 

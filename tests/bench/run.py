@@ -36,6 +36,7 @@ GOALS = {
     "as_of_p99_ms": ("<=", 50),
     "freshness_p99_ms": ("<=", 1000),
     "processor_rss_mb": ("<=", 500),
+    "processor_peak_rss_mb": ("<=", 500),
     "soak_errors": ("<=", 0),
 }
 
@@ -137,6 +138,7 @@ def main() -> None:
         "as_of_p99_ms": as_of.get("p99_ms"),
         "freshness_p99_ms": e2e.get("freshness_p99_ms"),
         "processor_rss_mb": proc.get("processor_rss_mb"),
+        "processor_peak_rss_mb": proc.get("processor_peak_rss_mb"),
         **{k: v for k, v in held.items() if k != "soak_error_samples"},
     }
     # e2e ratios compare the store → processor path with the same records through raw Kafka.
