@@ -12,6 +12,7 @@ changes nothing.
 from __future__ import annotations
 
 import logging
+from bisect import bisect_right
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -275,7 +276,6 @@ class Projector:
             return []
         new = self._insert_readings(tx, rows)
         written = self._fold_days(tx, new)
-        kpi_ids = sorted({r.kpi_id for r in rows})
         latest: dict[str, ReadingRow] = {}
         for r in new:
             seen = latest.get(r.kpi_id)
@@ -306,32 +306,48 @@ class Projector:
                 payload = {"kpi_id": kpi_id, "last_reading_at": _opt_iso(kpi.last_reading_at)}
                 self._change(tx, kpi.org_id, "kpi.updated", kpi_id, payload)
         self.sync_kpi_detections(tx, list(kpis.values()))
-        # The reading that caused a notice: the latest of the batch per KPI (or any).
-        cause: dict[str, ReadingRow] = {}
+        # The readings that cause notices: the batch's latest per KPI and observed day (all
+        # of its readings count, stored before or not). Stored-text timestamps sort like
+        # the instants and begin with the day.
+        cause: dict[tuple[str, str], ReadingRow] = {}
         for r in rows:
-            seen = cause.get(r.kpi_id)
+            key = (r.kpi_id, r.observed_at[:10])
+            seen = cause.get(key)
             if seen is None or (r.observed_at, r.event_id) > (seen.observed_at, seen.event_id):
-                cause[r.kpi_id] = r
+                cause[key] = r
         return [
-            KpiNotice(kpi_id, r.event_id, parse_iso(r.observed_at), parse_iso(r.recorded_at))
-            for kpi_id in kpi_ids
-            for r in (cause[kpi_id],)
+            KpiNotice(kpi_id, r.event_id, parse_iso(r.observed_at), parse_iso(r.recorded_at), day)
+            for (kpi_id, day), r in sorted(cause.items())
         ]
 
     def objectives_measuring(self, tx: Tx, kpi_notices: Sequence[KpiNotice]) -> list[Notice]:
         """One notice per objective whose key results measure a KPI of `kpi_notices` (as
-        linked now), caused by the latest of its KPIs' notices; by objective id."""
-        by_kpi: dict[str, KpiNotice] = {}
+        linked now) on a day inside the objective's period, caused by the latest such
+        notice; by objective id. An objective whose period holds none of the days is left
+        alone: its key results only measure the days of its period, so its scores cannot
+        have changed (past quarters linked to a KPI cost nothing when today's readings come
+        in)."""
+        by_kpi: dict[str, dict[str, KpiNotice]] = defaultdict(dict)
         for k in kpi_notices:
-            keep_latest(by_kpi, k.kpi_id, k)
+            keep_latest(by_kpi[k.kpi_id], k.day, k)
+        # Per KPI its notices by day, in order: the latest inside a period is the one of
+        # the last day up to the period's end, when that day is not before its start.
+        days = {kpi_id: sorted(found) for kpi_id, found in by_kpi.items()}
         chosen: dict[str, Notice] = {}
+        t = tx.tables
         for chunk in _chunks(sorted(by_kpi)):
-            for objective_id, kpi_id in tx.cur.execute(
-                f"SELECT objective_id, kpi_id FROM {tx.tables.key_results}"
-                f" WHERE removed = 0 AND kpi_id IN ({_marks(len(chunk))})",
+            for objective_id, kpi_id, start, end in tx.cur.execute(
+                f"SELECT k.objective_id, k.kpi_id, o.period_start, o.period_end"
+                f" FROM {t.key_results} k JOIN {t.objectives} o"
+                f" ON o.objective_id = k.objective_id"
+                f" WHERE k.removed = 0 AND k.kpi_id IN ({_marks(len(chunk))})",
                 chunk,
             ).fetchall():
-                k = by_kpi[kpi_id]
+                kpi_days = days[kpi_id]
+                i = bisect_right(kpi_days, end) - 1
+                if i < 0 or kpi_days[i] < start:
+                    continue
+                k = by_kpi[kpi_id][kpi_days[i]]
                 keep_latest(
                     chosen,
                     objective_id,

@@ -70,13 +70,15 @@ class Notice:
 
 @dataclass(frozen=True, slots=True)
 class KpiNotice:
-    """KPI `kpi_id` changed because of reading `event_id` (the batch's latest for it);
-    Projector.objectives_measuring turns it into a Notice for each objective it feeds."""
+    """KPI `kpi_id` changed on UTC day `day` (YYYY-MM-DD) because of reading `event_id` (the
+    batch's latest for that KPI and day); Projector.objectives_measuring turns it into a
+    Notice for each objective it feeds whose period holds the day."""
 
     kpi_id: str
     event_id: str
     occurred_at: datetime
     recorded_at: datetime
+    day: str
 
 
 N = TypeVar("N", Notice, KpiNotice)

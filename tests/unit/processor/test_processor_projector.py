@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from services.processor.digest import content_hash
 from services.processor.projector import TICK_START, Projector
-from services.processor.records import Watermark
+from services.processor.records import Notice, Watermark
 from services.projectionstore.db import Database
 from services.projectionstore.meta import ensure_schema
 from services.projectionstore.schema import Tables
@@ -24,10 +24,10 @@ from tests.unit.processor.builders import Log, synthetic, to_row, worked_example
 NOW = datetime(2026, 2, 15, tzinfo=UTC)
 
 
-def projector(path: Path) -> Projector:
+def projector(path: Path, now: datetime = NOW) -> Projector:
     db = Database("sqlite", path=path)
     ensure_schema(db)
-    return Projector(db, clock=lambda: NOW)
+    return Projector(db, clock=lambda: now)
 
 
 def tables_hash(p: Projector, strict: bool = True) -> dict[str, str]:
@@ -216,27 +216,88 @@ def test_readings_in_any_order_and_batching_give_the_same_tables(
 
 
 def test_kpi_notices_resolve_to_the_objectives_measuring_them(tmp_path: Path) -> None:
-    """readings_in gives one notice per KPI, however many objectives it feeds;
-    objectives_measuring gives each objective measuring one of them a notice carrying the
-    latest cause among its KPIs."""
+    """readings_in gives one notice per KPI and observed day, however many objectives it
+    feeds; objectives_measuring gives each objective measuring one of them a notice carrying
+    the latest cause inside the objective's period (synthetic's readings run into 2027,
+    past the objectives' 2026)."""
     p = projector(tmp_path / "p.sqlite")
     log = Log()
     _, kpis = synthetic(log, objectives=30, kpis=3, readings=300)
     p.apply_goal_batch(log.goal_items())
+    rows = log.reading_rows()
     with p.transaction() as tx:
-        kpi_notices = p.readings_in(tx, log.reading_rows())
+        kpi_notices = p.readings_in(tx, rows)
         resolved = p.objectives_measuring(tx, kpi_notices)
         linked = dict(
             tx.cur.execute(
                 "SELECT objective_id, kpi_id FROM g1_key_results WHERE kpi_id IS NOT NULL"
             ).fetchall()
         )
-    assert sorted(n.kpi_id for n in kpi_notices) == sorted(str(k) for k in kpis)
+    days = {(n.kpi_id, n.day) for n in kpi_notices}
+    assert days == {(r.kpi_id, r.observed_at[:10]) for r in rows}
+    assert len(kpi_notices) == len(days)
+    assert {n.kpi_id for n in kpi_notices} == {str(k) for k in kpis}
+    assert any(n.day > "2026-12-31" for n in kpi_notices)
     assert [n.objective_id for n in resolved] == sorted(linked)
-    by_kpi = {n.kpi_id: n for n in kpi_notices}
     for n in resolved:
-        cause = by_kpi[linked[n.objective_id]]
+        in_period = [
+            k for k in kpi_notices if k.kpi_id == linked[n.objective_id] and k.day <= "2026-12-31"
+        ]
+        cause = max(in_period, key=lambda k: (k.occurred_at, k.event_id))
         assert (n.event_id, n.occurred_at) == (cause.event_id, cause.occurred_at)
+
+
+def test_readings_notify_only_the_objectives_whose_period_holds_them(tmp_path: Path) -> None:
+    """A KPI measured in four quarters' objectives: a batch of February and May readings
+    notifies Q1 (caused by the February one) and Q2 (by May) and leaves Q3 and Q4 alone,
+    and the tables equal those of re-evaluating every objective measuring the KPI."""
+    log = Log()
+    kpi = uuid4()
+    log.emit(
+        "kpi.defined", kpi, name="NPS", direction="increase", target=50.0, amber=40.0,
+        interval="week", aggregation="avg",
+    )  # fmt: skip
+    quarters = {}
+    for q, (start, end) in enumerate(
+        [("01-01", "03-31"), ("04-01", "06-30"), ("07-01", "09-30"), ("10-01", "12-31")], 1
+    ):
+        o = uuid4()
+        quarters[q] = str(o)
+        period = {"start": f"2026-{start}", "end": f"2026-{end}"}
+        log.emit("objective.drafted", o, title=f"Q{q}", owner="ana", level="team", period=period)
+        log.emit(
+            "key_result.added", o, kr_id=uuid4(), title="NPS", kind="metric",
+            start=0.0, target=50.0, kpi_id=kpi,
+        )  # fmt: skip
+    feb = log.reading(kpi, 30.0, datetime(2026, 2, 10, 9, tzinfo=UTC), "feb")
+    may = log.reading(kpi, 45.0, datetime(2026, 5, 4, 9, tzinfo=UTC), "may")
+    # Late in March, but recorded earlier in the batch: February's latest cause is still it.
+    mar = log.reading(kpi, 35.0, datetime(2026, 3, 30, 9, tzinfo=UTC), "mar")
+    july = datetime(2026, 7, 15, tzinfo=UTC)  # Q1 and Q2 are over, Q3 runs, Q4 is ahead
+    skipping, everyone = (projector(tmp_path / f"{n}.sqlite", july) for n in ("a", "b"))
+    for p in (skipping, everyone):
+        p.apply_goal_batch(log.goal_items())
+    before = _currents(skipping)
+    notices = skipping.apply_readings(log.reading_rows())
+    causes = {n.objective_id: n.event_id for n in notices}
+    assert causes == {quarters[1]: str(mar.event_id), quarters[2]: str(may.event_id)}
+    assert str(feb.event_id) not in causes.values()
+    skipping.apply_goal_batch([], notices)
+    everyone.apply_readings(log.reading_rows())
+    everyone.apply_goal_batch(
+        [], [Notice(o, str(may.event_id), july, july) for o in sorted(quarters.values())]
+    )
+    assert tables_hash(skipping, strict=False) == tables_hash(everyone, strict=False)
+    current = _currents(skipping)
+    assert current[quarters[1]] == pytest.approx(32.5)  # avg of February and March
+    assert current[quarters[2]] == pytest.approx(45.0)
+    assert [current[quarters[q]] for q in (3, 4)] == [before[quarters[q]] for q in (3, 4)]
+
+
+def _currents(p: Projector) -> dict[str, float | None]:
+    """Each objective's key result's current value (one key result per objective)."""
+    with p.db.transaction(write=False) as cur:
+        return dict(cur.execute("SELECT objective_id, current FROM g1_key_results").fetchall())
 
 
 def test_re_evaluation_in_slices_equals_one_transaction(tmp_path: Path) -> None:
