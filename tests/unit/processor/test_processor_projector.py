@@ -248,9 +248,10 @@ def test_kpi_notices_resolve_to_the_objectives_measuring_them(tmp_path: Path) ->
 
 
 def test_readings_notify_only_the_objectives_whose_period_holds_them(tmp_path: Path) -> None:
-    """A KPI measured in four quarters' objectives: a batch of February and May readings
-    notifies Q1 (caused by the February one) and Q2 (by May) and leaves Q3 and Q4 alone,
-    and the tables equal those of re-evaluating every objective measuring the KPI."""
+    """A KPI measured in four quarters' objectives: a batch of February, March and May
+    readings notifies Q1 (caused by its latest, March's) and Q2 (by May's) and leaves Q3
+    and Q4 alone, and the tables equal those of re-evaluating every objective measuring
+    the KPI."""
     log = Log()
     kpi = uuid4()
     log.emit(
@@ -271,7 +272,7 @@ def test_readings_notify_only_the_objectives_whose_period_holds_them(tmp_path: P
         )  # fmt: skip
     feb = log.reading(kpi, 30.0, datetime(2026, 2, 10, 9, tzinfo=UTC), "feb")
     may = log.reading(kpi, 45.0, datetime(2026, 5, 4, 9, tzinfo=UTC), "may")
-    # Late in March, but recorded earlier in the batch: February's latest cause is still it.
+    # Q1's latest reading, though not the batch's last: Q1's cause.
     mar = log.reading(kpi, 35.0, datetime(2026, 3, 30, 9, tzinfo=UTC), "mar")
     july = datetime(2026, 7, 15, tzinfo=UTC)  # Q1 and Q2 are over, Q3 runs, Q4 is ahead
     skipping, everyone = (projector(tmp_path / f"{n}.sqlite", july) for n in ("a", "b"))
