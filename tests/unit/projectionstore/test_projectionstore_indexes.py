@@ -28,7 +28,8 @@ def test_an_older_stores_key_result_index_is_replaced_at_start(tmp_path: Path) -
     assert "g1_key_results_kpi" in _indexes(db, "g1_key_results")
     ensure_schema(db)  # what every process does at start
     found = _indexes(db, "g1_key_results")
-    assert "g1_key_results_fanout" in found and "g1_key_results_kpi" not in found
+    assert "g1_key_results_fanout" in found
+    assert "g1_key_results_kpi" not in found
     assert "g1_objectives_period" in _indexes(db, "g1_objectives")
     ensure_schema(db)  # and again: idempotent
     assert _indexes(db, "g1_key_results") == found
