@@ -335,15 +335,10 @@ class Projector:
         days = {kpi_id: sorted(found) for kpi_id, found in by_kpi.items()}
         chosen: dict[str, Notice] = {}
         t = tx.tables
-        # Both sides from covering indexes (SQLite's planner, without statistics, would
-        # take the objectives' primary key and read the wide rows).
-        periods = f"{t.objectives} o"
-        if tx.cur.dialect == "sqlite":
-            periods += f" INDEXED BY {t.objectives}_period"
         for chunk in _chunks(sorted(by_kpi)):
             for objective_id, kpi_id, start, end in tx.cur.execute(
                 f"SELECT k.objective_id, k.kpi_id, o.period_start, o.period_end"
-                f" FROM {t.key_results} k JOIN {periods}"
+                f" FROM {t.key_results} k JOIN {t.objectives} o"
                 f" ON o.objective_id = k.objective_id"
                 f" WHERE k.removed = 0 AND k.kpi_id IN ({_marks(len(chunk))})",
                 chunk,

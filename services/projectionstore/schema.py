@@ -128,8 +128,7 @@ class Tables:
         ]
 
     def ddl(self, dialect: str) -> list[str]:
-        """DDL of this generation, idempotent: CREATE ... IF NOT EXISTS, and DROP ... IF
-        EXISTS of what an older build made and this one replaced."""
+        """CREATE statements of this generation (idempotent)."""
         serial = (
             "BIGSERIAL PRIMARY KEY"
             if dialect == "postgres"
@@ -153,10 +152,6 @@ class Tables:
             f"CREATE INDEX IF NOT EXISTS {t.objectives}_org ON {t.objectives}"
             " (org_id, objective_id)",
             f"CREATE INDEX IF NOT EXISTS {t.objectives}_parent ON {t.objectives} (parent_id)",
-            # Covering the processor's fan-out of readings to objectives by period: one
-            # narrow index instead of two lookups into the wide rows per key result.
-            f"CREATE INDEX IF NOT EXISTS {t.objectives}_period ON {t.objectives}"
-            " (objective_id, period_start, period_end)",
             # Key results (removed ones stay, flagged, for history).
             f"CREATE TABLE IF NOT EXISTS {t.key_results} ("
             " kr_id TEXT PRIMARY KEY, objective_id TEXT NOT NULL, org_id TEXT NOT NULL,"
@@ -166,11 +161,7 @@ class Tables:
             f" score {real} NOT NULL, confidence {real}, done INTEGER,"
             " removed INTEGER NOT NULL DEFAULT 0, updated_at TEXT NOT NULL)",
             f"CREATE INDEX IF NOT EXISTS {t.key_results}_obj ON {t.key_results} (objective_id)",
-            # Covering the processor's fan-out of readings to the objectives measuring a KPI
-            # (it replaced an index on kpi_id alone, dropped where an older build made it).
-            f"DROP INDEX IF EXISTS {t.key_results}_kpi",
-            f"CREATE INDEX IF NOT EXISTS {t.key_results}_fanout ON {t.key_results}"
-            " (kpi_id, removed, objective_id)",
+            f"CREATE INDEX IF NOT EXISTS {t.key_results}_kpi ON {t.key_results} (kpi_id)",
             f"CREATE TABLE IF NOT EXISTS {t.checkins} ("
             " event_id TEXT PRIMARY KEY, objective_id TEXT NOT NULL, kr_id TEXT NOT NULL,"
             f" value {real}, done INTEGER, confidence {real}, note TEXT,"
