@@ -3,10 +3,9 @@
 - kpi agent on okr.kpi-readings.v1 (keyed by kpi): relay batches, direct readings (validated,
   invalid → okr.readings-dlq.v1) and watermarks → Projector.apply_readings; then the KR
   measurement notices (one per objective measuring a KPI of the batch on a day of its
-  period) to
-  okr.kr-measurements.v1, partitioned by objective as its goal events are, in bundles of up
-  to BUNDLE notices per record; and the watermarks forwarded to every partition of that
-  topic.
+  period) to okr.kr-measurements.v1, partitioned by objective as its goal events are, in
+  bundles of up to BUNDLE notices per record; and the watermarks forwarded to every
+  partition of that topic.
 - objective agent on okr.goal-events.v1 + okr.kr-measurements.v1 (partitioned by objective) →
   Projector.apply_goal_batch: the notices it took are coalesced per objective and
   re-evaluated in slices of OBJECTIVES_PER_TX, the goal events with the first (other batches
