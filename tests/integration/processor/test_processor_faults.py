@@ -93,10 +93,7 @@ def test_malformed_readings_go_to_the_dlq_and_the_rest_flow(
     settings = Settings(data_dir=tmp_path / "data")
     log = Log()
     kpi = uuid.uuid4()
-    log.emit(
-        "kpi.defined", kpi, name="K", direction="increase", target=1.0, amber=0.9,
-        interval="day", aggregation="sum",
-    )  # fmt: skip
+    log.kpi(kpi, target=1.0, amber=0.9, interval="day", aggregation="sum")
     entries = store_events(settings, [e for _, e in log.entries])
     last = entries[-1][0]
     proc = ProcessorProcess(settings, fresh_broker.bootstrap, unique_group, tmp_path / "p.log")

@@ -43,6 +43,16 @@ class Log:
         self.entries.append((len(self.entries) + 1, event))
         return event
 
+    def kpi(
+        self, kpi_id: UUID, *, target: float, amber: float, interval: str, aggregation: str,
+        name: str = "K",
+    ) -> events.Event:  # fmt: skip
+        """kpi.defined of an increasing KPI."""
+        return self.emit(
+            "kpi.defined", kpi_id, name=name, direction="increase", target=target, amber=amber,
+            interval=interval, aggregation=aggregation,
+        )  # fmt: skip
+
     def reading(self, kpi_id: UUID, value: float, observed_at: datetime, rid: str) -> events.Event:
         stream = uuid5(NS, f"reading:{kpi_id}:{rid}")
         return self.emit(
@@ -86,16 +96,7 @@ def worked_example(log: Log) -> dict[str, UUID]:
     objective, kpi = uuid4(), uuid4()
     kr_a, kr_b, kr_c = uuid4(), uuid4(), uuid4()
     period = {"start": "2026-01-01", "end": "2026-03-31"}
-    log.emit(
-        "kpi.defined",
-        kpi,
-        name="Tickets",
-        direction="increase",
-        target=10.0,
-        amber=9.0,
-        interval="day",
-        aggregation="avg",
-    )
+    log.kpi(kpi, name="Tickets", target=10.0, amber=9.0, interval="day", aggregation="avg")
     log.emit(
         "objective.drafted", objective, title="Delight", owner="ana", level="company", period=period
     )
@@ -138,9 +139,8 @@ def synthetic(
     period = {"start": "2026-01-01", "end": "2026-12-31"}
     kpi_ids = [UUID(int=rnd.getrandbits(128)) for _ in range(kpis)]
     for k in kpi_ids:
-        log.emit(
-            "kpi.defined", k, name="K", direction="increase", target=100.0, amber=90.0,
-            interval=rnd.choice(["day", "week", "month"]),
+        log.kpi(
+            k, target=100.0, amber=90.0, interval=rnd.choice(["day", "week", "month"]),
             aggregation=rnd.choice(["avg", "sum", "last", "max"]),
         )  # fmt: skip
     obj_ids = [UUID(int=rnd.getrandbits(128)) for _ in range(objectives)]

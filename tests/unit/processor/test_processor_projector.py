@@ -254,10 +254,7 @@ def test_readings_notify_only_the_objectives_whose_period_holds_them(tmp_path: P
     the KPI."""
     log = Log()
     kpi = uuid4()
-    log.emit(
-        "kpi.defined", kpi, name="NPS", direction="increase", target=50.0, amber=40.0,
-        interval="week", aggregation="avg",
-    )  # fmt: skip
+    log.kpi(kpi, name="NPS", target=50.0, amber=40.0, interval="week", aggregation="avg")
     quarters = {}
     for q, (start, end) in enumerate(
         [("01-01", "03-31"), ("04-01", "06-30"), ("07-01", "09-30"), ("10-01", "12-31")], 1
@@ -331,10 +328,7 @@ def test_detection_raised_again_continues_its_version(tmp_path: Path) -> None:
     p = projector(tmp_path / "p.sqlite")
     log = Log()
     kpi = uuid4()
-    log.emit(
-        "kpi.defined", kpi, name="K", direction="increase", target=100.0, amber=90.0,
-        interval="day", aggregation="last",
-    )  # fmt: skip
+    log.kpi(kpi, target=100.0, amber=90.0, interval="day", aggregation="last")
     p.apply_goal_batch(log.goal_items())
     day = NOW.replace(hour=0)
     for hour, value in [(1, 10.0), (2, 200.0), (3, 10.0)]:
