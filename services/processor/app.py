@@ -38,7 +38,7 @@ from contracts.topics import (
     KR_MEASUREMENTS,
     READINGS_DLQ,
 )
-from services.processor.projector import Projector, utcnow
+from services.processor.projector import TICK_START, Projector, utcnow
 from services.processor.records import (
     DeadLetter,
     GoalItem,
@@ -386,7 +386,7 @@ def build_app(settings: Settings, projector: Projector, *, app_id: str | None = 
     @app.timer(TICK_S)  # type: ignore[untyped-decorator]
     async def tick() -> None:
         # Step by step, so batches interleave between the steps of a long tick.
-        after = await in_db(projector.tick_step)
+        after: tuple[str, str] | None = TICK_START
         while after is not None:
             after = await in_db(projector.tick_step, after)
 
