@@ -12,6 +12,7 @@ changes nothing.
 from __future__ import annotations
 
 import logging
+import time
 from bisect import bisect_right
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -53,6 +54,7 @@ from services.processor.records import (
     Watermark,
     keep_latest,
 )
+from services.processor.statecache import StateCache
 from services.projectionstore.db import Cursor, Database
 from services.projectionstore.meta import live_generation, write_lock
 from services.projectionstore.schema import Tables, iso, parse_iso
@@ -85,6 +87,10 @@ MAX_ROLLUP_LEVELS = 1_000  # objective hierarchy depth (parent cycles are refuse
 # Subjects (active objectives, then KPIs) per transaction of the time-driven tick: its
 # memory and its hold on the writer stay bounded however many objectives there are (one
 # transaction over 100k objectives held ~170 MB of rows and findings at once).
+# A cached objective state gives way to a new one only after going unused this long: longer
+# than a pass over every objective takes (~2 min for 100k on two cores), so passes over more
+# objectives than the cache holds keep hitting the ones it holds (statecache.py).
+CACHE_IDLE_S = 600.0
 TICK_CHUNK = 2_000
 TICK_START = ("objective", "")  # where a tick's first step starts: (subject type, after id)
 
@@ -184,8 +190,7 @@ class Projector:
         self.generation = generation
         self.lock = lock
         self.publish = publish
-        self.cache_size = cache_size
-        self._cache: dict[str, ObjectiveState] = {}
+        self._cache: StateCache[ObjectiveState] = StateCache(cache_size, CACHE_IDLE_S)
         self._cache_generation: int | None = None
         # Parsed kpi_days per KPI, valid while the stored days_version matches; bounded by
         # the number of day accumulators held.
@@ -216,9 +221,7 @@ class Projector:
             tx = Tx(cur, Tables(generation), self.clock())
             yield tx
             self.flush(tx)
-        self._cache.update(tx.cached)
-        while len(self._cache) > self.cache_size:
-            del self._cache[next(iter(self._cache))]
+        self._cache.put_all(tx.cached.items(), time.monotonic())
         self._keep_days(tx.days)
 
     def _keep_days(self, found: dict[str, tuple[int, dict[date, Accumulator]]]) -> None:
@@ -907,11 +910,12 @@ class Projector:
                 rows[row[0]] = row
         states: dict[str, ObjectiveState] = {}
         missing: list[str] = []
+        now = time.monotonic()
         for oid in ids:
             stored = rows.get(oid)
             if stored is None:
                 continue
-            cached = self._cache.get(oid)
+            cached = self._cache.get(oid, now)
             if cached is not None and cached.version == int(stored[1]):
                 states[oid] = cached
             else:
