@@ -84,13 +84,13 @@ def utcnow() -> datetime:
 
 
 MAX_ROLLUP_LEVELS = 1_000  # objective hierarchy depth (parent cycles are refused on write)
-# Subjects (active objectives, then KPIs) per transaction of the time-driven tick: its
-# memory and its hold on the writer stay bounded however many objectives there are (one
-# transaction over 100k objectives held ~170 MB of rows and findings at once).
 # A cached objective state gives way to a new one only after going unused this long: longer
 # than a pass over every objective takes (~2 min for 100k on two cores), so passes over more
 # objectives than the cache holds keep hitting the ones it holds (statecache.py).
 CACHE_IDLE_S = 600.0
+# Subjects (active objectives, then KPIs) per transaction of the time-driven tick: its
+# memory and its hold on the writer stay bounded however many objectives there are (one
+# transaction over 100k objectives held ~170 MB of rows and findings at once).
 TICK_CHUNK = 2_000
 TICK_START = ("objective", "")  # where a tick's first step starts: (subject type, after id)
 
