@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any
-from uuid import NAMESPACE_URL, UUID, uuid5
+from uuid import NAMESPACE_URL, UUID, uuid4, uuid5
 
 import orjson
 
@@ -56,7 +56,7 @@ from services.processor.records import (
 )
 from services.processor.statecache import StateCache
 from services.projectionstore.db import Cursor, Database
-from services.projectionstore.meta import live_generation, write_lock
+from services.projectionstore.meta import live_generation, read_meta, write_lock, write_meta
 from services.projectionstore.schema import Tables, iso, parse_iso
 
 log = logging.getLogger(__name__)
@@ -93,6 +93,10 @@ CACHE_IDLE_S = 600.0
 # transaction over 100k objectives held ~170 MB of rows and findings at once).
 TICK_CHUNK = 2_000
 TICK_START = ("objective", "")  # where a tick's first step starts: (subject type, after id)
+# projection_meta key: a token that changes in every transaction that applies goal events to
+# objectives (which may link, unlink or re-period key results), so each worker knows when
+# its map of the objectives measuring each KPI is out of date.
+LINKS_KEY = "links_token"
 
 
 def _chunks(items: Sequence[Any], size: int = CHUNK) -> Iterator[Sequence[Any]]:
@@ -106,6 +110,12 @@ def _marks(n: int) -> str:
 
 def _opt_iso(t: datetime | None) -> str | None:
     return None if t is None else iso(t)
+
+
+def _inputs(state: ObjectiveState, kpis: dict[str, KpiRow]) -> Inputs:
+    """The days versions of the KPIs that `state`'s key results measure, in `kpis`."""
+    found = {kr.kpi_id for kr in state.key_results if kr.kpi_id is not None}
+    return tuple((k, kpis[k].days_version if k in kpis else -1) for k in sorted(found))
 
 
 def _accumulator(row: Sequence[Any]) -> Accumulator:
@@ -144,6 +154,21 @@ class KpiRow:
     days_version: int = 0
 
 
+# The days_version of each KPI an objective's key results measure, as its evaluation read
+# them: (kpi_id, days_version) sorted; -1 for a KPI not defined (yet).
+Inputs = tuple[tuple[str, int], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Held:
+    """A cached objective state, with what its last committed evaluation read: the KPIs'
+    days versions and the evaluation time."""
+
+    state: ObjectiveState
+    inputs: Inputs
+    at: datetime
+
+
 @dataclass(slots=True)
 class Tx:
     """One projection write transaction: the cursor, the live tables, the evaluation time,
@@ -153,6 +178,8 @@ class Tx:
     tables: Tables
     now: datetime
     cached: dict[str, ObjectiveState] = field(default_factory=dict)
+    # objective_id -> (inputs, evaluation time) of the evaluations in this transaction.
+    inputs: dict[str, tuple[Inputs, datetime]] = field(default_factory=dict)
     published: list[tuple[str, bytes]] = field(default_factory=list)
     # kpi_id -> (days_version, {day: accumulator}): the KPI's complete kpi_days as this
     # transaction saw or wrote them, for the projector's day cache once it commits.
@@ -190,7 +217,7 @@ class Projector:
         self.generation = generation
         self.lock = lock
         self.publish = publish
-        self._cache: StateCache[ObjectiveState] = StateCache(cache_size, CACHE_IDLE_S)
+        self._cache: StateCache[Held] = StateCache(cache_size, CACHE_IDLE_S)
         self._cache_generation: int | None = None
         # Parsed kpi_days per KPI, valid while the stored days_version matches; bounded by
         # the number of day accumulators held.
@@ -201,6 +228,10 @@ class Projector:
         # they were built from.
         self.series_cache_size = 1_000
         self._series_cache: dict[tuple[Any, ...], tuple[int, Series]] = {}
+        # kpi_id -> (objective_id, period_start, period_end) of the key results measuring it,
+        # valid while projection_meta's LINKS_KEY holds `_links_token`.
+        self._links: dict[str, tuple[tuple[str, str, str], ...]] = {}
+        self._links_token: str | None = None
 
     # -- transactions --------------------------------------------------------------------
 
@@ -217,11 +248,15 @@ class Projector:
                 self._days_cache.clear()
                 self._days_held = 0
                 self._series_cache.clear()
+                self._links.clear()
                 self._cache_generation = generation
             tx = Tx(cur, Tables(generation), self.clock())
             yield tx
             self.flush(tx)
-        self._cache.put_all(tx.cached.items(), time.monotonic())
+        self._cache.put_all(
+            ((oid, Held(state, *tx.inputs[oid])) for oid, state in tx.cached.items()),
+            time.monotonic(),
+        )
         self._keep_days(tx.days)
 
     def _keep_days(self, found: dict[str, tuple[int, dict[date, Accumulator]]]) -> None:
@@ -337,16 +372,9 @@ class Projector:
         # the last day up to the period's end, when that day is not before its start.
         days = {kpi_id: sorted(found) for kpi_id, found in by_kpi.items()}
         chosen: dict[str, Notice] = {}
-        t = tx.tables
-        for chunk in _chunks(sorted(by_kpi)):
-            for objective_id, kpi_id, start, end in tx.cur.execute(
-                f"SELECT k.objective_id, k.kpi_id, o.period_start, o.period_end"
-                f" FROM {t.key_results} k JOIN {t.objectives} o"
-                f" ON o.objective_id = k.objective_id"
-                f" WHERE k.removed = 0 AND k.kpi_id IN ({_marks(len(chunk))})",
-                chunk,
-            ).fetchall():
-                kpi_days = days[kpi_id]
+        links = self._linked(tx, sorted(by_kpi))
+        for kpi_id, kpi_days in days.items():
+            for objective_id, start, end in links[kpi_id]:
                 i = bisect_right(kpi_days, end) - 1
                 if i < 0 or kpi_days[i] < start:
                     continue
@@ -357,6 +385,34 @@ class Projector:
                     Notice(objective_id, k.event_id, k.occurred_at, k.recorded_at),
                 )
         return [chosen[oid] for oid in sorted(chosen)]
+
+    def _linked(
+        self, tx: Tx, kpi_ids: Sequence[str]
+    ) -> dict[str, tuple[tuple[str, str, str], ...]]:
+        """(objective_id, period_start, period_end) of the key results measuring each of
+        these KPIs, as linked now: from the map kept across transactions while no goal event
+        was applied to an objective since (LINKS_KEY), else read for the KPIs missing."""
+        token = read_meta(tx.cur, LINKS_KEY)
+        if token != self._links_token:
+            self._links.clear()
+            self._links_token = token
+        missing = [k for k in kpi_ids if k not in self._links]
+        found: dict[str, list[tuple[str, str, str]]] = defaultdict(list)
+        dates: dict[str, str] = {}  # one string per period bound: most objectives share them
+        t = tx.tables
+        for chunk in _chunks(missing):
+            for objective_id, kpi_id, start, end in tx.cur.execute(
+                f"SELECT k.objective_id, k.kpi_id, o.period_start, o.period_end"
+                f" FROM {t.key_results} k JOIN {t.objectives} o"
+                f" ON o.objective_id = k.objective_id"
+                f" WHERE k.removed = 0 AND k.kpi_id IN ({_marks(len(chunk))})",
+                chunk,
+            ).fetchall():
+                start, end = dates.setdefault(start, start), dates.setdefault(end, end)
+                found[kpi_id].append((objective_id, start, end))
+        for kpi_id in missing:
+            self._links[kpi_id] = tuple(found.get(kpi_id, ()))
+        return self._links
 
     def _insert_readings(self, tx: Tx, rows: Sequence[ReadingRow]) -> list[ReadingRow]:
         """Insert the readings not stored yet (once per (kpi, reading id)); return those."""
@@ -719,6 +775,7 @@ class Projector:
             keep_latest(latest, n.objective_id, n)
         for oid, n in latest.items():
             causes[oid].append((n.event_id, "reading.recorded", n.occurred_at, n.recorded_at, None))
+        redefined: set[str] = set()  # objectives measuring a KPI whose events were applied
         if touched_kpis:
             for chunk in _chunks(sorted(touched_kpis)):
                 for (objective_id,) in tx.cur.execute(
@@ -727,10 +784,16 @@ class Projector:
                     chunk,
                 ).fetchall():
                     causes.setdefault(objective_id, [])
+                    redefined.add(objective_id)
         ids = sorted(set(by_stream) | set(causes))
         if not ids:
             return
         before, db_rows = self._load_states(tx, ids)
+        counted = self._already_counted(
+            tx,
+            {o: n for o, n in latest.items() if o not in by_stream and o not in redefined},
+            before,
+        )
         after: dict[str, ObjectiveState] = dict(before)
         applied: dict[str, list[GoalItem]] = defaultdict(list)
         goal_rows: list[tuple[Any, ...]] = []
@@ -787,9 +850,35 @@ class Projector:
                 for oid in sorted(applied)
             ],
         )
-        recompute = sorted(oid for oid in ids if oid in after)
+        if applied:
+            write_meta(tx.cur, LINKS_KEY, uuid4().hex)
+        recompute = sorted(oid for oid in ids if oid in after and oid not in counted)
         self._recompute(tx, recompute, before, after, applied, causes, db_rows)
         tx.cached.update({oid: after[oid] for oid in recompute})
+
+    def _already_counted(
+        self, tx: Tx, notices: dict[str, Notice], states: dict[str, ObjectiveState]
+    ) -> set[str]:
+        """The objectives of `notices` whose last committed evaluation already counted the
+        notice's reading: same state, every measured KPI at the days version it read, and
+        evaluated at or after the reading's observed time. Evaluating them again would
+        give what is stored. Such notices come in bulk when readings are applied while a
+        pass is under way: the pass counts them in the objectives it reaches later, and
+        their notices would start a second pass over those objectives."""
+        held: dict[str, Held] = {}
+        for oid, notice in notices.items():
+            h = self._cache.peek(oid)
+            if h is not None and h.state is states.get(oid) and h.at >= notice.occurred_at:
+                held[oid] = h
+        if not held:
+            return set()
+        kpis = self._kpis(tx, sorted({k for h in held.values() for k, _ in h.inputs}))
+        # A KPI not defined yet has readings but no days version to tell them by.
+        return {
+            oid
+            for oid, h in held.items()
+            if _inputs(h.state, kpis) == h.inputs and all(v >= 0 for _, v in h.inputs)
+        }
 
     def _goal_row(self, item: GoalItem) -> tuple[Any, ...]:
         e = item.event
@@ -915,9 +1004,9 @@ class Projector:
             stored = rows.get(oid)
             if stored is None:
                 continue
-            cached = self._cache.get(oid, now)
-            if cached is not None and cached.version == int(stored[1]):
-                states[oid] = cached
+            held = self._cache.get(oid, now)
+            if held is not None and held.state.version == int(stored[1]):
+                states[oid] = held.state
             else:
                 missing.append(oid)
         missing = self._snapshots(tx, missing, rows, states)
@@ -939,12 +1028,15 @@ class Projector:
         self, tx: Tx, states: Sequence[tuple[ObjectiveState, datetime]]
     ) -> tuple[dict[str, dict[str, Measurement]], dict[str, dict[str, Measurement]]]:
         """Measurements of the KPI-linked key results, by objective and key result: at the
-        evaluation time, and at the KR's latest (re)targeting (valid time)."""
+        evaluation time, and at the KR's latest (re)targeting (valid time). Records in
+        `tx.inputs` what each evaluation reads."""
         linked = [(s, at, kr) for s, at in states for kr in s.key_results if kr.kpi_id is not None]
-        if not linked:
-            return {}, {}
         kpi_ids = sorted({kr.kpi_id for _, _, kr in linked if kr.kpi_id is not None})
         kpis = self._kpis(tx, kpi_ids)
+        for s, at in states:
+            tx.inputs[s.id] = (_inputs(s, kpis), at)
+        if not linked:
+            return {}, {}
         days = self._all_days(tx, kpi_ids, kpis)
         found: dict[str, dict[str, Measurement]] = defaultdict(dict)
         at_change: dict[str, dict[str, Measurement]] = defaultdict(dict)

@@ -10,7 +10,7 @@ from uuid import uuid4
 
 import orjson
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from services.processor.digest import content_hash
@@ -397,3 +397,154 @@ def active_count(p: Projector) -> int:
     with p.db.transaction(write=False) as cur:
         n = cur.execute("SELECT COUNT(*) FROM g1_objectives WHERE state = 'active'").fetchone()
     return int(n[0])
+
+
+def _evaluated(p: Projector, objective: object) -> tuple[str, float]:
+    with p.db.transaction(write=False) as cur:
+        row = cur.execute(
+            "SELECT evaluated_at, score FROM g1_objectives WHERE objective_id = ?",
+            (str(objective),),
+        ).fetchone()
+    assert row is not None
+    return str(row[0]), float(row[1])
+
+
+def test_notices_of_readings_an_evaluation_already_counted_are_skipped(tmp_path: Path) -> None:
+    """An objective is re-evaluated for a notice only when its last evaluation may not have
+    counted the reading: a measured KPI changed since, or the reading is observed after the
+    evaluation time. Otherwise the notice changes nothing (a pass that reached the objective
+    after the reading was applied already counted it)."""
+    clock = [NOW]
+    db = Database("sqlite", path=tmp_path / "p.sqlite")
+    ensure_schema(db)
+    p = Projector(db, clock=lambda: clock[0])
+    log = Log()
+    ids = worked_example(log)
+    apply_all(p, log)
+    first, score = _evaluated(p, ids["objective"])
+    assert score == pytest.approx(0.65)
+    notices = p.apply_readings(log.reading_rows())  # a redelivery: nothing new stored
+    assert [n.objective_id for n in notices] == [str(ids["objective"])]
+    clock[0] = NOW + timedelta(hours=1)
+    p.apply_goal_batch([], notices)
+    assert _evaluated(p, ids["objective"]) == (first, score)  # skipped
+
+    # A new reading of the measured KPI: evaluated again, and it counts.
+    log.reading(ids["kpi"], 10.0, NOW - timedelta(days=1), "r3")
+    p.apply_goal_batch([], p.apply_readings(log.reading_rows()[-1:]))
+    second, score = _evaluated(p, ids["objective"])
+    assert second > first
+    assert score == pytest.approx((0.4 + 1.0 + 2 * (22 / 3) / 10) / 4)
+
+    # A reading observed after the evaluation time was not counted then: evaluated again
+    # once the clock has passed it, even though no KPI changed in between.
+    log.reading(ids["kpi"], 1.0, NOW + timedelta(days=2), "r4")
+    late = p.apply_readings(log.reading_rows()[-1:])
+    clock[0] = NOW + timedelta(days=1)
+    p.apply_goal_batch([], late)
+    third, unchanged = _evaluated(p, ids["objective"])
+    assert (third > second, unchanged) == (True, pytest.approx(score))
+    clock[0] = NOW + timedelta(days=3)
+    p.apply_goal_batch([], late)
+    fourth, counted = _evaluated(p, ids["objective"])
+    assert fourth > third
+    assert counted == pytest.approx((0.4 + 1.0 + 2 * (23 / 4) / 10) / 4)
+
+    # A goal event is always applied and evaluated, whatever the notices say.
+    clock[0] = NOW + timedelta(days=4)
+    log.emit("key_result.checked_in", ids["objective"], kr_id=ids["kr_a"], value=60.0)
+    p.apply_goal_batch(log.goal_items()[-1:], late)
+    fifth, moved = _evaluated(p, ids["objective"])
+    assert fifth > fourth
+    assert moved > counted
+
+
+def test_readings_notify_objectives_linked_since_by_another_worker(tmp_path: Path) -> None:
+    """A worker keeps the map of which objectives measure each KPI across transactions; a
+    key result linked (or unlinked) by another worker's goal events is seen by its next
+    readings."""
+    path = tmp_path / "p.sqlite"
+    log = Log()
+    kpi, first, second, kr = uuid4(), uuid4(), uuid4(), uuid4()
+    log.kpi(kpi, name="NPS", target=50.0, amber=40.0, interval="day", aggregation="last")
+    period = {"start": "2026-01-01", "end": "2026-03-31"}
+    for o in (first, second):
+        log.emit("objective.drafted", o, title="O", owner="ana", level="team", period=period)
+    log.emit(
+        "key_result.added", first, kr_id=uuid4(), title="A", kind="metric",
+        start=0.0, target=50.0, kpi_id=kpi,
+    )  # fmt: skip
+    readings, goals = projector(path), projector(path)
+    goals.apply_goal_batch(log.goal_items())
+
+    def notified(rid: str, day: int) -> list[str]:
+        log.reading(kpi, 30.0, datetime(2026, 2, day, tzinfo=UTC), rid)
+        return [n.objective_id for n in readings.apply_readings(log.reading_rows()[-1:])]
+
+    assert notified("r1", 1) == [str(first)]
+    log.emit(
+        "key_result.added", second, kr_id=kr, title="B", kind="metric",
+        start=0.0, target=50.0, kpi_id=kpi,
+    )  # fmt: skip
+    goals.apply_goal_batch(log.goal_items()[-1:])
+    assert notified("r2", 2) == sorted([str(first), str(second)])
+    log.emit("key_result.removed", second, kr_id=kr)
+    goals.apply_goal_batch(log.goal_items()[-1:])
+    assert notified("r3", 3) == [str(first)]
+
+
+# A whole interleaving is one example: many random draws by design.
+@settings(
+    max_examples=15,
+    deadline=None,
+    suppress_health_check=[HealthCheck.large_base_example, HealthCheck.too_slow],
+)
+@given(st.randoms(use_true_random=False), st.integers(min_value=0, max_value=2**16))
+def test_workers_restarting_amid_any_interleaving_give_the_same_tables(
+    rnd: object, seed: int
+) -> None:
+    """Two workers on one store, each restarted now and then (their caches of states,
+    links and what each evaluation counted start empty), apply goal events, readings (some
+    redelivered) and the notices in any interleaving and order, as time passes: once every
+    notice is applied, the tables equal those of one ordered pass."""
+    import random
+
+    assert isinstance(rnd, random.Random)
+    log = Log()
+    synthetic(log, objectives=8, kpis=3, readings=120, seed=seed)
+    goal, rows = log.goal_items(), log.reading_rows()
+    clock = [datetime(2026, 11, 30, tzinfo=UTC)]
+
+    def worker(path: Path) -> Projector:
+        db = Database("sqlite", path=path)
+        ensure_schema(db)
+        return Projector(db, clock=lambda: clock[0])
+
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / "live.sqlite"
+        workers = [worker(path), worker(path)]
+        pending: list[Notice] = []
+        g = r = 0
+        while g < len(goal) or r < len(rows) or pending:
+            w = rnd.randrange(2)
+            step = rnd.random()
+            if step < 0.1:
+                workers[w] = worker(path)
+            elif step < 0.45 and r < len(rows):
+                n = rnd.randint(1, 30)
+                pending += workers[w].apply_readings(rows[r : r + n])
+                if rnd.random() < 0.3:
+                    pending += workers[w].apply_readings(rows[max(0, r - 5) : r + n])
+                r += n
+            else:
+                k = rnd.randint(0, len(pending))
+                taken, pending = pending[:k], pending[k:]
+                rnd.shuffle(taken)
+                n = rnd.randint(1, 10) if step < 0.75 else 0
+                workers[w].apply_goal_batch(goal[g : g + n], taken)
+                g += n
+            clock[0] += timedelta(seconds=rnd.randint(0, 30))
+        reference = worker(Path(d) / "reference.sqlite")
+        reference.apply_goal_batch(goal)
+        reference.apply_goal_batch([], reference.apply_readings(rows))
+        assert tables_hash(workers[0], strict=False) == tables_hash(reference, strict=False)
