@@ -9,7 +9,9 @@
 - objective agent on okr.goal-events.v1 + okr.kr-measurements.v1 (partitioned by objective) →
   Projector.apply_goal_batch: the notices it took are coalesced per objective and
   re-evaluated in slices of OBJECTIVES_PER_TX, the goal events with the first (other batches
-  interleave between slices; notices arriving meanwhile coalesce into the next pass).
+  interleave between slices; notices arriving meanwhile coalesce into the next pass). A
+  take of notices only waits while the kpi agent works, up to PASS_HOLD_MAX_S, so a burst
+  of readings costs one pass per hold rather than one per kpi batch.
 - timers: time-driven detections (Projector.tick_step, a chunk per transaction), the
   detections outbox → okr.detections.v1, and handing freed memory back (runtime.py).
 
@@ -83,6 +85,13 @@ GOAL_TAKE = 1_000
 # objectives the pass is short and so is the pause. The pause ends early once the kpi agent
 # is idle: then there is nothing for it to give way to (at the end of a burst, say).
 PASS_PAUSE_MAX_S = 1.0
+# Before a pass, a take of measurement records only (no goal event) waits while the kpi
+# agent works, at most PASS_HOLD_MAX_S: during a burst of readings the pass then counts
+# everything applied meanwhile, and the notices of those readings find their objectives
+# already counted (Projector skips them), so every objective is re-evaluated about once
+# per hold instead of once per kpi batch. Scores lag a burst by up to that much more; a
+# goal event never waits, and with the kpi agent idle nothing does.
+PASS_HOLD_MAX_S = 10.0
 KPI_IDLE_S = 2 * WITHIN_S  # no kpi batch running or started for this long: its buffer is empty
 TICK_S = 30.0
 OUTBOX_S = 1.0
@@ -110,13 +119,26 @@ class Activity:
         return self.running == 0 and time.monotonic() - self.ended_at >= quiet_s
 
 
-async def give_way(busy_s: float, other: Activity) -> None:
-    """The objective agent's pause after a pass: `busy_s` (at most PASS_PAUSE_MAX_S) for the
-    kpi agent to apply what arrived meanwhile, or less once it is idle."""
-    deadline = time.monotonic() + min(busy_s, PASS_PAUSE_MAX_S)
+async def give_way(seconds: float, other: Activity) -> None:
+    """The objective agent's wait for the kpi agent (a pause after a pass, a hold before
+    one): `seconds` while it applies what arrived meanwhile, or less once it is idle."""
+    deadline = time.monotonic() + seconds
     # A poll, not an Event: "idle" is a quiet time (KPI_IDLE_S) that no event marks.
     while (left := deadline - time.monotonic()) > 0 and not other.idle(KPI_IDLE_S):  # noqa: ASYNC110
         await asyncio.sleep(min(left, WITHIN_S / 2))
+
+
+def measurements_only(records: Sequence[Any]) -> bool:
+    """Whether a take of the objective agent holds measurement records and, from the goal
+    topic, watermarks at most (no goal event)."""
+    measured = False
+    for event in records:
+        msg = event.message
+        if msg.topic == KR_MEASUREMENTS.name:
+            measured = True
+        elif watermark_of(header_map(msg.headers), msg.value) is None:
+            return False
+    return measured
 
 
 @dataclass
@@ -373,6 +395,8 @@ def build_app(settings: Settings, projector: Projector, *, app_id: str | None = 
     @app.agent(goals, name="objective")
     async def objective_agent(stream: Any) -> None:
         async for records in stream.take_events(GOAL_TAKE, within=WITHIN_S):
+            if measurements_only(records):
+                await give_way(PASS_HOLD_MAX_S, kpi_activity)
             try:
                 busy = await shielded(goal_pass(records))
             except Exception:
@@ -381,7 +405,7 @@ def build_app(settings: Settings, projector: Projector, *, app_id: str | None = 
                 log.critical("objective pass failed; exiting uncommitted", exc_info=True)
                 os._exit(70)
             if busy:
-                await give_way(busy, kpi_activity)
+                await give_way(min(busy, PASS_PAUSE_MAX_S), kpi_activity)
 
     @app.timer(TICK_S)  # type: ignore[untyped-decorator]
     async def tick() -> None:

@@ -1,11 +1,27 @@
-"""The objective agent's pause after a pass gives way to the kpi agent only while it works."""
+"""The objective agent's pause after a pass, and its hold before a pass of notices only,
+give way to the kpi agent only while it works."""
 
 from __future__ import annotations
 
 import asyncio
 import time
+from types import SimpleNamespace
 
-from services.processor.app import KPI_IDLE_S, PASS_PAUSE_MAX_S, Activity, give_way
+from contracts.topics import (
+    CONTENT_WATERMARK,
+    GOAL_EVENTS,
+    HEADER_CONTENT,
+    HEADER_WATERMARK,
+    KR_MEASUREMENTS,
+)
+from services.processor.app import (
+    KPI_IDLE_S,
+    PASS_PAUSE_MAX_S,
+    Activity,
+    give_way,
+    measurements_only,
+)
+from services.processor.records import encode_measure_watermark
 
 
 def test_activity_is_busy_while_a_batch_runs_and_shortly_after() -> None:
@@ -41,3 +57,21 @@ def test_the_pause_lasts_while_the_kpi_agent_works_and_ends_when_it_stops() -> N
     full, cut = asyncio.run(scenario())
     assert full >= 0.3, "the pause lasts as long as the pass while the kpi agent works"
     assert 0.1 + KPI_IDLE_S <= cut < PASS_PAUSE_MAX_S
+
+
+def _record(topic: str, value: bytes, headers: list[tuple[str, bytes]] | None = None) -> object:
+    return SimpleNamespace(message=SimpleNamespace(topic=topic, value=value, headers=headers or []))
+
+
+def test_only_a_take_of_measurements_and_watermarks_is_held() -> None:
+    measured = _record(KR_MEASUREMENTS.name, encode_measure_watermark(7, 0))
+    mark = _record(
+        GOAL_EVENTS.name,
+        b'{"watermark": 7}',
+        [(HEADER_CONTENT, CONTENT_WATERMARK.encode()), (HEADER_WATERMARK, b"7")],
+    )
+    goal_event = _record(GOAL_EVENTS.name, b'{"type": "objective.drafted"}')
+    assert measurements_only([measured, mark, measured])
+    assert not measurements_only([measured, goal_event]), "a goal event never waits"
+    assert not measurements_only([mark]), "nothing to re-evaluate: nothing to hold"
+    assert not measurements_only([])
