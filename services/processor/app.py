@@ -89,9 +89,10 @@ PASS_PAUSE_MAX_S = 1.0
 # agent works, at most PASS_HOLD_MAX_S: during a burst of readings the pass then counts
 # everything applied meanwhile, and the notices of those readings find their objectives
 # already counted (Projector skips them), so every objective is re-evaluated about once
-# per hold instead of once per kpi batch. Scores lag a burst by up to that much more; a
-# goal event never waits, and with the kpi agent idle nothing does.
-PASS_HOLD_MAX_S = 10.0
+# per hold instead of once per kpi batch. Scores and the applied position lag a burst by up
+# to that much more (a min_position read waits up to 10 s for them): kept well below that.
+# A goal event never waits, and with the kpi agent idle nothing does.
+PASS_HOLD_MAX_S = 5.0
 KPI_IDLE_S = 2 * WITHIN_S  # no kpi batch running or started for this long: its buffer is empty
 TICK_S = 30.0
 OUTBOX_S = 1.0
