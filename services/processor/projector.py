@@ -93,10 +93,15 @@ CACHE_IDLE_S = 600.0
 # transaction over 100k objectives held ~170 MB of rows and findings at once).
 TICK_CHUNK = 2_000
 TICK_START = ("objective", "")  # where a tick's first step starts: (subject type, after id)
-# projection_meta key: a token that changes in every transaction that applies goal events to
-# objectives (which may link, unlink or re-period key results), so each worker knows when
-# its map of the objectives measuring each KPI is out of date.
-LINKS_KEY = "links_token"
+
+
+def links_key(tables: Tables) -> str:
+    """The projection_meta key of a generation's links token: it changes in every
+    transaction that applies goal events to that generation's objectives (which may link,
+    unlink or re-period key results), so each worker knows when its map of the objectives
+    measuring each KPI is out of date. One per generation: a replay building the next one
+    never contends with the live workers for it."""
+    return f"links_token:g{tables.generation}"
 
 
 def _chunks(items: Sequence[Any], size: int = CHUNK) -> Iterator[Sequence[Any]]:
@@ -229,7 +234,7 @@ class Projector:
         self.series_cache_size = 1_000
         self._series_cache: dict[tuple[Any, ...], tuple[int, Series]] = {}
         # kpi_id -> (objective_id, period_start, period_end) of the key results measuring it,
-        # valid while projection_meta's LINKS_KEY holds `_links_token`.
+        # valid while projection_meta's links_key holds `_links_token`.
         self._links: dict[str, tuple[tuple[str, str, str], ...]] = {}
         self._links_token: str | None = None
 
@@ -391,8 +396,8 @@ class Projector:
     ) -> dict[str, tuple[tuple[str, str, str], ...]]:
         """(objective_id, period_start, period_end) of the key results measuring each of
         these KPIs, as linked now: from the map kept across transactions while no goal event
-        was applied to an objective since (LINKS_KEY), else read for the KPIs missing."""
-        token = read_meta(tx.cur, LINKS_KEY)
+        was applied to an objective since (links_key), else read for the KPIs missing."""
+        token = read_meta(tx.cur, links_key(tx.tables))
         if token != self._links_token:
             self._links.clear()
             self._links_token = token
@@ -851,7 +856,7 @@ class Projector:
             ],
         )
         if applied:
-            write_meta(tx.cur, LINKS_KEY, uuid4().hex)
+            write_meta(tx.cur, links_key(tx.tables), uuid4().hex)
         recompute = sorted(oid for oid in ids if oid in after and oid not in counted)
         self._recompute(tx, recompute, before, after, applied, causes, db_rows)
         tx.cached.update({oid: after[oid] for oid in recompute})

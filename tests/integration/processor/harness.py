@@ -32,7 +32,7 @@ from services.processor.digest import content_hash
 from services.projectionstore.db import Database
 from services.projectionstore.meta import live_generation
 from services.projectionstore.positions import applied_position
-from services.projectionstore.schema import META_DDL, Tables
+from services.projectionstore.schema import META_DDL, META_TABLE, Tables
 from services.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -230,12 +230,19 @@ def count_readings(settings: Settings) -> int:
 
 def replay_hash(settings: Settings) -> dict[str, str]:
     """Rebuild every projection from the event-store log; the content hash of the result."""
+    from services.processor.projector import links_key
     from services.processor.replay import rebuild
 
     db = projection_db(settings)
     store = EventStore.from_settings(settings)
     try:
         rebuild(db, store)
+        with db.transaction(write=False) as cur:
+            tokens = cur.execute(
+                f"SELECT key FROM {META_TABLE} WHERE key LIKE ?", ("links_token:%",)
+            ).fetchall()
+            live = links_key(Tables(live_generation(cur)))
+        assert {k for (k,) in tokens} <= {live}, "the dropped generations' links tokens stay"
         return live_hash(db)
     finally:
         store.close()
