@@ -10,8 +10,8 @@
   Projector.apply_goal_batch: the notices it took are coalesced per objective and
   re-evaluated in slices of OBJECTIVES_PER_TX, the goal events with the first (other batches
   interleave between slices; notices arriving meanwhile coalesce into the next pass). A
-  take of notices only waits while the kpi agent works (`hold_s`), so a burst of readings
-  costs one pass per hold rather than one per kpi batch.
+  take of notices only waits while the kpi agent works, at most PASS_HOLD_S, so a burst of
+  readings costs one pass per hold rather than one per kpi batch.
 - timers: time-driven detections (Projector.tick_step, a chunk per transaction), the
   detections outbox → okr.detections.v1, and handing freed memory back (runtime.py).
 
@@ -86,14 +86,13 @@ GOAL_TAKE = 1_000
 # is idle: then there is nothing for it to give way to (at the end of a burst, say).
 PASS_PAUSE_MAX_S = 1.0
 # Before a pass, a take of measurement records only (no goal event) waits while the kpi
-# agent works, at most PASS_HOLD_S or as long as the last pass kept the database busy,
-# whichever is longer (`hold_s`): during a burst of readings the pass then counts
+# agent works, at most PASS_HOLD_S: during a burst of readings the pass then counts
 # everything applied meanwhile, and the notices of those readings find their objectives
 # already counted (Projector skips them), so every objective is re-evaluated about once
-# per hold instead of once per kpi batch, and passes take at most about half of the
-# database thread while readings flow. Scores and the applied position lag a burst by up to
-# a hold more; with few objectives that is PASS_HOLD_S, well below the 10 s a min_position
-# read waits. A goal event never waits, and with the kpi agent idle nothing does.
+# per hold instead of once per kpi batch. Scores and the applied position lag a burst by up
+# to a hold more, half the 10 s a min_position read waits. Not longer: while the agent
+# holds, its buffer fills, and a consumer blocked on a full buffer past its poll interval
+# leaves the group. A goal event never waits, and with the kpi agent idle nothing does.
 PASS_HOLD_S = 5.0
 KPI_IDLE_S = 2 * WITHIN_S  # no kpi batch running or started for this long: its buffer is empty
 TICK_S = 30.0
@@ -129,12 +128,6 @@ async def give_way(seconds: float, other: Activity) -> None:
     # A poll, not an Event: "idle" is a quiet time (KPI_IDLE_S) that no event marks.
     while (left := deadline - time.monotonic()) > 0 and not other.idle(KPI_IDLE_S):  # noqa: ASYNC110
         await asyncio.sleep(min(left, WITHIN_S / 2))
-
-
-def hold_s(last_pass_s: float) -> float:
-    """How long a take of notices may wait for the kpi agent, after a pass that kept the
-    database busy `last_pass_s` seconds (0 when it re-evaluated nothing)."""
-    return max(PASS_HOLD_S, last_pass_s)
 
 
 def measurements_only(records: Sequence[Any]) -> bool:
@@ -403,10 +396,9 @@ def build_app(settings: Settings, projector: Projector, *, app_id: str | None = 
 
     @app.agent(goals, name="objective")
     async def objective_agent(stream: Any) -> None:
-        last_pass_s = 0.0
         async for records in stream.take_events(GOAL_TAKE, within=WITHIN_S):
             if measurements_only(records):
-                await give_way(hold_s(last_pass_s), kpi_activity)
+                await give_way(PASS_HOLD_S, kpi_activity)
             try:
                 busy = await shielded(goal_pass(records))
             except Exception:
@@ -415,7 +407,6 @@ def build_app(settings: Settings, projector: Projector, *, app_id: str | None = 
                 log.critical("objective pass failed; exiting uncommitted", exc_info=True)
                 os._exit(70)
             if busy:
-                last_pass_s = busy
                 await give_way(min(busy, PASS_PAUSE_MAX_S), kpi_activity)
 
     @app.timer(TICK_S)  # type: ignore[untyped-decorator]

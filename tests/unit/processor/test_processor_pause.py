@@ -16,11 +16,9 @@ from contracts.topics import (
 )
 from services.processor.app import (
     KPI_IDLE_S,
-    PASS_HOLD_S,
     PASS_PAUSE_MAX_S,
     Activity,
     give_way,
-    hold_s,
     measurements_only,
 )
 from services.processor.records import encode_measure_watermark
@@ -77,8 +75,3 @@ def test_only_a_take_of_measurements_and_watermarks_is_held() -> None:
     assert not measurements_only([measured, goal_event]), "a goal event never waits"
     assert not measurements_only([mark]), "nothing to re-evaluate: nothing to hold"
     assert not measurements_only([])
-
-
-def test_the_hold_lasts_at_least_pass_hold_s_and_as_long_as_the_last_pass() -> None:
-    assert hold_s(0.0) == hold_s(PASS_HOLD_S / 2) == PASS_HOLD_S
-    assert hold_s(4 * PASS_HOLD_S) == 4 * PASS_HOLD_S
