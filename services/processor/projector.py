@@ -56,7 +56,13 @@ from services.processor.records import (
 )
 from services.processor.statecache import StateCache
 from services.projectionstore.db import Cursor, Database
-from services.projectionstore.meta import live_generation, read_meta, write_lock, write_meta
+from services.projectionstore.meta import (
+    links_key,
+    live_generation,
+    read_meta,
+    write_lock,
+    write_meta,
+)
 from services.projectionstore.schema import Tables, iso, parse_iso
 
 log = logging.getLogger(__name__)
@@ -93,15 +99,6 @@ CACHE_IDLE_S = 600.0
 # transaction over 100k objectives held ~170 MB of rows and findings at once).
 TICK_CHUNK = 2_000
 TICK_START = ("objective", "")  # where a tick's first step starts: (subject type, after id)
-
-
-def links_key(tables: Tables) -> str:
-    """The projection_meta key of a generation's links token: it changes in every
-    transaction that applies goal events to that generation's objectives (which may link,
-    unlink or re-period key results), so each worker knows when its map of the objectives
-    measuring each KPI is out of date. One per generation: a replay building the next one
-    never contends with the live workers for it."""
-    return f"links_token:g{tables.generation}"
 
 
 def _chunks(items: Sequence[Any], size: int = CHUNK) -> Iterator[Sequence[Any]]:

@@ -19,7 +19,7 @@ import orjson
 
 import events
 from services.eventstore.store import EventStore, StoredNotification
-from services.processor.projector import Projector, Tx, links_key
+from services.processor.projector import Projector, Tx
 from services.processor.records import (
     GoalItem,
     Notice,
@@ -36,12 +36,7 @@ from services.projectionstore.meta import (
     write_lock,
     write_meta,
 )
-from services.projectionstore.schema import (
-    META_DDL,
-    META_TABLE,
-    PROJECTION_SCHEMA_VERSION,
-    Tables,
-)
+from services.projectionstore.schema import META_DDL, PROJECTION_SCHEMA_VERSION, Tables
 from services.settings import Settings, load_settings
 
 log = logging.getLogger(__name__)
@@ -148,7 +143,6 @@ def rebuild(db: Database, store: EventStore, *, chunk: int = CHUNK) -> ReplaySta
         write_lock(cur)
         for g in range(1, new):
             drop_tables(cur, Tables(g))
-            cur.execute(f"DELETE FROM {META_TABLE} WHERE key = ?", (links_key(Tables(g)),))
     stats.position = after
     stats.seconds = time.perf_counter() - started
     return stats

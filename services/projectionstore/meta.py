@@ -1,9 +1,10 @@
 """Which generation of the projection tables is live, and the writers' lock.
 
 `projection_meta` rows: ("generation", N) names the live `Tables(N)`; ("schema_version", V)
-says which PROJECTION_SCHEMA_VERSION built it. Every projection write transaction takes
-`write_lock` first, so writers (processor workers, the replay's final catch-up and swap)
-are serialised and always see the generation that is live when they hold the lock.
+says which PROJECTION_SCHEMA_VERSION built it; (`links_key(Tables(N))`, token) per
+generation. Every projection write transaction takes `write_lock` first, so writers
+(processor workers, the replay's final catch-up and swap) are serialised and always see
+the generation that is live when they hold the lock.
 """
 
 from __future__ import annotations
@@ -44,14 +45,25 @@ def live_generation(cur: Cursor) -> int:
     return 1 if value is None else int(value)
 
 
+def links_key(tables: Tables) -> str:
+    """The projection_meta key of a generation's links token: it changes in every
+    transaction that applies goal events to that generation's objectives (which may link,
+    unlink or re-period key results), so each processor worker knows when its map of the
+    objectives measuring each KPI is out of date. One per generation: a replay building the
+    next one never contends with the live workers for it."""
+    return f"links_token:g{tables.generation}"
+
+
 def create_tables(cur: Cursor, tables: Tables) -> None:
     for statement in tables.ddl(cur.dialect):
         cur.execute(statement)
 
 
 def drop_tables(cur: Cursor, tables: Tables) -> None:
+    """Drop a generation's tables and its projection_meta rows (its links token)."""
     for name in tables.all():
         cur.execute(f"DROP TABLE IF EXISTS {name}")
+    cur.execute(f"DELETE FROM {META_TABLE} WHERE key = ?", (links_key(tables),))
 
 
 def ensure_schema(db: Database) -> tuple[int, int]:

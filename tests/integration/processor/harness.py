@@ -30,7 +30,7 @@ from contracts.topics import (
 from services.eventstore.store import EventStore
 from services.processor.digest import content_hash
 from services.projectionstore.db import Database
-from services.projectionstore.meta import live_generation
+from services.projectionstore.meta import links_key, live_generation
 from services.projectionstore.positions import applied_position
 from services.projectionstore.schema import META_DDL, META_TABLE, Tables
 from services.settings import Settings
@@ -230,7 +230,6 @@ def count_readings(settings: Settings) -> int:
 
 def replay_hash(settings: Settings) -> dict[str, str]:
     """Rebuild every projection from the event-store log; the content hash of the result."""
-    from services.processor.projector import links_key
     from services.processor.replay import rebuild
 
     db = projection_db(settings)
