@@ -6,7 +6,8 @@
 - raw Kafka: the same records produced with kafka-python and consumed with aiokafka
 - naive: a per-event faust agent with a Table (`table[k] += v`), one reading per record
 - replay: events/s of `services.processor.replay.rebuild` over the same store
-- processor RSS at the end, and its peak while the readings flow (sampled every 0.2 s)
+- processor RSS at the end, and its peak while the readings flow (sampled every 0.2 s;
+  OKR_BENCH_RSS_LOG=FILE appends each sample, "unix-time MB", to FILE)
 Run: `.venv/bin/python -m tests.bench.bench_processor [readings]`.
 """
 
@@ -233,15 +234,24 @@ class PeakRss:
         self.process = psutil.Process(pid)
         self.every_s = every_s
         self.mb = 0.0
+        self._log = os.environ.get("OKR_BENCH_RSS_LOG")
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
 
     def _sample(self) -> None:
-        while True:
-            with contextlib.suppress(psutil.Error):
-                self.mb = max(self.mb, self.process.memory_info().rss / 2**20)
-            if self._done.wait(self.every_s):
-                return
+        out = open(self._log, "a", buffering=1) if self._log else None  # noqa: SIM115
+        try:
+            while True:
+                with contextlib.suppress(psutil.Error):
+                    mb = self.process.memory_info().rss / 2**20
+                    self.mb = max(self.mb, mb)
+                    if out is not None:
+                        out.write(f"{time.time():.3f} {mb:.1f}\n")
+                if self._done.wait(self.every_s):
+                    return
+        finally:
+            if out is not None:
+                out.close()
 
     def __enter__(self) -> PeakRss:
         self._thread.start()
