@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
-from typing import Any
+from typing import Any, NamedTuple
 from uuid import NAMESPACE_URL, UUID, uuid4, uuid5
 
 import orjson
@@ -94,6 +94,9 @@ MAX_ROLLUP_LEVELS = 1_000  # objective hierarchy depth (parent cycles are refuse
 # than a pass over every objective takes (~2 min for 100k on two cores), so passes over more
 # objectives than the cache holds keep hitting the ones it holds (statecache.py).
 CACHE_IDLE_S = 600.0
+# What the last evaluations read (Seen), kept for up to this many objectives: ~100 bytes
+# each, the inputs and evaluation times shared.
+SEEN_SIZE = 1_000_000
 # Subjects (active objectives, then KPIs) per transaction of the time-driven tick: its
 # memory and its hold on the writer stay bounded however many objectives there are (one
 # transaction over 100k objectives held ~170 MB of rows and findings at once).
@@ -161,12 +164,11 @@ class KpiRow:
 Inputs = tuple[tuple[str, int], ...]
 
 
-@dataclass(frozen=True, slots=True)
-class Held:
-    """A cached objective state, with what its last committed evaluation read: the KPIs'
-    days versions and the evaluation time."""
+class Seen(NamedTuple):
+    """What an objective's last committed evaluation by this worker read: the state's
+    version, the measured KPIs' days versions, and the evaluation time."""
 
-    state: ObjectiveState
+    version: int
     inputs: Inputs
     at: datetime
 
@@ -219,7 +221,11 @@ class Projector:
         self.generation = generation
         self.lock = lock
         self.publish = publish
-        self._cache: StateCache[Held] = StateCache(cache_size, CACHE_IDLE_S)
+        self._cache: StateCache[ObjectiveState] = StateCache(cache_size, CACHE_IDLE_S)
+        # objective_id -> what its last evaluation here read, for every objective evaluated
+        # (not only the cached states): a notice it already counted is skipped before any
+        # state is loaded.
+        self._seen: dict[str, Seen] = {}
         self._cache_generation: int | None = None
         # Parsed kpi_days per KPI, valid while the stored days_version matches; bounded by
         # the number of day accumulators held.
@@ -247,6 +253,7 @@ class Projector:
             generation = self.generation if self.generation is not None else live_generation(cur)
             if generation != self._cache_generation:
                 self._cache.clear()
+                self._seen.clear()
                 self._days_cache.clear()
                 self._days_held = 0
                 self._series_cache.clear()
@@ -255,11 +262,19 @@ class Projector:
             tx = Tx(cur, Tables(generation), self.clock())
             yield tx
             self.flush(tx)
-        self._cache.put_all(
-            ((oid, Held(state, *tx.inputs[oid])) for oid, state in tx.cached.items()),
-            time.monotonic(),
-        )
+        self._cache.put_all(tx.cached.items(), time.monotonic())
+        self._keep_seen(tx)
         self._keep_days(tx.days)
+
+    def _keep_seen(self, tx: Tx) -> None:
+        shared: dict[Inputs, Inputs] = {}  # one tuple for the objectives that read the same
+        seen = self._seen
+        for oid, state in tx.cached.items():
+            inputs, at = tx.inputs[oid]
+            seen.pop(oid, None)  # re-inserted last: the oldest entries go first
+            seen[oid] = Seen(state.version, shared.setdefault(inputs, inputs), at)
+        while len(seen) > SEEN_SIZE:
+            del seen[next(iter(seen))]
 
     def _keep_days(self, found: dict[str, tuple[int, dict[date, Accumulator]]]) -> None:
         for kpi_id, entry in found.items():
@@ -362,11 +377,11 @@ class Projector:
 
     def objectives_measuring(self, tx: Tx, kpi_notices: Sequence[KpiNotice]) -> list[Notice]:
         """One notice per objective whose key results measure a KPI of `kpi_notices` (as
-        linked now) on a day inside the objective's period, caused by the latest such
-        notice; by objective id. An objective whose period holds none of the days is left
-        alone: its key results only measure the days of its period, so its scores cannot
-        have changed (past quarters linked to a KPI cost nothing when today's readings come
-        in)."""
+        linked now) on a day it measures, caused by the latest such notice; by objective id.
+        An objective measures the days of its period up to its evaluation time: a closed
+        one, up to the day it closed (Projector.evaluation_time). Days outside those cannot
+        change its scores, so it is left alone: past quarters linked to a KPI cost nothing
+        when today's readings come in, nor do objectives closed before the readings' days."""
         by_kpi: dict[str, dict[str, KpiNotice]] = defaultdict(dict)
         for k in kpi_notices:
             keep_latest(by_kpi[k.kpi_id], k.day, k)
@@ -391,9 +406,11 @@ class Projector:
     def _linked(
         self, tx: Tx, kpi_ids: Sequence[str]
     ) -> dict[str, tuple[tuple[str, str, str], ...]]:
-        """(objective_id, period_start, period_end) of the key results measuring each of
-        these KPIs, as linked now: from the map kept across transactions while no goal event
-        was applied to an objective since (links_key), else read for the KPIs missing."""
+        """(objective_id, first day, last day it measures) of the key results measuring
+        each of these KPIs, as linked now: from the map kept across transactions while no
+        goal event was applied to an objective since (links_key), else read for the KPIs
+        missing. The days are its period's, up to the day it closed for one evaluated at
+        its close (evaluation_time: no longer active, with a close time)."""
         token = read_meta(tx.cur, links_key(tx.tables))
         if token != self._links_token:
             self._links.clear()
@@ -403,13 +420,15 @@ class Projector:
         dates: dict[str, str] = {}  # one string per period bound: most objectives share them
         t = tx.tables
         for chunk in _chunks(missing):
-            for objective_id, kpi_id, start, end in tx.cur.execute(
-                f"SELECT k.objective_id, k.kpi_id, o.period_start, o.period_end"
-                f" FROM {t.key_results} k JOIN {t.objectives} o"
+            for objective_id, kpi_id, start, end, state, closed_at in tx.cur.execute(
+                f"SELECT k.objective_id, k.kpi_id, o.period_start, o.period_end, o.state,"
+                f" o.closed_at FROM {t.key_results} k JOIN {t.objectives} o"
                 f" ON o.objective_id = k.objective_id"
                 f" WHERE k.removed = 0 AND k.kpi_id IN ({_marks(len(chunk))})",
                 chunk,
             ).fetchall():
+                if state != "active" and closed_at is not None:
+                    end = min(end, closed_at[:10])  # stored text: the UTC day comes first
                 start, end = dates.setdefault(start, start), dates.setdefault(end, end)
                 found[kpi_id].append((objective_id, start, end))
         for kpi_id in missing:
@@ -790,12 +809,13 @@ class Projector:
         ids = sorted(set(by_stream) | set(causes))
         if not ids:
             return
-        before, db_rows = self._load_states(tx, ids)
+        db_rows = self._objective_rows(tx, ids)
         counted = self._already_counted(
             tx,
             {o: n for o, n in latest.items() if o not in by_stream and o not in redefined},
-            before,
+            db_rows,
         )
+        before = self._load_states(tx, [o for o in ids if o not in counted], db_rows)
         after: dict[str, ObjectiveState] = dict(before)
         applied: dict[str, list[GoalItem]] = defaultdict(list)
         goal_rows: list[tuple[Any, ...]] = []
@@ -859,27 +879,36 @@ class Projector:
         tx.cached.update({oid: after[oid] for oid in recompute})
 
     def _already_counted(
-        self, tx: Tx, notices: dict[str, Notice], states: dict[str, ObjectiveState]
+        self, tx: Tx, notices: dict[str, Notice], rows: dict[str, tuple[Any, ...]]
     ) -> set[str]:
-        """The objectives of `notices` whose last committed evaluation already counted the
-        notice's reading: same state, every measured KPI at the days version it read, and
-        evaluated at or after the reading's observed time. Evaluating them again would
-        give what is stored. Such notices come in bulk when readings are applied while a
-        pass is under way: the pass counts them in the objectives it reaches later, and
-        their notices would start a second pass over those objectives."""
-        held: dict[str, Held] = {}
+        """The objectives of `notices` whose last evaluation here already counted the
+        notice's reading: the stored state still has the version it evaluated, every KPI
+        it measures still has the days version it read, and it was evaluated at or after
+        the reading's observed time. Evaluating them again would give what is stored (a
+        later evaluation by another worker read at least as much). Such notices come in
+        bulk when readings are applied while a pass is under way: the pass counts them in
+        the objectives it reaches later, and their notices would start a second pass over
+        those objectives."""
+        held: dict[str, Seen] = {}
         for oid, notice in notices.items():
-            h = self._cache.peek(oid)
-            if h is not None and h.state is states.get(oid) and h.at >= notice.occurred_at:
-                held[oid] = h
+            seen = self._seen.get(oid)
+            row = rows.get(oid)
+            if (
+                seen is not None
+                and row is not None
+                and seen.version == int(row[1])
+                and seen.at >= notice.occurred_at
+                # A KPI not defined yet has readings but no days version to tell them by.
+                and all(v >= 0 for _, v in seen.inputs)
+            ):
+                held[oid] = seen
         if not held:
             return set()
         kpis = self._kpis(tx, sorted({k for h in held.values() for k, _ in h.inputs}))
-        # A KPI not defined yet has readings but no days version to tell them by.
         return {
             oid
             for oid, h in held.items()
-            if _inputs(h.state, kpis) == h.inputs and all(v >= 0 for _, v in h.inputs)
+            if all(k in kpis and kpis[k].days_version == v for k, v in h.inputs)
         }
 
     def _goal_row(self, item: GoalItem) -> tuple[Any, ...]:
@@ -985,20 +1014,27 @@ class Projector:
         ).fetchone()
         return None if row is None else row[0]
 
-    def _load_states(
-        self, tx: Tx, ids: Sequence[str]
-    ) -> tuple[dict[str, ObjectiveState], dict[str, tuple[Any, ...]]]:
-        """Current states (cache, else the stored snapshot, each checked against the stored
-        version, else a fold of the stored goal events) and the stored objective rows."""
-        t = tx.tables
+    def _objective_rows(self, tx: Tx, ids: Sequence[str]) -> dict[str, tuple[Any, ...]]:
+        """The stored objective rows (id, version, score, progress, rollup_score, parent_id,
+        state, position) of these objectives."""
         rows: dict[str, tuple[Any, ...]] = {}
         for chunk in _chunks(list(ids)):
             for row in tx.cur.execute(
                 "SELECT objective_id, version, score, progress, rollup_score, parent_id, state,"
-                f" position FROM {t.objectives} WHERE objective_id IN ({_marks(len(chunk))})",
+                f" position FROM {tx.tables.objectives}"
+                f" WHERE objective_id IN ({_marks(len(chunk))})",
                 chunk,
             ).fetchall():
                 rows[row[0]] = row
+        return rows
+
+    def _load_states(
+        self, tx: Tx, ids: Sequence[str], rows: dict[str, tuple[Any, ...]]
+    ) -> dict[str, ObjectiveState]:
+        """Current states of the objectives with stored `rows`: cached, else the stored
+        snapshot (each checked against the stored version), else a fold of the stored goal
+        events."""
+        t = tx.tables
         states: dict[str, ObjectiveState] = {}
         missing: list[str] = []
         now = time.monotonic()
@@ -1007,8 +1043,8 @@ class Projector:
             if stored is None:
                 continue
             held = self._cache.get(oid, now)
-            if held is not None and held.state.version == int(stored[1]):
-                states[oid] = held.state
+            if held is not None and held.version == int(stored[1]):
+                states[oid] = held
             else:
                 missing.append(oid)
         missing = self._snapshots(tx, missing, rows, states)
@@ -1024,7 +1060,7 @@ class Projector:
             state = fold(bodies.get(oid, ()))
             if state is not None:
                 states[oid] = state
-        return states, rows
+        return states
 
     def _measurements(
         self, tx: Tx, states: Sequence[tuple[ObjectiveState, datetime]]

@@ -218,8 +218,8 @@ def test_readings_in_any_order_and_batching_give_the_same_tables(
 def test_kpi_notices_resolve_to_the_objectives_measuring_them(tmp_path: Path) -> None:
     """readings_in gives one notice per KPI and observed day, however many objectives it
     feeds; objectives_measuring gives each objective measuring one of them a notice carrying
-    the latest cause inside the objective's period (synthetic's readings run into 2027,
-    past the objectives' 2026)."""
+    the latest cause of the days it measures: its period's (synthetic's readings run into
+    2027, past the objectives' 2026) up to its close day for the closed ones (June 1)."""
     p = projector(tmp_path / "p.sqlite")
     log = Log()
     _, kpis = synthetic(log, objectives=30, kpis=3, readings=300)
@@ -233,15 +233,24 @@ def test_kpi_notices_resolve_to_the_objectives_measuring_them(tmp_path: Path) ->
                 "SELECT objective_id, kpi_id FROM g1_key_results WHERE kpi_id IS NOT NULL"
             ).fetchall()
         )
+        last_day = {
+            oid: "2026-12-31" if state == "active" else closed_at[:10]
+            for oid, state, closed_at in tx.cur.execute(
+                "SELECT objective_id, state, closed_at FROM g1_objectives"
+            ).fetchall()
+        }
     days = {(n.kpi_id, n.day) for n in kpi_notices}
     assert days == {(r.kpi_id, r.observed_at[:10]) for r in rows}
     assert len(kpi_notices) == len(days)
     assert {n.kpi_id for n in kpi_notices} == {str(k) for k in kpis}
     assert any(n.day > "2026-12-31" for n in kpi_notices)
+    assert "2026-06-01" in last_day.values()
     assert [n.objective_id for n in resolved] == sorted(linked)
     for n in resolved:
         in_period = [
-            k for k in kpi_notices if k.kpi_id == linked[n.objective_id] and k.day <= "2026-12-31"
+            k
+            for k in kpi_notices
+            if k.kpi_id == linked[n.objective_id] and k.day <= last_day[n.objective_id]
         ]
         cause = max(in_period, key=lambda k: (k.occurred_at, k.event_id))
         assert (n.event_id, n.occurred_at) == (cause.event_id, cause.occurred_at)
@@ -290,6 +299,51 @@ def test_readings_notify_only_the_objectives_whose_period_holds_them(tmp_path: P
     assert current[quarters[1]] == pytest.approx(32.5)  # avg of February and March
     assert current[quarters[2]] == pytest.approx(45.0)
     assert [current[quarters[q]] for q in (3, 4)] == [before[quarters[q]] for q in (3, 4)]
+
+
+def test_readings_after_an_objectives_close_day_leave_it_alone(tmp_path: Path) -> None:
+    """A closed objective is evaluated at its close, so it measures the days up to the one
+    it closed: a later day's reading does not notify it (its scores cannot change) until it
+    is reopened, while one of its close day, even after the close time, does (days count
+    whole). The tables equal those of re-evaluating both objectives."""
+    log = Log()
+    kpi, closing, running = uuid4(), uuid4(), uuid4()
+    log.kpi(kpi, name="NPS", target=50.0, amber=40.0, interval="day", aggregation="avg")
+    period = {"start": "2026-01-01", "end": "2026-12-31"}
+    for o in (closing, running):
+        log.emit("objective.drafted", o, title="O", owner="ana", level="team", period=period)
+        log.emit(
+            "key_result.added", o, kr_id=uuid4(), title="NPS", kind="metric",
+            start=0.0, target=50.0, kpi_id=kpi,
+        )  # fmt: skip
+    log.emit("objective.closed", closing, at=datetime(2026, 5, 10, 12, tzinfo=UTC))
+    log.reading(kpi, 30.0, datetime(2026, 5, 9, 9, tzinfo=UTC), "may9")
+    late_that_day = log.reading(kpi, 40.0, datetime(2026, 5, 10, 18, tzinfo=UTC), "may10")
+    june = log.reading(kpi, 45.0, datetime(2026, 6, 5, 9, tzinfo=UTC), "june")
+    july = datetime(2026, 7, 15, tzinfo=UTC)
+    skipping, everyone = (projector(tmp_path / f"{n}.sqlite", july) for n in ("a", "b"))
+    for p in (skipping, everyone):
+        p.apply_goal_batch(log.goal_items())
+    notices = skipping.apply_readings(log.reading_rows())
+    causes = {n.objective_id: n.event_id for n in notices}
+    assert causes == {str(closing): str(late_that_day.event_id), str(running): str(june.event_id)}
+    skipping.apply_goal_batch([], notices)
+    everyone.apply_readings(log.reading_rows())
+    everyone.apply_goal_batch(
+        [], [Notice(str(o), str(june.event_id), july, july) for o in (closing, running)]
+    )
+    assert tables_hash(skipping, strict=False) == tables_hash(everyone, strict=False)
+    assert _currents(skipping)[str(closing)] == pytest.approx(35.0)  # May 9 and 10
+
+    log.reading(kpi, 50.0, datetime(2026, 6, 6, 9, tzinfo=UTC), "june6")
+    notified = skipping.apply_readings(log.reading_rows()[-1:])
+    assert [n.objective_id for n in notified] == [str(running)]
+    skipping.apply_goal_batch([], notified)
+    log.emit("objective.reopened", closing, at=july)
+    skipping.apply_goal_batch(log.goal_items()[-1:])
+    log.reading(kpi, 20.0, datetime(2026, 7, 1, 9, tzinfo=UTC), "july1")
+    notified = skipping.apply_readings(log.reading_rows()[-1:])
+    assert sorted(n.objective_id for n in notified) == sorted([str(closing), str(running)])
 
 
 def _currents(p: Projector) -> dict[str, float | None]:
@@ -409,15 +463,19 @@ def _evaluated(p: Projector, objective: object) -> tuple[str, float]:
     return str(row[0]), float(row[1])
 
 
-def test_notices_of_readings_an_evaluation_already_counted_are_skipped(tmp_path: Path) -> None:
+@pytest.mark.parametrize("cache_size", [20_000, 0], ids=["state-cached", "state-not-cached"])
+def test_notices_of_readings_an_evaluation_already_counted_are_skipped(
+    tmp_path: Path, cache_size: int
+) -> None:
     """An objective is re-evaluated for a notice only when its last evaluation may not have
     counted the reading: a measured KPI changed since, or the reading is observed after the
     evaluation time. Otherwise the notice changes nothing (a pass that reached the objective
-    after the reading was applied already counted it)."""
+    after the reading was applied already counted it), also when the objective's state is
+    not in the state cache (more objectives than it holds)."""
     clock = [NOW]
     db = Database("sqlite", path=tmp_path / "p.sqlite")
     ensure_schema(db)
-    p = Projector(db, clock=lambda: clock[0])
+    p = Projector(db, clock=lambda: clock[0], cache_size=cache_size)
     log = Log()
     ids = worked_example(log)
     apply_all(p, log)
