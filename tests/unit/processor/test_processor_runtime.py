@@ -36,3 +36,49 @@ def test_release_free_memory_hands_freed_pages_back() -> None:
     # ~230 MB allocated, ~15 MB of it still alive.
     assert before > 150
     assert after < before - 100, f"RSS {before:.0f} MB -> {after:.0f} MB"
+
+
+# Threads that each allocate C-heap blocks; prints how many malloc arenas glibc made.
+THREADED_ALLOCATIONS = """
+import ctypes, sys, tempfile, threading
+from services.processor.runtime import limit_arenas
+
+if sys.argv[1] == "limited":
+    assert limit_arenas(2)
+libc = ctypes.CDLL(None)
+libc.fopen.restype = ctypes.c_void_p
+libc.fopen.argtypes = [ctypes.c_char_p, ctypes.c_char_p]
+libc.malloc_info.argtypes = [ctypes.c_int, ctypes.c_void_p]
+libc.fclose.argtypes = [ctypes.c_void_p]
+kept = []
+start = threading.Barrier(6)
+
+def allocate():
+    start.wait()
+    kept.extend(bytes(8000) + bytes([i % 256]) for i in range(200))
+
+threads = [threading.Thread(target=allocate) for _ in range(6)]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join()
+with tempfile.NamedTemporaryFile(suffix=".xml") as f:
+    fp = libc.fopen(f.name.encode(), b"w")
+    libc.malloc_info(0, fp)
+    libc.fclose(fp)
+    print(open(f.name).read().count("<heap nr="))
+"""
+
+
+def _arenas(mode: str) -> int:
+    out = subprocess.run(
+        [sys.executable, "-c", THREADED_ALLOCATIONS, mode],
+        cwd=ROOT, capture_output=True, text=True, check=True, timeout=60,
+    )  # fmt: skip
+    return int(out.stdout)
+
+
+def test_limit_arenas_caps_the_heaps_threads_allocate_from() -> None:
+    # Without the cap each allocating thread gets an arena of its own (up to 8 per core).
+    assert _arenas("default") > 2
+    assert _arenas("limited") <= 2
