@@ -42,19 +42,21 @@ from contracts.topics import (
 )
 from services.processor.projector import TICK_START, Projector, utcnow
 from services.processor.records import (
+    Cause,
     DeadLetter,
     GoalItem,
     Notice,
     ReadingRow,
     Watermark,
-    decode_measurement,
     direct_reading,
     encode_measure_watermark,
     encode_measurements,
+    fold_measurement,
     goal_item,
     header_map,
     is_reading_batch,
     keep_latest,
+    notices_of,
     partition_of,
     position_header,
     relay_batch,
@@ -72,9 +74,9 @@ WITHIN_S = 0.05
 PARSE_RECORDS = 100  # records parsed at a time
 APPLY_ROWS = 20_000  # readings per projection transaction
 OBJECTIVES_PER_TX = 1_000  # objectives re-evaluated per projection transaction
-BUNDLE = 1_000  # measurement notices per okr.kr-measurements.v1 record (about 45 kB)
+BUNDLE = 1_000  # measurement notices per okr.kr-measurements.v1 record (about 24 kB)
 # The objective agent's records are goal events or bundles of up to BUNDLE notices: its
-# read-ahead stays bounded (a take and twice as much again, ~135 MB at worst) while the
+# read-ahead stays bounded (a take and twice as much again, ~70 MB at worst) while the
 # notices of one take, coalesced per objective as they are decoded, cost one re-evaluation
 # each.
 GOAL_TAKE = 1_000
@@ -196,17 +198,15 @@ def parse_goal_records(records: Sequence[Any]) -> GoalBatch:
     """Split goal-event and measurement records into goal items, notices and watermarks.
     An undecodable goal event is logged and skipped (the relay only sends stored ones)."""
     batch = GoalBatch()
+    latest: dict[str, Cause] = {}
     for event in records:
         msg = event.message
         headers = header_map(msg.headers)
         try:
             if msg.topic == KR_MEASUREMENTS.name:
-                found = decode_measurement(msg.value)
-                if isinstance(found, list):
-                    for n in found:
-                        keep_latest(batch.notices, n.objective_id, n)
-                else:
-                    position, source = found
+                mark = fold_measurement(msg.value, latest)
+                if mark is not None:
+                    position, source = mark
                     batch.marks.append(
                         Watermark("measure", KR_MEASUREMENTS.name, msg.partition, source, position)
                     )
@@ -220,6 +220,7 @@ def parse_goal_records(records: Sequence[Any]) -> GoalBatch:
             log.exception(
                 "skipping undecodable record %s[%s]@%s", msg.topic, msg.partition, msg.offset
             )
+    batch.notices = notices_of(latest)
     return batch
 
 
@@ -277,10 +278,13 @@ def faust_settings(settings: Settings) -> dict[str, Any]:
         # held over a gigabyte while the database was busy). A poll returns at most half of
         # the smallest agent buffer: delivering a poll into a full buffer blocks the
         # consumer's loop, and blocked through a long pass it missed its poll interval, left
-        # the group and stalled (seen at 100k objectives with 500-record buffers).
+        # the group and stalled (seen at 100k objectives with 500-record buffers). Fetches
+        # of 1 MB a partition keep up with the agents (a fetch takes a millisecond or two)
+        # and hold a quarter of what 4 MB ones did (fetched records wait in the consumer
+        # for the buffers to take them).
         "broker_max_poll_records": GOAL_TAKE,
-        "consumer_max_fetch_size": 4 * 1024 * 1024,
-        "stream_buffer_maxsize": 2 * TAKE,
+        "consumer_max_fetch_size": 1024 * 1024,
+        "stream_buffer_maxsize": TAKE,
         "stream_wait_empty": False,
         "producer_linger": 0.005,
         "producer_max_batch_size": 1024 * 1024,

@@ -5,15 +5,20 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from uuid import uuid4
 
+import orjson
 from hypothesis import given
 from hypothesis import strategies as st
 from kafka.partitioner.default import DefaultPartitioner
 
 from services.processor.records import (
+    Cause,
     Notice,
     decode_measurement,
     encode_measure_watermark,
     encode_measurements,
+    fold_measurement,
+    keep_latest,
+    notices_of,
     partition_of,
 )
 
@@ -38,6 +43,36 @@ def test_a_bundle_decodes_to_its_notices(found: list[Notice]) -> None:
 
 def test_a_forwarded_watermark_decodes_to_position_and_source() -> None:
     assert decode_measurement(encode_measure_watermark(1234, 3)) == (1234, 3)
+    assert fold_measurement(encode_measure_watermark(1234, 3), {}) == (1234, 3)
+
+
+@given(st.lists(notices, max_size=5))
+def test_folding_bundles_keeps_each_objective_s_latest_notice(bundles: list[list[Notice]]) -> None:
+    """What the objective agent does with a take of bundles: the latest notice per
+    objective, as keep_latest over every decoded notice gives it."""
+    latest: dict[str, Cause] = {}
+    expected: dict[str, Notice] = {}
+    for bundle in bundles:
+        assert fold_measurement(encode_measurements(bundle), latest) is None
+        for n in bundle:
+            keep_latest(expected, n.objective_id, n)
+    assert notices_of(latest) == expected
+
+
+def test_bundles_are_deflated_and_plain_json_ones_still_decode() -> None:
+    """Bundles go out deflated (about half the bytes of their JSON); one written as plain
+    JSON (before they were deflated, still in the topic after an upgrade) decodes too."""
+    found = [Notice(str(uuid4()), str(uuid4()), T0, T0) for _ in range(500)]
+    deflated = encode_measurements(found)
+    causes = [(n.event_id, T0.isoformat(), T0.isoformat()) for n in found]
+    plain = orjson.dumps(
+        {"causes": causes, "objectives": [(n.objective_id, i) for i, n in enumerate(found)]}
+    )
+    assert len(deflated) < 0.7 * len(plain)
+    assert decode_measurement(deflated) == decode_measurement(plain) == found
+    latest: dict[str, Cause] = {}
+    fold_measurement(plain, latest)
+    assert list(notices_of(latest).values()) == found
 
 
 @given(st.uuids().map(str), st.integers(1, 64))
