@@ -44,7 +44,7 @@ class Settings(BaseSettings):
     kafka_replication_factor: int = Field(default=1, ge=1)
     relay_batch_size: int = Field(default=5_000, ge=1, le=100_000)
     relay_poll_interval_s: float = Field(default=0.02, gt=0, le=10)
-    relay_readings_per_record: int = Field(default=500, ge=1, le=10_000)
+    relay_readings_per_record: int = Field(default=100, ge=1, le=10_000)
     ingest_mode: Literal["store", "kafka"] = Field(
         default="store", description="store = via the event store (outbox); kafka = produce"
     )

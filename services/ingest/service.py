@@ -21,7 +21,7 @@ class ReadingsService:
         store: EventStore,
         sink: KafkaReadingsSink | None = None,
         *,
-        readings_per_record: int = 500,
+        readings_per_record: int = 100,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.store = store

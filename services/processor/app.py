@@ -69,7 +69,7 @@ from services.settings import Settings
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-TAKE = 5_000  # records per kpi batch (a relay record carries up to 500 readings)
+TAKE = 2_000  # records per kpi batch, and the readings buffer (relay records: up to 100 readings, ~33 kB)
 WITHIN_S = 0.05
 PARSE_RECORDS = 100  # records parsed at a time
 APPLY_ROWS = 20_000  # readings per projection transaction
@@ -273,9 +273,10 @@ def faust_settings(settings: Settings) -> dict[str, Any]:
         "broker_request_timeout": 30.0,
         "broker_commit_interval": 1.0,
         "broker_commit_every": 50_000,
-        # The fetch path: no waiting for empty, and a read-ahead bounded to about two
-        # batches (a relay record carries up to 500 readings: a 40,000-record buffer of them
-        # held over a gigabyte while the database was busy). A poll returns at most half of
+        # The fetch path: no waiting for empty, and a read-ahead bounded to about a batch
+        # (relay records of 500 readings in a 40,000-record buffer held over a gigabyte while
+        # the database was busy; a 2,000-record buffer of 100-reading records holds ~66 MB,
+        # and the bench's 25-reading records ~16 MB). A poll returns at most half of
         # the smallest agent buffer: delivering a poll into a full buffer blocks the
         # consumer's loop, and blocked through a long pass it missed its poll interval, left
         # the group and stalled (seen at 100k objectives with 500-record buffers). Fetches

@@ -19,7 +19,7 @@ from services.projectionstore.schema import PROJECTION_SCHEMA_VERSION
 from services.settings import load_settings
 
 log = logging.getLogger("okrstream.processor")
-WRITER_CACHE_KIB = 64 * 1024  # SQLite page cache of the projection writer
+WRITER_CACHE_KIB = 32 * 1024  # SQLite page cache of the projection writer
 
 
 def main() -> None:

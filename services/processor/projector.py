@@ -212,7 +212,7 @@ class Projector:
         generation: int | None = None,
         lock: bool = True,
         publish: bool = True,
-        cache_size: int = 20_000,
+        cache_size: int = 10_000,
         days_cache_size: int = 200_000,
     ) -> None:
         self.db = db
