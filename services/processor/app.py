@@ -69,7 +69,8 @@ from services.settings import Settings
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-TAKE = 2_000  # records per kpi batch, and the readings buffer (relay records: up to 100 readings, ~33 kB)
+# Records per kpi batch, and the readings buffer (relay records: up to 100 readings, ~33 kB).
+TAKE = 2_000
 WITHIN_S = 0.05
 PARSE_RECORDS = 100  # records parsed at a time
 APPLY_ROWS = 20_000  # readings per projection transaction
