@@ -12,7 +12,7 @@ from services.kafka.admin import PartitionMismatchError, ensure_topics, wait_for
 from services.processor.app import build_app
 from services.processor.projector import Projector
 from services.processor.replay import rebuild
-from services.processor.runtime import limit_arenas, tune_gc
+from services.processor.runtime import tune_gc
 from services.projectionstore.db import Database
 from services.projectionstore.meta import ensure_schema
 from services.projectionstore.schema import PROJECTION_SCHEMA_VERSION
@@ -26,7 +26,6 @@ def main() -> None:
     """Create topics and tables, rebuild when the projection schema is older, then run the
     faust worker until SIGTERM."""
     settings = load_settings()
-    limit_arenas()
     tune_gc()
     logging.basicConfig(
         level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s"

@@ -20,26 +20,6 @@ def tune_gc() -> None:
     gc.set_threshold(*GC_THRESHOLD)
 
 
-# glibc's mallopt parameter for the number of malloc arenas (malloc.h: M_ARENA_MAX).
-M_ARENA_MAX = -8
-ARENAS = 2
-
-
-def limit_arenas(arenas: int = ARENAS) -> bool:
-    """Cap glibc's malloc arenas at `arenas` (its default is 8 per core). Each thread that
-    allocates (the event loop, the database thread, the Kafka consumer's thread) otherwise
-    gets an arena of its own, and every arena keeps the free space of its busiest moment
-    scattered between live blocks. Call before the threads start. False where the C
-    library has no mallopt (musl, macOS)."""
-    try:
-        mallopt = ctypes.CDLL(None).mallopt
-    except (OSError, AttributeError):
-        return False
-    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
-    mallopt.restype = ctypes.c_int
-    return bool(mallopt(M_ARENA_MAX, arenas))
-
-
 def _malloc_trim() -> Callable[[], None]:
     """glibc's malloc_trim(0), or nothing where the C library has none (musl, macOS)."""
     try:
