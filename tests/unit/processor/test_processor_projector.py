@@ -6,7 +6,7 @@ from __future__ import annotations
 import tempfile
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from uuid import uuid4
+from uuid import UUID, uuid4
 
 import orjson
 import pytest
@@ -256,6 +256,17 @@ def test_kpi_notices_resolve_to_the_objectives_measuring_them(tmp_path: Path) ->
         assert (n.event_id, n.occurred_at) == (cause.event_id, cause.occurred_at)
 
 
+def measuring(log: Log, objective: UUID, kpi: UUID, period: dict[str, str], title: str) -> UUID:
+    """Draft `objective` for `period` with a metric key result on `kpi`; its id."""
+    log.emit("objective.drafted", objective, title=title, owner="ana", level="team", period=period)
+    kr = uuid4()
+    log.emit(
+        "key_result.added", objective, kr_id=kr, title=title, kind="metric",
+        start=0.0, target=50.0, kpi_id=kpi,
+    )  # fmt: skip
+    return kr
+
+
 def test_readings_notify_only_the_objectives_whose_period_holds_them(tmp_path: Path) -> None:
     """A KPI measured in four quarters' objectives: a batch of February, March and May
     readings notifies Q1 (caused by its latest, March's) and Q2 (by May's) and leaves Q3
@@ -270,12 +281,7 @@ def test_readings_notify_only_the_objectives_whose_period_holds_them(tmp_path: P
     ):
         o = uuid4()
         quarters[q] = str(o)
-        period = {"start": f"2026-{start}", "end": f"2026-{end}"}
-        log.emit("objective.drafted", o, title=f"Q{q}", owner="ana", level="team", period=period)
-        log.emit(
-            "key_result.added", o, kr_id=uuid4(), title="NPS", kind="metric",
-            start=0.0, target=50.0, kpi_id=kpi,
-        )  # fmt: skip
+        measuring(log, o, kpi, {"start": f"2026-{start}", "end": f"2026-{end}"}, f"Q{q}")
     feb = log.reading(kpi, 30.0, datetime(2026, 2, 10, 9, tzinfo=UTC), "feb")
     may = log.reading(kpi, 45.0, datetime(2026, 5, 4, 9, tzinfo=UTC), "may")
     # Q1's latest reading, though not the batch's last: Q1's cause.
@@ -309,13 +315,8 @@ def test_readings_after_an_objectives_close_day_leave_it_alone(tmp_path: Path) -
     log = Log()
     kpi, closing, running = uuid4(), uuid4(), uuid4()
     log.kpi(kpi, name="NPS", target=50.0, amber=40.0, interval="day", aggregation="avg")
-    period = {"start": "2026-01-01", "end": "2026-12-31"}
     for o in (closing, running):
-        log.emit("objective.drafted", o, title="O", owner="ana", level="team", period=period)
-        log.emit(
-            "key_result.added", o, kr_id=uuid4(), title="NPS", kind="metric",
-            start=0.0, target=50.0, kpi_id=kpi,
-        )  # fmt: skip
+        measuring(log, o, kpi, {"start": "2026-01-01", "end": "2026-12-31"}, "NPS")
     log.emit("objective.closed", closing, at=datetime(2026, 5, 10, 12, tzinfo=UTC))
     log.reading(kpi, 30.0, datetime(2026, 5, 9, 9, tzinfo=UTC), "may9")
     late_that_day = log.reading(kpi, 40.0, datetime(2026, 5, 10, 18, tzinfo=UTC), "may10")
@@ -526,12 +527,8 @@ def test_readings_notify_objectives_linked_since_by_another_worker(tmp_path: Pat
     kpi, first, second, kr = uuid4(), uuid4(), uuid4(), uuid4()
     log.kpi(kpi, name="NPS", target=50.0, amber=40.0, interval="day", aggregation="last")
     period = {"start": "2026-01-01", "end": "2026-03-31"}
-    for o in (first, second):
-        log.emit("objective.drafted", o, title="O", owner="ana", level="team", period=period)
-    log.emit(
-        "key_result.added", first, kr_id=uuid4(), title="A", kind="metric",
-        start=0.0, target=50.0, kpi_id=kpi,
-    )  # fmt: skip
+    measuring(log, first, kpi, period, "A")
+    log.emit("objective.drafted", second, title="O", owner="ana", level="team", period=period)
     readings, goals = projector(path), projector(path)
     goals.apply_goal_batch(log.goal_items())
 
