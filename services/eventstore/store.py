@@ -211,11 +211,15 @@ class EventStore:
                 "POSTGRES_MAX_OVERFLOW": "10",
                 "POSTGRES_IDLE_IN_TRANSACTION_SESSION_TIMEOUT": "10",
             }
+            factory = PostgresFactory(env)
             try:
                 # Connects (and creates the table) now: fail at start-up, clearly, rather
                 # than on the first request.
-                return cls(PostgresFactory(env))
+                return cls(factory)
             except (OperationalError, PersistenceError):
+                # Closed here: left to the garbage collector, the datastore's pool may be
+                # closed from one of its own threads, which cannot join itself.
+                factory.close()
                 raise StoreUnavailableError(postgres_unreachable(pg.conninfo())) from None
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         env |= {"SQLITE_DBNAME": str(settings.events_db_path), "SQLITE_LOCK_TIMEOUT": "10"}
