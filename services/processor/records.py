@@ -303,15 +303,6 @@ def _measurement_data(value: bytes) -> Any:
     return orjson.loads(zlib.decompress(value) if value[:1] == b"x" else value)
 
 
-def decode_measurement(value: bytes) -> list[Notice] | tuple[int, int]:
-    """A bundle's notices, or a forwarded watermark as (position, source partition)."""
-    data = _measurement_data(value)
-    if "watermark" in data:
-        return int(data["watermark"]), int(data["source_part"])
-    causes = [(str(e), parse_utc(o), parse_utc(r)) for e, o, r in data["causes"]]
-    return [Notice(str(oid), *causes[int(i)]) for oid, i in data["objectives"]]
-
-
 Cause = tuple[datetime, str, datetime]
 """A notice's cause as (occurred_at, event_id, recorded_at): ordered as keep_latest orders
 notices."""

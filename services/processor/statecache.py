@@ -43,11 +43,6 @@ class StateCache(Generic[V]):
         self._entries.move_to_end(key)
         return entry[0]
 
-    def peek(self, key: str) -> V | None:
-        """The value held for `key`, leaving its use as it was."""
-        entry = self._entries.get(key)
-        return None if entry is None else entry[0]
-
     def put_all(self, items: Iterable[tuple[str, V]], now: float) -> None:
         """Hold these values, used at `now`: a held key is updated; a new one takes a free
         place, else that of the least recently used entry if it is idle, else is left out."""

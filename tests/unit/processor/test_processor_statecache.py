@@ -33,15 +33,6 @@ def test_new_keys_replace_only_entries_idle_for_idle_s_least_recently_used_first
     assert (cache.get("d", 20), cache.get("e", 20), cache.get("f", 20)) == ("D", "E", None)
 
 
-def test_peek_reads_without_marking_the_entry_used() -> None:
-    cache: StateCache[str] = StateCache(size=2, idle_s=10)
-    cache.put_all([("a", "A"), ("b", "B")], now=0)
-    assert (cache.peek("a"), cache.peek("z")) == ("A", None)
-    cache.put_all([("c", "C")], now=10)
-    # a stayed the least recently used, idle since 0: c took its place.
-    assert ("a" in cache, cache.peek("b"), cache.peek("c")) == (False, "B", "C")
-
-
 def test_a_held_key_is_updated_in_place_whatever_the_size() -> None:
     cache: StateCache[int] = StateCache(size=1, idle_s=10)
     cache.put_all([("a", 1)], now=0)
