@@ -320,7 +320,7 @@ def fold_measurement(value: bytes, latest: dict[str, Cause]) -> tuple[int, int] 
     for oid, i in data["objectives"]:
         cause = causes[i]
         held = latest.get(oid)
-        if held is None or cause > held:
+        if held is None or cause[:2] > held[:2]:  # as keep_latest: a tie keeps the first
             latest[oid] = cause
     return None
 

@@ -54,6 +54,15 @@ def test_folding_bundles_keeps_each_objective_s_latest_notice(bundles: list[list
     assert notices_of(latest) == expected
 
 
+def test_folding_keeps_the_first_of_two_notices_tied_on_time_and_event() -> None:
+    first = Notice("o", "e", T0, T0)
+    other = Notice("o", "e", T0, T0 + timedelta(microseconds=5))
+    latest: dict[str, Cause] = {}
+    for n in (first, other):
+        fold_measurement(encode_measurements([n]), latest)
+    assert notices_of(latest) == {"o": first}
+
+
 def test_bundles_are_deflated_and_plain_json_ones_still_decode() -> None:
     """Bundles go out deflated (about half the bytes of their JSON); one written as plain
     JSON (before they were deflated, still in the topic after an upgrade) decodes too."""
