@@ -882,13 +882,17 @@ class Projector:
         self, tx: Tx, notices: dict[str, Notice], rows: dict[str, tuple[Any, ...]]
     ) -> set[str]:
         """The objectives of `notices` whose last evaluation here already counted the
-        notice's reading: the stored state still has the version it evaluated, every KPI
-        it measures still has the days version it read, and it was evaluated at or after
-        the reading's observed time. Evaluating them again would give what is stored (a
-        later evaluation by another worker read at least as much). Such notices come in
-        bulk when readings are applied while a pass is under way: the pass counts them in
-        the objectives it reaches later, and their notices would start a second pass over
-        those objectives."""
+        notice's reading, or would count nothing more now: the stored state still has the
+        version it evaluated, every KPI it measures still has the days version it read (the
+        reading was applied before it), and it was evaluated at or after the reading's
+        observed time, or today (a measurement counts whole days up to the evaluation's:
+        evaluated again today, it would read the same days; a reading of a later day counts
+        once a day comes whose evaluation it is part of). Evaluating them again would give
+        what is stored (a later evaluation by another worker read at least as much). Such
+        notices come in bulk when readings are applied while a pass is under way: the pass
+        counts them in the objectives it reaches later, and their notices would start a
+        second pass over those objectives."""
+        today = tx.now.date()
         held: dict[str, Seen] = {}
         for oid, notice in notices.items():
             seen = self._seen.get(oid)
@@ -897,7 +901,7 @@ class Projector:
                 seen is not None
                 and row is not None
                 and seen.version == int(row[1])
-                and seen.at >= notice.occurred_at
+                and (seen.at >= notice.occurred_at or seen.at.date() == today)
                 # A KPI not defined yet has readings but no days version to tell them by.
                 and all(v >= 0 for _, v in seen.inputs)
             ):

@@ -503,6 +503,10 @@ def test_notices_of_readings_an_evaluation_already_counted_are_skipped(
     p.apply_goal_batch([], late)
     third, unchanged = _evaluated(p, ids["objective"])
     assert (third > second, unchanged) == (True, pytest.approx(score))
+    # Redelivered the same day: evaluated again, it would read the same days: skipped.
+    clock[0] = NOW + timedelta(days=1, hours=1)
+    p.apply_goal_batch([], late)
+    assert _evaluated(p, ids["objective"]) == (third, unchanged)
     clock[0] = NOW + timedelta(days=3)
     p.apply_goal_batch([], late)
     fourth, counted = _evaluated(p, ids["objective"])
