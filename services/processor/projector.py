@@ -902,13 +902,13 @@ class Projector:
                 and row is not None
                 and seen.version == int(row[1])
                 and (seen.at >= notice.occurred_at or seen.at.date() == today)
-                # A KPI not defined yet has readings but no days version to tell them by.
-                and all(v >= 0 for _, v in seen.inputs)
             ):
                 held[oid] = seen
         if not held:
             return set()
         kpis = self._kpis(tx, sorted({k for h in held.values() for k, _ in h.inputs}))
+        # A KPI not defined at the evaluation (-1: readings, but no days version to tell
+        # them by) never matches: it is still missing, or now has a version >= 0.
         return {
             oid
             for oid, h in held.items()
