@@ -304,8 +304,8 @@ def _measurement_data(value: bytes) -> Any:
 
 
 Cause = tuple[datetime, str, datetime]
-"""A notice's cause as (occurred_at, event_id, recorded_at): ordered as keep_latest orders
-notices."""
+"""A notice's cause as (occurred_at, event_id, recorded_at): its first two compare as
+keep_latest compares notices."""
 
 
 def fold_measurement(value: bytes, latest: dict[str, Cause]) -> tuple[int, int] | None:
