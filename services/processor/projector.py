@@ -162,6 +162,8 @@ class KpiRow:
 # The days_version of each KPI an objective's key results measure, as its evaluation read
 # them: (kpi_id, days_version) sorted; -1 for a KPI not defined (yet).
 Inputs = tuple[tuple[str, int], ...]
+Links = tuple[tuple[str, str, tuple[str, ...]], ...]
+"""A KPI's measuring objectives: (first day, last day, objective ids) per span of days."""
 
 
 class Seen(NamedTuple):
@@ -236,9 +238,9 @@ class Projector:
         # they were built from.
         self.series_cache_size = 1_000
         self._series_cache: dict[tuple[Any, ...], tuple[int, Series]] = {}
-        # kpi_id -> (objective_id, period_start, period_end) of the key results measuring it,
+        # kpi_id -> the objectives whose key results measure it, by span of days (_linked),
         # valid while projection_meta's links_key holds `_links_token`.
-        self._links: dict[str, tuple[tuple[str, str, str], ...]] = {}
+        self._links: dict[str, Links] = {}
         self._links_token: str | None = None
 
     # -- transactions --------------------------------------------------------------------
@@ -385,39 +387,44 @@ class Projector:
         by_kpi: dict[str, dict[str, KpiNotice]] = defaultdict(dict)
         for k in kpi_notices:
             keep_latest(by_kpi[k.kpi_id], k.day, k)
-        # Per KPI its notices by day, in order: the latest inside a period is the one of
-        # the last day up to the period's end, when that day is not before its start.
-        days = {kpi_id: sorted(found) for kpi_id, found in by_kpi.items()}
-        chosen: dict[str, Notice] = {}
+        # objective id -> (rank, notice): keep_latest's order, inlined (a kpi batch feeds
+        # every objective measuring its KPIs).
+        chosen: dict[str, tuple[tuple[datetime, str], KpiNotice]] = {}
         links = self._linked(tx, sorted(by_kpi))
-        for kpi_id, kpi_days in days.items():
-            for objective_id, start, end in links[kpi_id]:
+        for kpi_id, found in by_kpi.items():
+            # The KPI's notices by day, in order: the latest inside a span of days is the
+            # one of the last day up to its end, when that day is not before its start.
+            kpi_days = sorted(found)
+            for start, end, objective_ids in links[kpi_id]:
                 i = bisect_right(kpi_days, end) - 1
                 if i < 0 or kpi_days[i] < start:
                     continue
-                k = by_kpi[kpi_id][kpi_days[i]]
-                keep_latest(
-                    chosen,
-                    objective_id,
-                    Notice(objective_id, k.event_id, k.occurred_at, k.recorded_at),
-                )
-        return [chosen[oid] for oid in sorted(chosen)]
+                k = found[kpi_days[i]]
+                entry = ((k.occurred_at, k.event_id), k)
+                for oid in objective_ids:
+                    held = chosen.get(oid)
+                    if held is None or entry[0] > held[0]:
+                        chosen[oid] = entry
+        notices: list[Notice] = []
+        for oid in sorted(chosen):  # the ids alone: sorting the entries compares tuples
+            _, k = chosen[oid]
+            notices.append(Notice(oid, k.event_id, k.occurred_at, k.recorded_at))
+        return notices
 
-    def _linked(
-        self, tx: Tx, kpi_ids: Sequence[str]
-    ) -> dict[str, tuple[tuple[str, str, str], ...]]:
-        """(objective_id, first day, last day it measures) of the key results measuring
-        each of these KPIs, as linked now: from the map kept across transactions while no
-        goal event was applied to an objective since (links_key), else read for the KPIs
-        missing. The days are its period's, up to the day it closed for one evaluated at
-        its close (evaluation_time: no longer active, with a close time)."""
+    def _linked(self, tx: Tx, kpi_ids: Sequence[str]) -> dict[str, Links]:
+        """The objectives whose key results measure each of these KPIs, as linked now, by
+        the span of days they measure (first day, last day, objective ids): from the map
+        kept across transactions while no goal event was applied to an objective since
+        (links_key), else read for the KPIs missing. The days are the objective's period,
+        up to the day it closed for one evaluated at its close (evaluation_time: no longer
+        active, with a close time). Objectives share a few spans (their quarters), so a
+        KPI's notices are matched once per span rather than once per objective."""
         token = read_meta(tx.cur, links_key(tx.tables))
         if token != self._links_token:
             self._links.clear()
             self._links_token = token
         missing = [k for k in kpi_ids if k not in self._links]
-        found: dict[str, list[tuple[str, str, str]]] = defaultdict(list)
-        dates: dict[str, str] = {}  # one string per period bound: most objectives share them
+        found: dict[str, dict[tuple[str, str], set[str]]] = defaultdict(lambda: defaultdict(set))
         t = tx.tables
         for chunk in _chunks(missing):
             for objective_id, kpi_id, start, end, state, closed_at in tx.cur.execute(
@@ -429,10 +436,12 @@ class Projector:
             ).fetchall():
                 if state != "active" and closed_at is not None:
                     end = min(end, closed_at[:10])  # stored text: the UTC day comes first
-                start, end = dates.setdefault(start, start), dates.setdefault(end, end)
-                found[kpi_id].append((objective_id, start, end))
+                found[kpi_id][(start, end)].add(objective_id)
         for kpi_id in missing:
-            self._links[kpi_id] = tuple(found.get(kpi_id, ()))
+            spans = found.get(kpi_id, {})
+            self._links[kpi_id] = tuple(
+                (start, end, tuple(sorted(spans[start, end]))) for start, end in sorted(spans)
+            )
         return self._links
 
     def _insert_readings(self, tx: Tx, rows: Sequence[ReadingRow]) -> list[ReadingRow]:

@@ -58,10 +58,10 @@ class GoalItem:
     body: str
 
 
-@dataclass(frozen=True, slots=True)
-class Notice:
+class Notice(NamedTuple):
     """A KPI that a key result of `objective_id` measures changed, because of reading
-    `event_id` (observed at `occurred_at`, recorded at `recorded_at`)."""
+    `event_id` (observed at `occurred_at`, recorded at `recorded_at`). (A named tuple, as
+    ReadingRow: a kpi batch builds one per objective it feeds.)"""
 
     objective_id: str
     event_id: str
@@ -69,8 +69,7 @@ class Notice:
     recorded_at: datetime
 
 
-@dataclass(frozen=True, slots=True)
-class KpiNotice:
+class KpiNotice(NamedTuple):
     """KPI `kpi_id` changed on UTC day `day` (YYYY-MM-DD) because of reading `event_id` (the
     batch's latest for that KPI and day); Projector.objectives_measuring turns it into a
     Notice for each objective it feeds whose period holds the day."""
