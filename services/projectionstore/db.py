@@ -7,6 +7,7 @@ rewritten to `%s`.
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import threading
 import time
@@ -25,6 +26,10 @@ from services.settings import Settings
 Dialect = Literal["sqlite", "postgres"]
 Params = Sequence[Any]
 
+log = logging.getLogger(__name__)
+
+CHECKPOINT_S = 1.0  # how often a writer's WAL is copied into the database file
+
 
 def _use_wal(conn: sqlite3.Connection, timeout_s: float = 30.0) -> None:
     """Put the file in WAL mode unless it is. WAL is a property of the file: set once, and
@@ -42,6 +47,39 @@ def _use_wal(conn: sqlite3.Connection, timeout_s: float = 30.0) -> None:
             if "locked" not in str(exc) or time.monotonic() > deadline:
                 raise
             time.sleep(0.02)
+
+
+class _Checkpointer:
+    """Copies a writer's WAL into the database file from a thread and connection of its
+    own, every `every_s` seconds (PASSIVE: never waits for the writer or the readers).
+
+    SQLite otherwise checkpoints inside the COMMIT that crosses wal_autocheckpoint, on the
+    writer's thread: thousands of pages copied and synced while the writer waits. Here the
+    copy runs while the writer goes on (sqlite releases the GIL), on another core when
+    there is one, and the commit that reaches wal_autocheckpoint finds most frames copied
+    already."""
+
+    def __init__(self, path: Path, every_s: float = CHECKPOINT_S) -> None:
+        self._stop = threading.Event()
+        self._thread = threading.Thread(
+            target=self._run, args=(path, every_s), name="sqlite-checkpoint", daemon=True
+        )
+        self._thread.start()
+
+    def _run(self, path: Path, every_s: float) -> None:
+        conn = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
+        try:
+            while not self._stop.wait(every_s):
+                try:
+                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                except sqlite3.Error as exc:  # a full disk, say: the writer reports it
+                    log.warning("WAL checkpoint of %s failed: %s", path, exc)
+        finally:
+            conn.close()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
 
 
 class DatabaseUnavailableError(Exception):
@@ -86,7 +124,8 @@ class Cursor:
         return tuple(row) if row is not None else None
 
     def fetchall(self) -> list[tuple[Any, ...]]:
-        return [tuple(r) for r in self._raw.fetchall()]
+        rows: list[tuple[Any, ...]] = self._raw.fetchall()  # tuples from either engine
+        return rows
 
     @property
     def rowcount(self) -> int:
@@ -108,8 +147,9 @@ class Database:
         self._path = path
         # SQLite's page cache per connection (default ~2 MiB); a writer of big indexed
         # tables (the processor) re-reads far fewer pages with a bigger one. Given for the
-        # writers only (also sets their checkpoint interval).
+        # writers only (whose WAL is then checkpointed by a _Checkpointer).
         self._cache_kib = sqlite_cache_kib
+        self._checkpointer: _Checkpointer | None = None
         self._local = threading.local()
         self._pool: ConnectionPool[Any] | None = None
         if dialect == "postgres":
@@ -155,10 +195,12 @@ class Database:
             conn.execute("PRAGMA busy_timeout=30000")
             if self._cache_kib:
                 conn.execute(f"PRAGMA cache_size=-{int(self._cache_kib)}")
-                # A writer's WAL is checkpointed every 10,000 pages (default 1,000): the hot
-                # index pages of big batches go to the database file once per several
-                # commits, not once per commit.
+                # A writer's WAL is checkpointed beside it (_Checkpointer), and in the commit
+                # that crosses 10,000 pages (default 1,000), which then has little left to
+                # copy: that commit is what starts the WAL over while the writer is busy.
                 conn.execute("PRAGMA wal_autocheckpoint=10000")
+                if self._checkpointer is None:
+                    self._checkpointer = _Checkpointer(self._path)
             self._local.conn = conn
         return conn
 
@@ -189,6 +231,9 @@ class Database:
             raise DatabaseUnavailableError(str(exc)) from exc
 
     def close(self) -> None:
+        if self._checkpointer is not None:
+            self._checkpointer.stop()
+            self._checkpointer = None
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is not None:
             conn.close()
