@@ -2,16 +2,17 @@
 okr.kpi-readings.v1 instead of the event store, and the 202 waits for the broker's ack.
 
 The records are the relay's reading batches exactly (a JSON array of canonical
-reading.recorded events of one KPI, keyed by kpi_id, headers okr-content=reading-batch and
-okr-event-id), except that there is no okr-position header: these readings have no
+reading.recorded events whose KPIs share a partition, sent to that partition without a key,
+headers okr-content=reading-batch and okr-event-id), except that there is no okr-position
+header: these readings have no
 position in the event store, so `min_position` read-your-writes does not cover them. A test
 holds the records equal to what the relay publishes for the same events.
 
 Delivery: acks=all. kafka-python's idempotent producer is used when the broker supports it;
 the embedded Tansu broker answers its produce requests with UnknownError (measured), so the
 first failure of that kind switches, once and for good, to a plain producer with one request
-in flight per connection (a retried request can never overtake the next, so per-key order
-holds) and the batch is sent again. Kafka delivery is at least once either way: a retried
+in flight per connection (a retried request can never overtake the next, so per-partition
+order holds) and the batch is sent again. Kafka delivery is at least once either way: a retried
 request or a client's retry may publish a reading twice, with the same event id, and the
 processor applies each event id once.
 """
@@ -33,13 +34,14 @@ from contracts.topics import (
     HEADER_EVENT_ID,
     KPI_READINGS,
 )
+from services.kafka.partitioning import partition_of
 from services.settings import Settings
 
 log = logging.getLogger("okrstream.ingest.kafka")
 
 SEND_TIMEOUT_S = 30.0
 
-Record = tuple[bytes, bytes, list[tuple[str, bytes]]]  # key, value, headers
+Record = tuple[int, bytes, list[tuple[str, bytes]]]  # partition, value, headers
 
 
 def _event_id(state: bytes) -> str:
@@ -49,22 +51,23 @@ def _event_id(state: bytes) -> str:
 
 
 def reading_records(
-    kpi_ids: Sequence[str], states: Sequence[bytes], readings_per_record: int
+    kpi_ids: Sequence[str], states: Sequence[bytes], readings_per_record: int, partitions: int
 ) -> list[Record]:
-    """The relay's grouping: the readings of one KPI together, in order, at most
-    `readings_per_record` per record; KPIs in order of first appearance."""
-    by_kpi: dict[str, list[bytes]] = {}
+    """The relay's grouping: the readings whose KPIs share a partition (of `partitions`)
+    together, in order, at most `readings_per_record` per record; partitions in order of
+    first appearance."""
+    by_partition: dict[int, list[bytes]] = {}
     for kpi_id, state in zip(kpi_ids, states, strict=True):
-        by_kpi.setdefault(kpi_id, []).append(state)
+        by_partition.setdefault(partition_of(kpi_id, partitions), []).append(state)
     records: list[Record] = []
-    for kpi_id, group in by_kpi.items():
+    for part, group in by_partition.items():
         for i in range(0, len(group), readings_per_record):
             chunk = group[i : i + readings_per_record]
             headers = [
                 (HEADER_CONTENT, CONTENT_READING_BATCH.encode()),
                 (HEADER_EVENT_ID, ",".join(_event_id(s) for s in chunk).encode()),
             ]
-            records.append((kpi_id.encode(), b"[" + b",".join(chunk) + b"]", headers))
+            records.append((part, b"[" + b",".join(chunk) + b"]", headers))
     return records
 
 
@@ -77,6 +80,7 @@ class KafkaReadingsSink:
 
     def __init__(self, settings: Settings, *, idempotent: bool = True) -> None:
         self.settings = settings
+        self.partitions = settings.kafka_partitions  # of okr.kpi-readings.v1
         self.idempotent = idempotent
         self.confirmed = False  # the current producer kind has had a batch acknowledged
         self._producer: Any = None
@@ -145,7 +149,9 @@ class KafkaReadingsSink:
 
     def _send_and_wait(self, producer: Any, records: Sequence[Record]) -> None:
         topic = KPI_READINGS.name
-        futures = [producer.send(topic, key=k, value=v, headers=h) for k, v, h in records]
+        futures = [
+            producer.send(topic, key=None, value=v, headers=h, partition=p) for p, v, h in records
+        ]
         deadline = time.monotonic() + SEND_TIMEOUT_S
         for future in futures:
             future.get(timeout=max(0.1, deadline - time.monotonic()))

@@ -53,7 +53,9 @@ class ReadingsService:
         events) position: min_position read-your-writes does not cover these readings."""
         assert self.sink is not None
         states = [row[3] for row in judged.rows]
-        self.sink.send(reading_records(judged.kpi_ids, states, self.readings_per_record))
+        self.sink.send(
+            reading_records(judged.kpi_ids, states, self.readings_per_record, self.sink.partitions)
+        )
         return {
             "accepted": len(states),
             "duplicates": judged.duplicates,

@@ -40,6 +40,7 @@ from contracts.topics import (
     KR_MEASUREMENTS,
     READINGS_DLQ,
 )
+from services.kafka.partitioning import partition_of
 from services.processor.projector import TICK_START, Projector, utcnow
 from services.processor.records import (
     Cause,
@@ -57,7 +58,6 @@ from services.processor.records import (
     is_reading_batch,
     keep_latest,
     notices_of,
-    partition_of,
     position_header,
     relay_batch,
     watermark_of,

@@ -9,7 +9,6 @@ validated like HTTP ingest and, when invalid, become dead letters.
 from __future__ import annotations
 
 import base64
-import functools
 import math
 import zlib
 from collections.abc import Callable, Mapping, Sequence
@@ -19,7 +18,6 @@ from typing import Any, NamedTuple, TypeVar
 from uuid import UUID
 
 import orjson
-from kafka.partitioner.default import murmur2
 from pydantic import ValidationError
 
 import events
@@ -259,18 +257,6 @@ def goal_item(value: bytes, position: int | None) -> GoalItem:
 
 
 # -- the internal measurement topic ----------------------------------------------------------
-
-
-def partition_of(key: str, partitions: int) -> int:
-    """The partition Kafka's default partitioner (murmur2 of the key, as the relay's
-    producer uses) gives `key`: measurement bundles for an objective go where its goal
-    events are, so the worker that owns the objective's events gets its measurements."""
-    return _partition_of(key.encode(), partitions)
-
-
-@functools.lru_cache(maxsize=200_000)
-def _partition_of(key: bytes, partitions: int) -> int:
-    return (murmur2(key) & 0x7FFFFFFF) % partitions
 
 
 def encode_measurements(notices: Sequence[Notice]) -> bytes:

@@ -164,7 +164,9 @@ class Relay:
         """Send `records` and wait for every ack; meanwhile read the log slice after
         position `after` (the next batch, while this one is in flight)."""
         futures = [
-            self.producer.send(r.topic, key=r.key, value=r.value, headers=r.headers)
+            self.producer.send(
+                r.topic, key=r.key, value=r.value, headers=r.headers, partition=r.partition
+            )
             for r in records
         ]
         self.read_ahead = (after, self.store.notifications(after, self.settings.relay_batch_size))
@@ -182,7 +184,9 @@ class Relay:
 
     def publish(self, batch: list[Any]) -> int:
         """Publish one batch of notifications; record progress; send watermarks."""
-        records, skipped = to_records(batch, self.settings.relay_readings_per_record)
+        records, skipped = to_records(
+            batch, self.settings.relay_readings_per_record, self.settings.kafka_partitions
+        )
         if skipped:
             log.debug("skipping %d entries of types the relay does not carry", len(skipped))
         acked = self._send_all(records, batch[-1].position)

@@ -2,14 +2,20 @@
 
 - goal events → okr.goal-events.v1, one record each, keyed by stream id, the stored
   canonical JSON unchanged, headers okr-event-id / okr-event-type / okr-position;
-- readings → okr.kpi-readings.v1, keyed by kpi_id, a JSON array of reading events: the
-  readings of one KPI within one relay batch go together (in position order), at most
-  `readings_per_record` per record; headers okr-content=reading-batch, okr-position (the
-  record's last position), okr-event-id (comma-separated);
+- readings → okr.kpi-readings.v1, a JSON array of reading events: the readings of one
+  relay batch whose KPIs share a partition go together (in position order), at most
+  `readings_per_record` per record, sent to that partition (the one records keyed by
+  kpi_id go to: services.kafka.partitioning) without a key; headers
+  okr-content=reading-batch, okr-position (the record's last position), okr-event-id
+  (comma-separated). Packed per partition rather than per KPI, a record carries
+  `readings_per_record` readings however many KPIs share the batch (with 200 KPIs, a
+  5,000-entry batch made 25-reading records per KPI), and the processor's cost per record
+  is spread over that many readings;
 - watermarks: key None, {"watermark": P} to every partition of both topics.
 
 Records are emitted in order of their last position, so positions in headers never go
-backwards within a partition, and each key's records keep stream order.
+backwards within a partition, and each KPI's and each goal stream's readings and events
+keep their order.
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ from contracts.topics import (
     KPI_READINGS,
 )
 from services.eventstore import StoredNotification
+from services.kafka.partitioning import partition_of
 
 GOAL_TYPES = frozenset(cls.type_name() for cls in events.GOAL_EVENT_CLASSES)
 READING_TYPE = events.ReadingRecorded.type_name()
@@ -43,13 +50,15 @@ Headers = list[tuple[str, bytes]]
 
 @dataclass(frozen=True, slots=True)
 class OutRecord:
-    """One Kafka record to send, and the highest store position it carries."""
+    """One Kafka record to send, and the highest store position it carries. `partition`:
+    where to send it, or None for where its key goes."""
 
     topic: str
     key: bytes | None
     value: bytes
     headers: Headers
     position: int
+    partition: int | None = None
 
 
 @functools.cache
@@ -84,11 +93,12 @@ def goal_record(n: StoredNotification) -> OutRecord:
     )
 
 
-def reading_record(kpi_id: str, chunk: Sequence[StoredNotification]) -> OutRecord:
+def reading_record(partition: int, chunk: Sequence[StoredNotification]) -> OutRecord:
     last = chunk[-1].position
     return OutRecord(
         topic=KPI_READINGS.name,
-        key=kpi_id.encode(),
+        key=None,
+        partition=partition,
         value=b"[" + b",".join(n.state for n in chunk) + b"]",
         headers=[
             (HEADER_CONTENT, CONTENT_READING_BATCH.encode()),
@@ -100,22 +110,24 @@ def reading_record(kpi_id: str, chunk: Sequence[StoredNotification]) -> OutRecor
 
 
 def to_records(
-    batch: Iterable[StoredNotification], readings_per_record: int
+    batch: Iterable[StoredNotification], readings_per_record: int, partitions: int
 ) -> tuple[list[OutRecord], list[StoredNotification]]:
-    """(records in position order, entries of other types that the relay does not carry)."""
+    """(records in position order, entries of other types that the relay does not carry);
+    okr.kpi-readings.v1 has `partitions` partitions."""
     records: list[OutRecord] = []
     skipped: list[StoredNotification] = []
-    readings: dict[str, list[StoredNotification]] = {}
+    readings: dict[int, list[StoredNotification]] = {}
     for n in batch:
         if n.type == READING_TYPE:
-            readings.setdefault(_text_field(n.state, "kpi_id"), []).append(n)
+            part = partition_of(_text_field(n.state, "kpi_id"), partitions)
+            readings.setdefault(part, []).append(n)
         elif n.type in GOAL_TYPES:
             records.append(goal_record(n))
         else:
             skipped.append(n)
-    for kpi_id, entries in readings.items():
+    for part, entries in readings.items():
         for i in range(0, len(entries), readings_per_record):
-            records.append(reading_record(kpi_id, entries[i : i + readings_per_record]))
+            records.append(reading_record(part, entries[i : i + readings_per_record]))
     records.sort(key=lambda r: r.position)
     return records, skipped
 

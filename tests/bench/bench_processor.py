@@ -1,8 +1,9 @@
 """Processor benchmark (not a test): `run(sizes) -> dict`.
 
-- end-to-end readings/s: event store → relay-format records (up to 500 readings each, as the
-  relay sends them) → Kafka → the processor subprocess → projection rows (applied position);
-  the objectives, key results and KPIs are relayed and applied first, untimed
+- end-to-end readings/s: event store → relay-format records (up to 100 readings each, packed
+  per partition as the relay sends them) → Kafka → the processor subprocess → projection
+  rows (applied position); the objectives, key results and KPIs are relayed and applied
+  first, untimed
 - raw Kafka: the same records produced with kafka-python and consumed with aiokafka
 - naive: a per-event faust agent with a Table (`table[k] += v`), one reading per record
 - replay: events/s of `services.processor.replay.rebuild` over the same store
@@ -109,8 +110,10 @@ def _relay_records(settings: Settings, after: int = 0) -> tuple[list[Any], int]:
     try:
         out: list[Any] = []
         while notes := store.notifications(after, settings.relay_batch_size):
-            found, _ = to_records(notes, settings.relay_readings_per_record)
-            out += [(r.topic, r.key, r.value, r.headers) for r in found]
+            found, _ = to_records(
+                notes, settings.relay_readings_per_record, settings.kafka_partitions
+            )
+            out += [(r.topic, r.key, r.value, r.headers, r.partition) for r in found]
             after = notes[-1].position
         return out, after
     finally:
@@ -141,10 +144,14 @@ def _relay(
             notes = [n for n in notes if until is None or n.position <= until]
             if not notes:
                 break
-            found, _ = to_records(notes, settings.relay_readings_per_record)
+            found, _ = to_records(
+                notes, settings.relay_readings_per_record, settings.kafka_partitions
+            )
             for r in found:
-                producer.send(r.topic, key=r.key, value=r.value, headers=r.headers)
-                out.append((r.topic, r.key, r.value, r.headers))
+                producer.send(
+                    r.topic, key=r.key, value=r.value, headers=r.headers, partition=r.partition
+                )
+                out.append((r.topic, r.key, r.value, r.headers, r.partition))
             after = notes[-1].position
         send_watermarks(producer, after, 4)
         producer.flush()
@@ -176,7 +183,7 @@ def bench_raw(bootstrap: str, records: list[Any], readings: int) -> dict[str, fl
     topic = f"bench.raw.{uuid.uuid4().hex[:6]}"
     ensure_topics(bootstrap, 4, specs=[TopicSpec(topic, "k", "v")])
     started = time.perf_counter()
-    produce(bootstrap, [(topic, k, v, h) for _, k, v, h in records], None, 4)
+    produce(bootstrap, [(topic, k, v, h, p) for _, k, v, h, p in records], None, 4)
     produced = time.perf_counter() - started
     consumed = asyncio.run(_consume(bootstrap, topic, len(records)))
     total = produced + consumed

@@ -28,6 +28,7 @@ from contracts.topics import (
     KPI_READINGS,
 )
 from services.eventstore.store import EventStore
+from services.kafka.partitioning import partition_of
 from services.processor.digest import content_hash
 from services.projectionstore.db import Database
 from services.projectionstore.meta import links_key, live_generation
@@ -54,45 +55,50 @@ def store_events(settings: Settings, evs: Sequence[events.Event]) -> list[tuple[
         store.close()
 
 
-def relay_records(
-    entries: Iterable[tuple[int, events.Event]], per_record: int = 500
-) -> list[tuple[str, bytes | None, bytes, list[tuple[str, bytes]]]]:
-    """(topic, key, value, headers) in the relay's format: one record per goal event, one
-    JSON array of up to `per_record` readings per KPI run of the log."""
-    out: list[tuple[str, bytes | None, bytes, list[tuple[str, bytes]]]] = []
-    pending: dict[str, list[tuple[int, bytes]]] = defaultdict(list)
+Record = tuple[str, bytes | None, bytes, list[tuple[str, bytes]], int | None]
+"""(topic, key, value, headers, partition or None for where the key goes)."""
 
-    def flush(kpi: str) -> None:
-        batch = pending.pop(kpi, [])
+
+def relay_records(
+    entries: Iterable[tuple[int, events.Event]], per_record: int = 500, partitions: int = 4
+) -> list[Record]:
+    """Records in the relay's format: one per goal event, keyed by its stream; the readings
+    whose KPIs share a partition in JSON arrays of up to `per_record`, sent to it unkeyed."""
+    out: list[Record] = []
+    pending: dict[int, list[tuple[int, bytes]]] = defaultdict(list)
+
+    def flush(part: int) -> None:
+        batch = pending.pop(part, [])
         if batch:
             value = b"[" + b",".join(b for _, b in batch) + b"]"
             headers = [
                 (HEADER_CONTENT, CONTENT_READING_BATCH.encode()),
                 (HEADER_POSITION, str(batch[-1][0]).encode()),
             ]
-            out.append((KPI_READINGS.name, kpi.encode(), value, headers))
+            out.append((KPI_READINGS.name, None, value, headers, part))
 
     for position, e in entries:
         if isinstance(e, events.ReadingRecorded):
-            kpi = str(e.kpi_id)
-            pending[kpi].append((position, events.encode(e)))
-            if len(pending[kpi]) >= per_record:
-                flush(kpi)
+            part = partition_of(str(e.kpi_id), partitions)
+            pending[part].append((position, events.encode(e)))
+            if len(pending[part]) >= per_record:
+                flush(part)
         else:
             headers = [
                 (HEADER_EVENT_ID, str(e.event_id).encode()),
                 (HEADER_EVENT_TYPE, e.type.encode()),
                 (HEADER_POSITION, str(position).encode()),
             ]
-            out.append((GOAL_EVENTS.name, str(e.stream_id).encode(), events.encode(e), headers))
-    for kpi in list(pending):
-        flush(kpi)
+            record = (GOAL_EVENTS.name, str(e.stream_id).encode(), events.encode(e), headers, None)
+            out.append(record)
+    for part in list(pending):
+        flush(part)
     return out
 
 
 def produce(
     bootstrap: str,
-    records: Sequence[tuple[str, bytes | None, bytes, list[tuple[str, bytes]]]],
+    records: Sequence[Record],
     watermark: int | None,
     partitions: int,
 ) -> None:
@@ -103,8 +109,8 @@ def produce(
         batch_size=1024 * 1024,
     )
     try:
-        for topic, key, value, headers in records:
-            producer.send(topic, key=key, value=value, headers=headers)
+        for topic, key, value, headers, partition in records:
+            producer.send(topic, key=key, value=value, headers=headers, partition=partition)
         if watermark is not None:
             send_watermarks(producer, watermark, partitions)
         producer.flush()

@@ -23,6 +23,7 @@ from services.eventstore import EventStore
 from services.ingest.app import create_app
 from services.ingest.kafka_sink import KafkaReadingsSink
 from services.ingest.service import ReadingsService
+from services.kafka.partitioning import partition_of
 from services.relay.records import to_records
 from services.settings import Settings
 
@@ -33,10 +34,11 @@ NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
 
 def define_kpis(store: EventStore, org: str, count: int) -> list[uuid.UUID]:
+    """`count` KPIs with the same ids on every run, so they fall on the same partitions."""
     service = CommandService(store)
     ids = []
     for n in range(count):
-        kpi_id = uuid.uuid4()
+        kpi_id = uuid.uuid5(uuid.NAMESPACE_URL, f"okrstream-test:kafka-mode-kpi-{n}")
         service.define_kpi(
             Context(org_id=org, occurred_at=NOW, recorded_at=NOW),
             kpi_id,
@@ -63,8 +65,10 @@ def items_for(kpis: list[uuid.UUID], count: int) -> list[dict[str, Any]]:
     return items
 
 
-def consume(bootstrap: str, keys: set[bytes], expected: int, timeout_s: float = 30.0) -> list:
-    """The records of okr.kpi-readings.v1 with one of `keys`, per partition in offset order."""
+def consume(bootstrap: str, org: str, expected: int, timeout_s: float = 30.0) -> list:
+    """The records of okr.kpi-readings.v1 carrying readings of `org`, per partition in offset
+    order."""
+    mark = f'"org_id":"{org}"'.encode()
     consumer = KafkaConsumer(
         bootstrap_servers=bootstrap, enable_auto_commit=False, consumer_timeout_ms=1000
     )
@@ -76,16 +80,16 @@ def consume(bootstrap: str, keys: set[bytes], expected: int, timeout_s: float = 
     try:
         while time.monotonic() < deadline and len(found) < expected:
             for batch in consumer.poll(timeout_ms=500, max_records=5000).values():
-                found.extend(r for r in batch if r.key in keys)
+                found.extend(r for r in batch if mark in r.value)
     finally:
         consumer.close()
     return sorted(found, key=lambda r: (r.partition, r.offset))
 
 
-def per_key(records: list[tuple[bytes, bytes, list[tuple[str, bytes]]]]) -> dict:
-    out: dict[bytes, list[tuple[bytes, list[tuple[str, bytes]]]]] = {}
-    for key, value, headers in records:
-        out.setdefault(key, []).append((value, headers))
+def per_partition(records: list[tuple[int, bytes, list[tuple[str, bytes]]]]) -> dict:
+    out: dict[int, list[tuple[bytes, list[tuple[str, bytes]]]]] = {}
+    for partition, value, headers in records:
+        out.setdefault(partition, []).append((value, headers))
     return out
 
 
@@ -95,7 +99,7 @@ def test_kafka_mode_publishes_what_the_relay_would(broker: EmbeddedBroker, tmp_p
     store = EventStore.from_settings(settings)
     sink = KafkaReadingsSink(settings)
     try:
-        kpis = define_kpis(store, org, 3)
+        kpis = define_kpis(store, org, 5)  # on two partitions
         items = items_for(kpis, 1_300)
         clock = lambda: NOW  # noqa: E731 - the same recorded_at on both paths
         direct = ReadingsService(store, sink, readings_per_record=500, clock=clock)
@@ -111,16 +115,18 @@ def test_kafka_mode_publishes_what_the_relay_would(broker: EmbeddedBroker, tmp_p
         assert [r["index"] for r in kafka_answer["rejected"]] == [1_301, 1_302]
 
         entries = [n for n in store.notifications(before, 10_000)]
-        relay_records, _ = to_records(entries, 500)
+        relay_records, _ = to_records(entries, 500, settings.kafka_partitions)
         expected = [
-            (r.key, r.value, [h for h in r.headers if h[0] != HEADER_POSITION])
+            (r.partition, r.value, [h for h in r.headers if h[0] != HEADER_POSITION])
             for r in relay_records
             if r.topic == KPI_READINGS.name
         ]
-        keys = {str(k).encode() for k in kpis}
-        got = consume(broker.bootstrap, keys, len(expected))
-        assert per_key([(r.key, r.value, list(r.headers)) for r in got]) == per_key(expected)
-        assert all(HEADER_POSITION not in dict(r.headers) for r in got)
+        assert len({p for p, _, _ in expected}) > 1, "the KPIs span several partitions"
+        got = consume(broker.bootstrap, org, len(expected))
+        assert per_partition([(r.partition, r.value, list(r.headers)) for r in got]) == (
+            per_partition(expected)
+        )
+        assert all(r.key is None and HEADER_POSITION not in dict(r.headers) for r in got)
         # Tansu refuses kafka-python's idempotent produce: the sink fell back to acks=all
         # with one request in flight, and said so in the log.
         assert sink.idempotent is False
@@ -156,5 +162,6 @@ def test_kafka_mode_over_http_answers_after_the_ack(broker: EmbeddedBroker, tmp_
         )
         assert answer.status_code == 202, answer.text
         assert answer.json()["accepted"] == 10
-        (record,) = consume(broker.bootstrap, {str(kpi).encode()}, 1)
+        (record,) = consume(broker.bootstrap, org, 1)
     assert record.value.count(b'"type":"reading.recorded"') == 10
+    assert record.partition == partition_of(str(kpi), settings.kafka_partitions)

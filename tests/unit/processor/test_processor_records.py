@@ -10,6 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from kafka.partitioner.default import DefaultPartitioner
 
+from services.kafka.partitioning import partition_of
 from services.processor.records import (
     Cause,
     Notice,
@@ -18,7 +19,6 @@ from services.processor.records import (
     fold_measurement,
     keep_latest,
     notices_of,
-    partition_of,
 )
 
 T0 = datetime(2026, 3, 1, tzinfo=UTC)

@@ -21,6 +21,7 @@ from services.http.problems import Problem, install_problem_handlers
 from services.http.security import Ingester, Reader, Writer
 from services.ingest.kpis import KpiFacts
 from services.ingest.readings import canonical_reading, judge
+from services.kafka.partitioning import partition_of
 from services.projectionstore.db import Database
 from services.relay.records import to_records, watermark_headers, watermark_value
 from services.settings import Settings
@@ -232,8 +233,20 @@ def reading(kpi_id: uuid.UUID, n: int) -> events.Event:
     )  # fmt: skip
 
 
-def test_relay_records_group_readings_per_kpi_and_keep_positions_rising() -> None:
-    a, b = uuid.uuid4(), uuid.uuid4()
+def kpis_on_partitions(wanted: list[int], partitions: int) -> list[uuid.UUID]:
+    """KPI ids (the same on every run) that fall on the `wanted` partitions, in order."""
+    found: list[uuid.UUID] = []
+    n = 0
+    while len(found) < len(wanted):
+        kpi_id = uuid.uuid5(uuid.NAMESPACE_URL, f"okrstream-test:relay-kpi-{n}")
+        if partition_of(str(kpi_id), partitions) == wanted[len(found)]:
+            found.append(kpi_id)
+        n += 1
+    return found
+
+
+def test_relay_records_pack_readings_per_partition_and_keep_positions_rising() -> None:
+    a, b, c = kpis_on_partitions([1, 1, 2], partitions=4)
     goal = events.seal(
         events.KpiDefined(
             event_id=uuid.uuid4(), org_id="acme", stream_id=a, stream_version=1,
@@ -242,13 +255,15 @@ def test_relay_records_group_readings_per_kpi_and_keep_positions_rising() -> Non
         ),
         None,
     )  # fmt: skip
-    batch = [note(1, goal)] + [note(p, reading(a if p % 2 else b, p)) for p in range(2, 9)]
-    records, skipped = to_records(batch, readings_per_record=2)
+    kpi_of = {2: a, 3: b, 4: c, 5: a, 6: b, 7: a, 8: c, 9: b}
+    batch = [note(1, goal)] + [note(p, reading(kpi_of[p], p)) for p in range(2, 10)]
+    records, skipped = to_records(batch, readings_per_record=3, partitions=4)
     assert skipped == []
     assert [r.position for r in records] == sorted(r.position for r in records)
     first = records[0]
     assert first.topic == "okr.goal-events.v1"
     assert first.key == str(a).encode()
+    assert first.partition is None  # where its key goes, as every goal stream's events
     assert first.value == batch[0].state
     assert dict(first.headers) == {
         "okr-event-id": str(goal.event_id).encode(),
@@ -256,28 +271,25 @@ def test_relay_records_group_readings_per_kpi_and_keep_positions_rising() -> Non
         "okr-position": b"1",
     }
     readings = records[1:]
-    assert all(r.topic == "okr.kpi-readings.v1" for r in readings)
-    assert all(len(orjson.loads(r.value)) <= 2 for r in readings)
+    assert all(r.topic == "okr.kpi-readings.v1" and r.key is None for r in readings)
+    carried = {r.position: [events.decode_dict(d) for d in orjson.loads(r.value)] for r in readings}
     for r in readings:
-        carried = [events.decode_dict(d) for d in orjson.loads(r.value)]
-        assert {str(e.kpi_id).encode() for e in carried} == {r.key}
+        assert {partition_of(str(e.kpi_id), 4) for e in carried[r.position]} == {r.partition}
+        assert len(carried[r.position]) <= 3
         headers = dict(r.headers)
         assert headers["okr-content"] == b"reading-batch"
-        assert headers["okr-event-id"] == ",".join(str(e.event_id) for e in carried).encode()
-    carried_positions = {
-        r.key: [int(h) for k, h in r.headers if k == "okr-position"] for r in readings
+        assert headers["okr-position"] == str(r.position).encode()
+        assert (
+            headers["okr-event-id"]
+            == ",".join(str(e.event_id) for e in carried[r.position]).encode()
+        )
+    # a and b share partition 1: their six readings fill two records, in position order.
+    per_partition = {
+        part: [e.value for r in readings if r.partition == part for e in carried[r.position]]  # type: ignore[attr-defined]
+        for part in (1, 2)
     }
-    assert carried_positions
-    per_kpi = [
-        [
-            events.decode_dict(d).value
-            for r in readings
-            if r.key == key
-            for d in orjson.loads(r.value)
-        ]  # type: ignore[attr-defined]
-        for key in (str(a).encode(), str(b).encode())
-    ]
-    assert per_kpi == [[3.0, 5.0, 7.0], [2.0, 4.0, 6.0, 8.0]]
+    assert per_partition == {1: [2.0, 3.0, 5.0, 6.0, 7.0, 9.0], 2: [4.0, 8.0]}
+    assert [len(carried[r.position]) for r in readings if r.partition == 1] == [3, 3]
 
 
 def test_watermark_shape() -> None:
