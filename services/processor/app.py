@@ -7,11 +7,15 @@
   bundles of up to BUNDLE notices per record; and the watermarks forwarded to every
   partition of that topic.
 - objective agent on okr.goal-events.v1 + okr.kr-measurements.v1 (partitioned by objective) →
-  Projector.apply_goal_batch: the notices it took are coalesced per objective and
-  re-evaluated in slices of OBJECTIVES_PER_TX, the goal events with the first (other batches
-  interleave between slices; notices arriving meanwhile coalesce into the next pass). A
-  take of notices only waits while the kpi agent works, at most PASS_HOLD_S, so a burst of
-  readings costs one pass per hold rather than one per kpi batch.
+  Projector.apply_goal_take: the goal events are applied and their objectives re-evaluated
+  at once; the measurement notices (and the watermarks behind them) are deferred, in the
+  same transaction, to the projection store (pending_notices: the latest cause per
+  objective).
+- passes: a timer re-evaluates the deferred notices (Projector.evaluate_pending, in slices of
+  OBJECTIVES_PER_TX; other batches interleave between slices) once the kpi agent is idle,
+  or PASS_HOLD_S after the first notice deferred since the last pass began. A burst of
+  readings sends notices for the same objectives after every kpi batch: each objective is
+  re-evaluated once per pass, not once per batch.
 - timers: time-driven detections (Projector.tick_step, a chunk per transaction), the
   detections outbox → okr.detections.v1, and handing freed memory back (runtime.py).
 
@@ -78,25 +82,15 @@ OBJECTIVES_PER_TX = 1_000  # objectives re-evaluated per projection transaction
 BUNDLE = 1_000  # measurement notices per okr.kr-measurements.v1 record (about 24 kB)
 # The objective agent's records are goal events or bundles of up to BUNDLE notices: its
 # read-ahead stays bounded (a take and twice as much again, ~70 MB at worst) while the
-# notices of one take, coalesced per objective as they are decoded, cost one re-evaluation
-# each.
+# notices of one take, coalesced per objective as they are decoded, cost one deferral
+# (one row of pending_notices) each.
 GOAL_TAKE = 1_000
-# After a pass that re-evaluated objectives, the objective agent pauses as long as the pass
-# kept the database thread busy, at most PASS_PAUSE_MAX_S: passes of up to that length use
-# about half of the database thread under sustained load (longer ones more), the readings
-# flow in the rest, and the next pass covers everything that changed meanwhile. With few
-# objectives the pass is short and so is the pause. The pause ends early once the kpi agent
-# is idle: then there is nothing for it to give way to (at the end of a burst, say).
-PASS_PAUSE_MAX_S = 1.0
-# Before a pass, a take of measurement records only (no goal event) waits while the kpi
-# agent works, at most PASS_HOLD_S: during a burst of readings the pass then counts
-# everything applied meanwhile, and the notices of those readings find their objectives
-# already counted (Projector skips them), so every objective is re-evaluated about once
-# per hold instead of once per kpi batch. Scores and the applied position lag a burst by up
-# to a hold more, half the 10 s a min_position read waits. Not longer: while the agent
-# holds, its buffer fills, and a consumer blocked on a full buffer past its poll interval
-# leaves the group. A goal event never waits, and with the kpi agent idle nothing does.
+# Deferred notices wait for a pass while the kpi agent works, at most PASS_HOLD_S after the
+# first of them: during a burst of readings a pass then counts everything applied
+# meanwhile. Scores and the applied position lag a burst by up to a hold, half the 10 s a
+# min_position read waits. With the kpi agent idle, a pass starts within a timer tick.
 PASS_HOLD_S = 5.0
+PASS_CHECK_S = WITHIN_S  # how often the pass timer looks
 KPI_IDLE_S = 2 * WITHIN_S  # no kpi batch running or started for this long: its buffer is empty
 TICK_S = 30.0
 OUTBOX_S = 1.0
@@ -124,26 +118,25 @@ class Activity:
         return self.running == 0 and time.monotonic() - self.ended_at >= quiet_s
 
 
-async def give_way(seconds: float, other: Activity) -> None:
-    """The objective agent's wait for the kpi agent (a pause after a pass, a hold before
-    one): `seconds` while it applies what arrived meanwhile, or less once it is idle."""
-    deadline = time.monotonic() + seconds
-    # A poll, not an Event: "idle" is a quiet time (KPI_IDLE_S) that no event marks.
-    while (left := deadline - time.monotonic()) > 0 and not other.idle(KPI_IDLE_S):  # noqa: ASYNC110
-        await asyncio.sleep(min(left, WITHIN_S / 2))
+@dataclass
+class Passes:
+    """When the deferred notices are re-evaluated: once the kpi agent is idle, or PASS_HOLD_S
+    after the first notice deferred since the last pass began. A worker starts due: notices
+    an earlier run deferred may be waiting."""
 
+    deferred_at: float | None = field(default_factory=time.monotonic)
 
-def measurements_only(records: Sequence[Any]) -> bool:
-    """Whether a take of the objective agent holds measurement records and, from the goal
-    topic, watermarks at most (no goal event)."""
-    measured = False
-    for event in records:
-        msg = event.message
-        if msg.topic == KR_MEASUREMENTS.name:
-            measured = True
-        elif watermark_of(header_map(msg.headers), msg.value) is None:
+    def deferred(self) -> None:
+        if self.deferred_at is None:
+            self.deferred_at = time.monotonic()
+
+    def due(self, kpi: Activity) -> bool:
+        if self.deferred_at is None:
             return False
-    return measured
+        return kpi.idle(KPI_IDLE_S) or time.monotonic() - self.deferred_at >= PASS_HOLD_S
+
+    def start(self) -> None:
+        self.deferred_at = None
 
 
 @dataclass
@@ -373,47 +366,49 @@ def build_app(settings: Settings, projector: Projector, *, app_id: str | None = 
             with kpi_activity.batch():
                 await shielded(kpi_pass(records))
 
-    def goal_step(records: Sequence[Any]) -> tuple[list[Notice], list[Watermark], bool, float]:
-        """Apply the goal events with the first slice of the re-evaluations (the notices
-        coalesced per objective); return the rest, the watermarks for the last slice,
-        whether there were notices, and the seconds it took."""
+    passes = Passes()
+
+    def goal_step(records: Sequence[Any]) -> bool:
+        """Apply the take's goal events, defer its notices; whether any were deferred."""
         started = time.perf_counter()
         batch = parse_goal_records(records)
         notices = [batch.notices[k] for k in sorted(batch.notices)]
-        first, rest = notices[:OBJECTIVES_PER_TX], notices[OBJECTIVES_PER_TX:]
-        projector.apply_goal_batch(batch.items, first, () if rest else batch.marks)
-        trace("objective", started, len(records), len(batch.items), len(first))
-        return rest, batch.marks, bool(notices), time.perf_counter() - started
-
-    def goal_slice(notices: Sequence[Notice], marks: Sequence[Watermark]) -> float:
-        started = time.perf_counter()
-        projector.apply_goal_batch((), notices, marks)
-        trace("objective-slice", started, 0, 0, len(notices))
-        return time.perf_counter() - started
-
-    async def goal_pass(records: Sequence[Any]) -> float:
-        """Apply one take: goal events, re-evaluations in slices, the watermarks with the
-        last. Returns the database seconds it took when it re-evaluated objectives, else 0."""
-        rest, marks, measured, busy = await in_db(goal_step, records)
-        for i in range(0, len(rest), OBJECTIVES_PER_TX):
-            last = i + OBJECTIVES_PER_TX >= len(rest)
-            busy += await in_db(goal_slice, rest[i : i + OBJECTIVES_PER_TX], marks if last else ())
-        return busy if measured else 0.0
+        deferred = projector.apply_goal_take(batch.items, notices, batch.marks)
+        trace("objective", started, len(records), len(batch.items), len(notices))
+        return deferred
 
     @app.agent(goals, name="objective")
     async def objective_agent(stream: Any) -> None:
         async for records in stream.take_events(GOAL_TAKE, within=WITHIN_S):
-            if measurements_only(records):
-                await give_way(PASS_HOLD_S, kpi_activity)
             try:
-                busy = await shielded(goal_pass(records))
+                if await shielded(in_db(goal_step, records)):
+                    passes.deferred()
             except Exception:
-                # Acking these records would lose the slices not applied: stop without
-                # committing; the supervisor restarts the worker and they are redelivered.
-                log.critical("objective pass failed; exiting uncommitted", exc_info=True)
+                # Acking these records would lose them: stop without committing; the
+                # supervisor restarts the worker and they are redelivered.
+                log.critical("objective take failed; exiting uncommitted", exc_info=True)
                 os._exit(70)
-            if busy:
-                await give_way(min(busy, PASS_PAUSE_MAX_S), kpi_activity)
+
+    def pass_slice(upto: int) -> bool:
+        started = time.perf_counter()
+        done, more = projector.evaluate_pending(upto, OBJECTIVES_PER_TX)
+        trace("objective-slice", started, 0, 0, done)
+        return more
+
+    @app.timer(PASS_CHECK_S)  # type: ignore[untyped-decorator]
+    async def evaluate_deferred() -> None:
+        """A pass over the notices deferred up to now, slice by slice (what is deferred
+        meanwhile waits for the next pass)."""
+        if not passes.due(kpi_activity):
+            return
+        passes.start()
+        try:
+            upto = await in_db(projector.pending_bound)
+            while upto is not None and await in_db(pass_slice, upto):
+                pass
+        except Exception:  # the database, say: the notices stay deferred for the next pass
+            log.exception("pass over deferred notices failed; retrying")
+            passes.deferred()
 
     @app.timer(TICK_S)  # type: ignore[untyped-decorator]
     async def tick() -> None:

@@ -19,8 +19,9 @@ VOLATILE: dict[str, set[str]] = {
     "kpis": {"days_version"},  # a cache-validation counter: how many batches changed days
 }
 # Feeds and bookkeeping, excluded from the strict hash too: the change feed and outbox
-# (a wall-clock `at`, serial numbers) and the watermarks (how far each partition got).
-FEEDS = {"changes", "outbox", "watermarks"}
+# (a wall-clock `at`, serial numbers), the watermarks (how far each partition got) and the
+# re-evaluations still pending (what was in flight).
+FEEDS = {"changes", "outbox", "watermarks", "pending_notices", "pending_marks"}
 # Tables whose rows depend on the interleaving of goal events and readings (a history row
 # per change as it was observed): compared only in `strict` mode.
 ORDER_DEPENDENT = {"score_history"}

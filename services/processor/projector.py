@@ -790,6 +790,97 @@ class Projector:
             self.write_watermarks(tx, marks)
         return tx.published
 
+    # -- deferred re-evaluations -------------------------------------------------------
+
+    def apply_goal_take(
+        self, items: Sequence[GoalItem], notices: Sequence[Notice], marks: Sequence[Watermark]
+    ) -> bool:
+        """One take of the objective agent, in one transaction: the goal events are applied
+        and their objectives re-evaluated now (a goal event never waits), the goal topic's
+        watermarks written; the measurement notices and watermarks are kept for the next
+        pass (defer_in). Returns whether anything was deferred."""
+        with self.transaction() as tx:
+            self.goal_batch_in(tx, items, [])
+            self.write_watermarks(tx, [m for m in marks if m.stage != "measure"])
+            measured = [m for m in marks if m.stage == "measure"]
+            self.defer_in(tx, notices, measured)
+        return bool(notices or measured)
+
+    def defer_in(self, tx: Tx, notices: Sequence[Notice], marks: Sequence[Watermark]) -> None:
+        """Keep `notices` for the next pass (pending_notices, the latest cause per objective)
+        and `marks` (measurement watermarks) until every notice deferred with or before them
+        is re-evaluated. A burst of readings sends notices for the same objectives batch
+        after batch; kept here, each objective is re-evaluated once per pass however many
+        arrived, and durably: the records are acknowledged once this commits."""
+        if not notices and not marks:
+            return
+        t = tx.tables
+        (seq,) = tx.cur.execute(
+            f"SELECT COALESCE(MAX(seq), 0) + 1 FROM (SELECT MAX(seq) AS seq FROM"
+            f" {t.pending_notices} UNION ALL SELECT MAX(seq) FROM {t.pending_marks}) AS s"
+        ).fetchone() or (1,)
+        # Stored-text timestamps sort like the instants: keep_latest's order, in SQL.
+        tx.cur.executemany(
+            f"INSERT INTO {t.pending_notices} (objective_id, event_id, occurred_at,"
+            " recorded_at, seq) VALUES (?, ?, ?, ?, ?) ON CONFLICT (objective_id) DO UPDATE"
+            " SET event_id = excluded.event_id, occurred_at = excluded.occurred_at,"
+            " recorded_at = excluded.recorded_at"
+            f" WHERE (excluded.occurred_at, excluded.event_id)"
+            f" > ({t.pending_notices}.occurred_at, {t.pending_notices}.event_id)",
+            [
+                (n.objective_id, n.event_id, iso(n.occurred_at), iso(n.recorded_at), seq)
+                for n in notices
+            ],
+        )
+        tx.cur.executemany(
+            f"INSERT INTO {t.pending_marks} (stage, topic, part, source_part, position, seq)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            [(m.stage, m.topic, m.part, m.source_part, m.position, seq) for m in marks],
+        )
+        self._release_marks(tx)
+
+    def _release_marks(self, tx: Tx) -> None:
+        """Write the held-back watermarks that no pending notice of their take or an
+        earlier one still holds back."""
+        t = tx.tables
+        (low,) = tx.cur.execute(f"SELECT MIN(seq) FROM {t.pending_notices}").fetchone() or (None,)
+        bound = "" if low is None else f" WHERE seq < {int(low)}"
+        rows = tx.cur.execute(
+            f"SELECT stage, topic, part, source_part, position FROM {t.pending_marks}{bound}"
+        ).fetchall()
+        if rows:
+            self.write_watermarks(tx, [Watermark(*row) for row in rows])
+            tx.cur.execute(f"DELETE FROM {t.pending_marks}{bound}")
+
+    def pending_bound(self) -> int | None:
+        """The seq of the newest deferred notice (a pass re-evaluates up to it), or None."""
+        with self.transaction() as tx:
+            row = tx.cur.execute(f"SELECT MAX(seq) FROM {tx.tables.pending_notices}").fetchone()
+        return None if row is None or row[0] is None else int(row[0])
+
+    def evaluate_pending(self, upto: int, limit: int) -> tuple[int, bool]:
+        """Re-evaluate up to `limit` deferred notices of seq <= `upto`, oldest first, in one
+        transaction, and write the watermarks they held back. Returns (how many, whether
+        any of seq <= `upto` remain)."""
+        with self.transaction() as tx:
+            t = tx.tables
+            rows = tx.cur.execute(
+                f"SELECT objective_id, event_id, occurred_at, recorded_at"
+                f" FROM {t.pending_notices} WHERE seq <= ? ORDER BY seq, objective_id LIMIT ?",
+                (upto, limit),
+            ).fetchall()
+            notices = [Notice(o, e, parse_iso(at), parse_iso(rec)) for o, e, at, rec in rows]
+            self.goal_batch_in(tx, [], notices)
+            tx.cur.executemany(
+                f"DELETE FROM {t.pending_notices} WHERE objective_id = ?",
+                [(n.objective_id,) for n in notices],
+            )
+            self._release_marks(tx)
+            more = tx.cur.execute(
+                f"SELECT 1 FROM {t.pending_notices} WHERE seq <= ? LIMIT 1", (upto,)
+            ).fetchone()
+        return len(notices), more is not None
+
     def goal_batch_in(self, tx: Tx, items: Sequence[GoalItem], notices: Sequence[Notice]) -> None:
         kpi_items = [i for i in items if i.event.type.startswith("kpi.")]
         objective_items = [i for i in items if not i.event.type.startswith("kpi.")]

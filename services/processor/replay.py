@@ -4,7 +4,8 @@ generation and swap it in atomically while the API keeps serving the old one.
 The build reads the notification log directly (no Kafka) and applies it with the same
 Projector the live agents use. The last step runs in one transaction holding the
 projection writers' lock (the live processor waits): catch up to the log's end, copy the
-watermarks, switch projection_meta to the new generation. The old tables are dropped after.
+watermarks and the live processor's deferred re-evaluations, switch projection_meta to the
+new generation. The old tables are dropped after.
 """
 
 from __future__ import annotations
@@ -137,6 +138,14 @@ def rebuild(db: Database, store: EventStore, *, chunk: int = CHUNK) -> ReplaySta
             f"INSERT INTO {tables.watermarks} SELECT * FROM {Tables(current).watermarks}"
             " WHERE 1 = 1 ON CONFLICT DO NOTHING"
         )
+        # The live processor's deferred notices and the watermarks they hold back: its
+        # next pass re-evaluates those objectives in the new generation and releases them.
+        live = Tables(current)
+        for built, held in (
+            (tables.pending_notices, live.pending_notices),
+            (tables.pending_marks, live.pending_marks),
+        ):
+            cur.execute(f"INSERT INTO {built} SELECT * FROM {held}")
         write_meta(cur, "generation", str(new))
         write_meta(cur, "schema_version", str(PROJECTION_SCHEMA_VERSION))
     with db.transaction() as cur:

@@ -108,6 +108,18 @@ class Tables:
         """Detection events committed with the data, deleted once published to Kafka."""
         return self._t("outbox")
 
+    @property
+    def pending_notices(self) -> str:
+        """Measurement notices taken by the objective agent and not re-evaluated yet: the
+        latest cause per objective, for its next pass."""
+        return self._t("pending_notices")
+
+    @property
+    def pending_marks(self) -> str:
+        """Measurement watermarks held back until the notices taken before them are
+        re-evaluated."""
+        return self._t("pending_marks")
+
     def all(self) -> list[str]:
         """Every table of this generation."""
         return [
@@ -125,6 +137,8 @@ class Tables:
             self.watermarks,
             self.changes,
             self.outbox,
+            self.pending_notices,
+            self.pending_marks,
         ]
 
     def ddl(self, dialect: str) -> list[str]:
@@ -253,4 +267,16 @@ class Tables:
             " subject_id TEXT NOT NULL, payload TEXT NOT NULL, at TEXT NOT NULL)",
             f"CREATE TABLE IF NOT EXISTS {t.outbox} ("
             f" seq {serial}, topic TEXT NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL)",
+            # Deferred re-evaluations (Projector.defer_in): `seq` numbers the takes, and a
+            # notice keeps the seq of the take that first deferred it (a later notice only
+            # updates the cause), so a watermark is released once every notice of its take
+            # and the earlier ones has been re-evaluated.
+            f"CREATE TABLE IF NOT EXISTS {t.pending_notices} ("
+            " objective_id TEXT PRIMARY KEY, event_id TEXT NOT NULL, occurred_at TEXT NOT NULL,"
+            " recorded_at TEXT NOT NULL, seq BIGINT NOT NULL)",
+            f"CREATE INDEX IF NOT EXISTS {t.pending_notices}_seq ON {t.pending_notices}"
+            " (seq, objective_id)",
+            f"CREATE TABLE IF NOT EXISTS {t.pending_marks} ("
+            " stage TEXT NOT NULL, topic TEXT NOT NULL, part INTEGER NOT NULL,"
+            " source_part INTEGER NOT NULL, position BIGINT NOT NULL, seq BIGINT NOT NULL)",
         ]

@@ -1,0 +1,123 @@
+"""The objective agent's deferred re-evaluations against a real SQLite file: notices taken
+in any number of takes are re-evaluated once per pass, to the tables of an evaluation on
+the spot, and the measurement watermarks wait for the notices taken with and before them."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from services.processor.projector import Projector
+from services.processor.records import Notice, Watermark
+from tests.unit.processor.builders import Log, synthetic
+from tests.unit.processor.test_processor_projector import projector, tables_hash
+
+T = datetime(2026, 2, 1, tzinfo=UTC)
+
+
+def measure_mark(position: int, part: int = 0) -> Watermark:
+    return Watermark("measure", "okr.kr-measurements.v1", part, 0, position)
+
+
+def written_marks(p: Projector) -> dict[int, int]:
+    """Written measurement watermarks: partition → position."""
+    with p.db.transaction(write=False) as cur:
+        return dict(
+            cur.execute(
+                "SELECT part, position FROM g1_watermarks WHERE stage = 'measure'"
+            ).fetchall()
+        )
+
+
+def pending(p: Projector) -> dict[str, tuple[str, int]]:
+    """Deferred notices: objective → (causing event id, seq)."""
+    with p.db.transaction(write=False) as cur:
+        rows = cur.execute("SELECT objective_id, event_id, seq FROM g1_pending_notices")
+        return {o: (e, int(s)) for o, e, s in rows.fetchall()}
+
+
+def run_pass(p: Projector, slice_size: int) -> int:
+    """A pass as the app's timer runs it: slices up to the newest seq; returns how many."""
+    upto, slices = p.pending_bound(), 0
+    while upto is not None:
+        _, more = p.evaluate_pending(upto, slice_size)
+        slices += 1
+        if not more:
+            break
+    return slices
+
+
+def test_deferred_notices_evaluated_in_a_pass_give_the_tables_of_an_evaluation_at_once(
+    tmp_path: Path,
+) -> None:
+    built = []
+    for name in ("at_once", "deferred"):
+        log = Log()
+        synthetic(log, objectives=25, kpis=4, readings=300)
+        p = projector(tmp_path / f"{name}.sqlite")
+        p.apply_goal_batch(log.goal_items())
+        built.append((p, log.reading_rows()))
+    (at_once, rows_a), (deferred, rows_d) = built
+    at_once.apply_goal_batch([], at_once.apply_readings(rows_a), [measure_mark(300)])
+    # Three kpi batches, each take deferring the notices of one: the same objectives.
+    for i, part in enumerate((rows_d[:100], rows_d[100:200], rows_d[200:])):
+        notices = deferred.apply_readings(part)
+        assert deferred.apply_goal_take([], notices, [measure_mark(100 * (i + 1))])
+        assert written_marks(deferred) == {}, "held back by the notices still pending"
+    assert len(pending(deferred)) == 25, "one pending notice per objective, however many takes"
+    assert run_pass(deferred, slice_size=6) == 5
+    assert pending(deferred) == {}
+    assert written_marks(deferred) == {0: 300}
+    assert tables_hash(deferred, strict=False) == tables_hash(at_once, strict=False)
+
+
+def test_a_pending_notice_keeps_the_latest_cause_and_its_first_take(tmp_path: Path) -> None:
+    p = projector(tmp_path / "p.sqlite")
+    early, late = Notice("o", "e1", T, T), Notice("o", "e2", T + timedelta(hours=1), T)
+    p.apply_goal_take([], [early], [])
+    p.apply_goal_take([], [Notice("other", "e9", T, T)], [])
+    p.apply_goal_take([], [late], [])
+    assert pending(p) == {"o": ("e2", 1), "other": ("e9", 2)}
+    p.apply_goal_take([], [early], [])  # an older cause, redelivered: the later one stays
+    assert pending(p)["o"] == ("e2", 1)
+
+
+def test_a_watermark_waits_for_the_notices_taken_with_and_before_it(tmp_path: Path) -> None:
+    p = projector(tmp_path / "p.sqlite")
+    log = Log()
+    objectives, _ = synthetic(log, objectives=3, kpis=1, readings=0)
+    p.apply_goal_batch(log.goal_items())
+    a, b, c = (str(o) for o in objectives)
+    p.apply_goal_take([], [Notice(a, "e1", T, T)], [measure_mark(10, part=0)])
+    p.apply_goal_take([], [Notice(b, "e2", T, T)], [measure_mark(20, part=1)])
+    # a's notice comes again in a later take: still the first take's, so it holds mark 10.
+    p.apply_goal_take([], [Notice(a, "e3", T + timedelta(minutes=1), T)], [])
+    p.apply_goal_take([], [], [measure_mark(30, part=2)])
+    assert written_marks(p) == {}
+    upto = p.pending_bound()
+    assert upto is not None
+    assert p.evaluate_pending(upto, 1) == (1, True)  # a: the oldest first
+    assert written_marks(p) == {0: 10}
+    p.apply_goal_take([], [Notice(c, "e4", T, T)], [measure_mark(40, part=3)])
+    assert p.evaluate_pending(upto, 1) == (1, False)  # b; c came after the pass began
+    assert written_marks(p) == {0: 10, 1: 20, 2: 30}, "mark 40 waits for c"
+    assert run_pass(p, slice_size=10) == 1
+    assert written_marks(p) == {0: 10, 1: 20, 2: 30, 3: 40}
+
+
+def test_a_watermark_with_nothing_pending_is_written_at_once(tmp_path: Path) -> None:
+    p = projector(tmp_path / "p.sqlite")
+    assert p.apply_goal_take([], [], [measure_mark(7)])
+    assert written_marks(p) == {0: 7}
+    assert p.pending_bound() is None
+
+
+def test_goal_events_are_applied_at_once_and_their_watermarks_written(tmp_path: Path) -> None:
+    p = projector(tmp_path / "p.sqlite")
+    log = Log()
+    synthetic(log, objectives=2, kpis=1, readings=0)
+    goal_mark = Watermark("goal", "okr.goal-events.v1", 0, -1, 5)
+    assert not p.apply_goal_take(log.goal_items(), [], [goal_mark])
+    with p.db.transaction(write=False) as cur:
+        assert cur.execute("SELECT count(*) FROM g1_objectives").fetchone() == (2,)
+        assert cur.execute("SELECT stage, position FROM g1_watermarks").fetchall() == [("goal", 5)]
