@@ -73,8 +73,9 @@ from services.settings import Settings
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-# Records per kpi batch, and the readings buffer (relay records: up to 100 readings, ~33 kB).
-TAKE = 2_000
+# Records per kpi batch, and the readings buffer (relay records: up to 100 readings, ~33 kB;
+# the relay packs a partition's readings, so its records are full under load).
+TAKE = 1_000
 WITHIN_S = 0.05
 PARSE_RECORDS = 100  # records parsed at a time
 APPLY_ROWS = 20_000  # readings per projection transaction
@@ -269,15 +270,15 @@ def faust_settings(settings: Settings) -> dict[str, Any]:
         "broker_commit_every": 50_000,
         # The fetch path: no waiting for empty, and a read-ahead bounded to about a batch
         # (relay records of 500 readings in a 40,000-record buffer held over a gigabyte while
-        # the database was busy; a 2,000-record buffer of 100-reading records holds ~66 MB,
-        # and the bench's 25-reading records ~16 MB). A poll returns at most half of
-        # the smallest agent buffer: delivering a poll into a full buffer blocks the
+        # the database was busy; a 1,000-record buffer of 100-reading records holds ~33 MB:
+        # with 2,000, the processor peaked at 526 MB at 100k objectives). A poll returns at
+        # most half of the smallest agent buffer: delivering a poll into a full buffer blocks the
         # consumer's loop, and blocked through a long pass it missed its poll interval, left
         # the group and stalled (seen at 100k objectives with 500-record buffers). Fetches
         # of 1 MB a partition keep up with the agents (a fetch takes a millisecond or two)
         # and hold a quarter of what 4 MB ones did (fetched records wait in the consumer
         # for the buffers to take them).
-        "broker_max_poll_records": GOAL_TAKE,
+        "broker_max_poll_records": min(TAKE, 2 * GOAL_TAKE) // 2,
         "consumer_max_fetch_size": 1024 * 1024,
         "stream_buffer_maxsize": TAKE,
         "stream_wait_empty": False,
