@@ -753,7 +753,9 @@ class Projector:
         outbox: list[tuple[str, str, str]] = []
         for org, subject_id, event in emitted:
             body = events.encode(event)
-            self._change(tx, org, event.type, subject_id, orjson.loads(body))
+            # The event's canonical JSON is the change's payload as it is (compact, and the
+            # same text as dumping its parsed form again).
+            tx.changes.append((org, event.type, subject_id, body.decode(), tx.now_text))
             if self.publish:
                 outbox.append((DETECTIONS.name, subject_id, body.decode()))
                 tx.published.append((subject_id, body))
