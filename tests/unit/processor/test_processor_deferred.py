@@ -7,8 +7,13 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from services.eventstore.store import EventStore
 from services.processor.projector import Projector
 from services.processor.records import Notice, Watermark
+from services.processor.replay import rebuild
+from services.projectionstore.db import Database
+from services.projectionstore.meta import ensure_schema
+from services.settings import Settings
 from tests.unit.processor.builders import Log, synthetic
 from tests.unit.processor.test_processor_projector import projector, tables_hash
 
@@ -121,3 +126,25 @@ def test_goal_events_are_applied_at_once_and_their_watermarks_written(tmp_path: 
     with p.db.transaction(write=False) as cur:
         assert cur.execute("SELECT count(*) FROM g1_objectives").fetchone() == (2,)
         assert cur.execute("SELECT stage, position FROM g1_watermarks").fetchall() == [("goal", 5)]
+
+
+def test_a_replay_carries_the_deferred_notices_and_their_watermarks_over(
+    tmp_path: Path,
+) -> None:
+    settings = Settings(data_dir=tmp_path / "data")
+    db = Database.from_settings(settings, settings.projections_db_path)
+    ensure_schema(db)
+    live = Projector(db, clock=lambda: T)
+    live.apply_goal_take([], [Notice("o", "e1", T, T)], [measure_mark(10)])
+    store = EventStore.from_settings(settings)
+    try:
+        stats = rebuild(db, store)
+    finally:
+        store.close()
+    assert stats.generation == 2
+    after = Projector(db, clock=lambda: T)
+    assert after.pending_bound() == 1, "the live processor's next pass finds them"
+    assert run_pass(after, slice_size=10) == 1
+    with db.transaction(write=False) as cur:
+        assert cur.execute("SELECT part, position FROM g2_watermarks").fetchall() == [(0, 10)]
+    db.close()
