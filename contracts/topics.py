@@ -27,7 +27,10 @@ GOAL_EVENTS = TopicSpec(
 )
 KPI_READINGS = TopicSpec(
     name="okr.kpi-readings.v1",
-    key="kpi_id",
+    key=(
+        "kpi_id (integrations); relay batches: none, each on the partition its KPIs' ids go "
+        "to (murmur2, as keyed), so a KPI's readings share one partition either way"
+    ),
     value=(
         "from the relay: a JSON array of reading.recorded events (header okr-content: "
         "reading-batch); from integrations: one reading JSON object with org_id"

@@ -81,6 +81,7 @@ class KafkaReadingsSink:
     def __init__(self, settings: Settings, *, idempotent: bool = True) -> None:
         self.settings = settings
         self.partitions = settings.kafka_partitions  # of okr.kpi-readings.v1
+        self._checked: Any = None  # the producer whose topic partitions were checked
         self.idempotent = idempotent
         self.confirmed = False  # the current producer kind has had a batch acknowledged
         self._producer: Any = None
@@ -149,6 +150,17 @@ class KafkaReadingsSink:
 
     def _send_and_wait(self, producer: Any, records: Sequence[Record]) -> None:
         topic = KPI_READINGS.name
+        if producer is not self._checked:
+            # The records go to partitions computed from OKR_KAFKA_PARTITIONS: with another
+            # count a KPI's readings would land beside, not with, the relay's and the
+            # integrations' (and a partition past the end fails deep in kafka-python).
+            found = producer.partitions_for(topic)
+            if found is None or len(found) != self.partitions:
+                raise KafkaUnavailableError(
+                    f"{topic} has {len(found or ())} partitions, OKR_KAFKA_PARTITIONS says"
+                    f" {self.partitions}: recreate the topic or fix the setting"
+                )
+            self._checked = producer
         futures = [
             producer.send(topic, key=None, value=v, headers=h, partition=p) for p, v, h in records
         ]

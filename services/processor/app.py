@@ -126,18 +126,25 @@ class Passes:
     an earlier run deferred may be waiting."""
 
     deferred_at: float | None = field(default_factory=time.monotonic)
+    retry_at: float = 0.0  # after a failed pass: not before then
 
     def deferred(self) -> None:
         if self.deferred_at is None:
             self.deferred_at = time.monotonic()
 
     def due(self, kpi: Activity) -> bool:
-        if self.deferred_at is None:
+        now = time.monotonic()
+        if self.deferred_at is None or now < self.retry_at:
             return False
-        return kpi.idle(KPI_IDLE_S) or time.monotonic() - self.deferred_at >= PASS_HOLD_S
+        return kpi.idle(KPI_IDLE_S) or now - self.deferred_at >= PASS_HOLD_S
 
     def start(self) -> None:
         self.deferred_at = None
+
+    def failed(self) -> None:
+        """A pass failed (its notices stay deferred): try again after a hold, not at once."""
+        self.deferred()
+        self.retry_at = time.monotonic() + PASS_HOLD_S
 
 
 @dataclass
@@ -408,8 +415,8 @@ def build_app(settings: Settings, projector: Projector, *, app_id: str | None = 
             while upto is not None and await in_db(pass_slice, upto):
                 pass
         except Exception:  # the database, say: the notices stay deferred for the next pass
-            log.exception("pass over deferred notices failed; retrying")
-            passes.deferred()
+            log.exception("pass over deferred notices failed; retrying in %.0f s", PASS_HOLD_S)
+            passes.failed()
 
     @app.timer(TICK_S)  # type: ignore[untyped-decorator]
     async def tick() -> None:

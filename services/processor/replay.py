@@ -141,11 +141,19 @@ def rebuild(db: Database, store: EventStore, *, chunk: int = CHUNK) -> ReplaySta
         # The live processor's deferred notices and the watermarks they hold back: its
         # next pass re-evaluates those objectives in the new generation and releases them.
         live = Tables(current)
-        for built, held in (
-            (tables.pending_notices, live.pending_notices),
-            (tables.pending_marks, live.pending_marks),
+        for built, held, columns in (
+            (
+                tables.pending_notices,
+                live.pending_notices,
+                "objective_id, event_id, occurred_at, recorded_at, seq",
+            ),
+            (
+                tables.pending_marks,
+                live.pending_marks,
+                "stage, topic, part, source_part, position, seq",
+            ),
         ):
-            cur.execute(f"INSERT INTO {built} SELECT * FROM {held}")
+            cur.execute(f"INSERT INTO {built} ({columns}) SELECT {columns} FROM {held}")
         write_meta(cur, "generation", str(new))
         write_meta(cur, "schema_version", str(PROJECTION_SCHEMA_VERSION))
     with db.transaction() as cur:

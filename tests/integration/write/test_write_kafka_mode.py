@@ -21,7 +21,7 @@ from services.command.decisions import Context
 from services.command.service import CommandService
 from services.eventstore import EventStore
 from services.ingest.app import create_app
-from services.ingest.kafka_sink import KafkaReadingsSink
+from services.ingest.kafka_sink import KafkaReadingsSink, KafkaUnavailableError, reading_records
 from services.ingest.service import ReadingsService
 from services.kafka.partitioning import partition_of
 from services.relay.records import to_records
@@ -165,3 +165,20 @@ def test_kafka_mode_over_http_answers_after_the_ack(broker: EmbeddedBroker, tmp_
         (record,) = consume(broker.bootstrap, org, 1)
     assert record.value.count(b'"type":"reading.recorded"') == 10
     assert record.partition == partition_of(str(kpi), settings.kafka_partitions)
+
+
+def test_kafka_mode_refuses_a_readings_topic_of_another_partition_count(
+    broker: EmbeddedBroker, tmp_path: Path
+) -> None:
+    """Records go to partitions computed from OKR_KAFKA_PARTITIONS: with a topic of another
+    count a KPI's readings would leave its partition, so nothing is sent (a 503 over HTTP)."""
+    settings = Settings(
+        data_dir=tmp_path / "data", kafka_bootstrap=broker.bootstrap, kafka_partitions=8
+    )
+    sink = KafkaReadingsSink(settings)
+    try:
+        records = reading_records([str(uuid.uuid4())], [b'{"event_id":"e"}'], 100, 8)
+        with pytest.raises(KafkaUnavailableError, match=r"has 4 partitions.*says 8"):
+            sink.send(records)
+    finally:
+        sink.close()

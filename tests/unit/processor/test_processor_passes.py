@@ -40,3 +40,12 @@ def test_a_pass_waits_while_the_kpi_agent_works_until_the_hold_ends() -> None:
     passes.deferred()
     kpi.ended_at = time.monotonic() - KPI_IDLE_S
     assert passes.due(kpi), "the kpi agent is idle: no reason to wait"
+
+
+def test_after_a_failed_pass_the_next_waits_a_hold_even_with_the_kpi_agent_idle() -> None:
+    passes, idle = Passes(), Activity()
+    passes.start()
+    passes.failed()
+    assert not passes.due(idle), "no retry at once: a poison objective would spin"
+    passes.retry_at = time.monotonic() - 1
+    assert passes.due(idle), "the failed pass's notices are still deferred"
