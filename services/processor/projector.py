@@ -753,11 +753,12 @@ class Projector:
         outbox: list[tuple[str, str, str]] = []
         for org, subject_id, event in emitted:
             body = events.encode(event)
+            text = body.decode()
             # The event's canonical JSON is the change's payload as it is (compact, and the
             # same text as dumping its parsed form again).
-            tx.changes.append((org, event.type, subject_id, body.decode(), tx.now_text))
+            self._change_json(tx, org, event.type, subject_id, text)
             if self.publish:
-                outbox.append((DETECTIONS.name, subject_id, body.decode()))
+                outbox.append((DETECTIONS.name, subject_id, text))
                 tx.published.append((subject_id, body))
         tx.cur.executemany(
             f"INSERT INTO {tx.tables.outbox} (topic, key, value) VALUES (?, ?, ?)", outbox
@@ -765,7 +766,12 @@ class Projector:
 
     def _change(self, tx: Tx, org: str, kind: str, subject_id: str, payload: Any) -> None:
         """Append to the change feed (written in order by `flush`, in the same transaction)."""
-        tx.changes.append((org, kind, subject_id, orjson.dumps(payload).decode(), tx.now_text))
+        self._change_json(tx, org, kind, subject_id, orjson.dumps(payload).decode())
+
+    @staticmethod
+    def _change_json(tx: Tx, org: str, kind: str, subject_id: str, payload: str) -> None:
+        """`_change` with the payload already JSON text."""
+        tx.changes.append((org, kind, subject_id, payload, tx.now_text))
 
     def flush(self, tx: Tx) -> None:
         """Write what the transaction buffered (the change feed); before it commits."""
