@@ -178,7 +178,13 @@ def parse_kpi_records(projector: Projector, records: Sequence[Any]) -> KpiBatch:
                 batch.marks.append(mark)
                 batch.forward.append((position, msg.partition))
             elif is_reading_batch(headers):
-                batch.rows += relay_batch(value or b"", position_header(headers))
+                rows, bad = relay_batch(value or b"", position_header(headers))
+                batch.rows += rows
+                for i, reason, entry in bad:
+                    why = f"entry {i} of a reading batch: {reason}"[:1000]
+                    batch.dead.append(
+                        DeadLetter(why, msg.topic, msg.partition, msg.offset, msg.key, entry)
+                    )
             else:
                 batch.rows.append(direct_reading(value or b"", now, lookup))
         except Exception as exc:  # a poison record must never stop the partition

@@ -195,12 +195,24 @@ def reading_from_event_dict(data: Mapping[str, Any], position: int | None) -> Re
     )
 
 
-def relay_batch(value: bytes, position: int | None) -> list[ReadingRow]:
-    """The readings of one relay record (a JSON array of reading.recorded events)."""
+def relay_batch(
+    value: bytes, position: int | None
+) -> tuple[list[ReadingRow], list[tuple[int, str, bytes]]]:
+    """The readings of one relay record (a JSON array of reading.recorded events), and the
+    entries that are not one, each as (index, reason, its JSON): a record carries the
+    readings of many KPIs, and one bad entry must not take the others with it. Raises
+    ValueError when the record is not a JSON array."""
     items = orjson.loads(value)
     if not isinstance(items, list):
         raise ValueError("a reading batch must be a JSON array")
-    return [reading_from_event_dict(d, position) for d in items]
+    rows: list[ReadingRow] = []
+    bad: list[tuple[int, str, bytes]] = []
+    for i, d in enumerate(items):
+        try:
+            rows.append(reading_from_event_dict(d, position))
+        except Exception as exc:  # any defect of the entry is its reason
+            bad.append((i, f"{type(exc).__name__}: {exc}", orjson.dumps(d)))
+    return rows, bad
 
 
 KpiLookup = Callable[[str], tuple[str, str] | None]

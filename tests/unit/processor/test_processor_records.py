@@ -1,8 +1,10 @@
-"""The processor's internal wire format: measurement bundles and their partitioning."""
+"""The processor's wire formats: reading batches (and their dead letters), measurement
+bundles and their partitioning."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
 from uuid import uuid4
 
 import orjson
@@ -10,7 +12,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 from kafka.partitioner.default import DefaultPartitioner
 
+import events
+from contracts.topics import CONTENT_READING_BATCH, HEADER_CONTENT, HEADER_POSITION, KPI_READINGS
 from services.kafka.partitioning import partition_of
+from services.processor.app import parse_kpi_records
 from services.processor.records import (
     Cause,
     Notice,
@@ -20,8 +25,10 @@ from services.processor.records import (
     keep_latest,
     notices_of,
 )
+from tests.unit.processor.builders import Log
 
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
+NO_LOOKUPS = SimpleNamespace()  # a projector without kpi_org_state: relay batches need none
 
 notices = st.lists(
     st.builds(
@@ -86,3 +93,42 @@ def test_partition_of_is_where_the_relay_s_producer_puts_the_key(key: str, n: in
     default partitioner, which the relay's producer uses for keyed records."""
     partitions = list(range(n))
     assert partition_of(key, n) == DefaultPartitioner()(key.encode(), partitions, partitions)
+
+
+def test_a_bad_entry_of_a_reading_batch_goes_alone_to_the_dead_letters() -> None:
+    """A relay record packs the readings of a partition's KPIs: one defective entry is
+    dead-lettered with its index and reason, the others are applied."""
+    log = Log()
+    a, b = uuid4(), uuid4()
+    good = [log.reading(k, 1.5, T0, f"r{i}") for i, k in enumerate((a, b, a))]
+    entries = [orjson.loads(events.encode(e)) for e in good]
+    entries.insert(1, {**entries[0], "value": "x"})
+    entries.insert(3, ["not", "an", "event"])
+    message = SimpleNamespace(
+        topic=KPI_READINGS.name, partition=2, offset=41, key=None,
+        value=orjson.dumps(entries),
+        headers=[(HEADER_CONTENT, CONTENT_READING_BATCH.encode()), (HEADER_POSITION, b"9")],
+    )  # fmt: skip
+    batch = parse_kpi_records(NO_LOOKUPS, [SimpleNamespace(message=message)])  # type: ignore[arg-type]
+    assert [(r.kpi_id, r.reading_id, r.position) for r in batch.rows] == [
+        (str(a), "r0", 9),
+        (str(b), "r1", 9),
+        (str(a), "r2", 9),
+    ]
+    assert [(d.partition, d.offset, d.key) for d in batch.dead] == [(2, 41, None)] * 2
+    assert batch.dead[0].reason.startswith("entry 1 of a reading batch: ValueError")
+    assert orjson.loads(batch.dead[0].value or b"") == entries[1]
+    assert batch.dead[1].reason.startswith("entry 3 of a reading batch: AttributeError")
+    assert orjson.loads(batch.dead[1].value or b"") == ["not", "an", "event"]
+
+
+def test_a_reading_batch_that_is_not_an_array_goes_whole_to_the_dead_letters() -> None:
+    message = SimpleNamespace(
+        topic=KPI_READINGS.name, partition=0, offset=7, key=None, value=b'{"a": 1}',
+        headers=[(HEADER_CONTENT, CONTENT_READING_BATCH.encode())],
+    )  # fmt: skip
+    batch = parse_kpi_records(NO_LOOKUPS, [SimpleNamespace(message=message)])  # type: ignore[arg-type]
+    assert batch.rows == []
+    assert [(d.reason, d.value) for d in batch.dead] == [
+        ("a reading batch must be a JSON array", b'{"a": 1}')
+    ]
