@@ -68,6 +68,7 @@ from services.processor.records import (
 )
 from services.processor.runtime import release_free_memory
 from services.processor.transport import broker_url
+from services.projectionstore.db import DatabaseUnavailableError
 from services.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -418,8 +419,17 @@ def build_app(settings: Settings, projector: Projector, *, app_id: str | None = 
         passes.start()
         try:
             upto = await in_db(projector.pending_bound)
-            while upto is not None and await in_db(pass_slice, upto):
-                pass
+            while upto is not None:
+                try:
+                    more = await in_db(pass_slice, upto)
+                except DatabaseUnavailableError:
+                    raise
+                except Exception:  # an objective whose evaluation fails: find it, go on
+                    log.exception("a slice of a pass failed; re-evaluating it one by one")
+                    await in_db(projector.set_aside_failing, upto, OBJECTIVES_PER_TX)
+                    more = True
+                if not more:
+                    break
         except Exception:  # the database, say: the notices stay deferred for the next pass
             log.exception("pass over deferred notices failed; retrying in %.0f s", PASS_HOLD_S)
             passes.failed()

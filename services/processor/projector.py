@@ -55,7 +55,7 @@ from services.processor.records import (
     keep_latest,
 )
 from services.processor.statecache import StateCache
-from services.projectionstore.db import Cursor, Database
+from services.projectionstore.db import Cursor, Database, DatabaseUnavailableError
 from services.projectionstore.meta import (
     links_key,
     live_generation,
@@ -871,23 +871,58 @@ class Projector:
         transaction, and write the watermarks they held back. Returns (how many, whether
         any of seq <= `upto` remain)."""
         with self.transaction() as tx:
-            t = tx.tables
-            rows = tx.cur.execute(
-                f"SELECT objective_id, event_id, occurred_at, recorded_at"
-                f" FROM {t.pending_notices} WHERE seq <= ? ORDER BY seq, objective_id LIMIT ?",
-                (upto, limit),
-            ).fetchall()
-            notices = [Notice(o, e, parse_iso(at), parse_iso(rec)) for o, e, at, rec in rows]
+            notices = self._pending_slice(tx, upto, limit)
             self.goal_batch_in(tx, [], notices)
-            tx.cur.executemany(
-                f"DELETE FROM {t.pending_notices} WHERE objective_id = ?",
-                [(n.objective_id,) for n in notices],
-            )
-            self._release_marks(tx)
+            self._done_pending(tx, notices)
             more = tx.cur.execute(
-                f"SELECT 1 FROM {t.pending_notices} WHERE seq <= ? LIMIT 1", (upto,)
+                f"SELECT 1 FROM {tx.tables.pending_notices} WHERE seq <= ? LIMIT 1", (upto,)
             ).fetchone()
         return len(notices), more is not None
+
+    def set_aside_failing(self, upto: int, limit: int) -> list[str]:
+        """After evaluate_pending(upto, limit) failed: the same notices one transaction
+        each. One that fails again (an evaluation bug, not the database) is dropped from
+        the pending ones and logged: the objective keeps its last projection until its next
+        notice, and no longer holds every measurement watermark back. Returns the ids of
+        the objectives set aside. A database that cannot be used raises: nothing is
+        dropped for that."""
+        with self.transaction() as tx:
+            notices = self._pending_slice(tx, upto, limit)
+        dropped: list[str] = []
+        for notice in notices:
+            try:
+                with self.transaction() as tx:
+                    self.goal_batch_in(tx, [], [notice])
+                    self._done_pending(tx, [notice])
+            except DatabaseUnavailableError:
+                raise
+            except Exception:
+                log.exception(
+                    "re-evaluating objective %s failed; its notice (reading %s) is set aside",
+                    notice.objective_id,
+                    notice.event_id,
+                )
+                with self.transaction() as tx:
+                    self._done_pending(tx, [notice])
+                dropped.append(notice.objective_id)
+        return dropped
+
+    def _pending_slice(self, tx: Tx, upto: int, limit: int) -> list[Notice]:
+        rows = tx.cur.execute(
+            f"SELECT objective_id, event_id, occurred_at, recorded_at FROM"
+            f" {tx.tables.pending_notices} WHERE seq <= ? ORDER BY seq, objective_id LIMIT ?",
+            (upto, limit),
+        ).fetchall()
+        return [Notice(o, e, parse_iso(at), parse_iso(rec)) for o, e, at, rec in rows]
+
+    def _done_pending(self, tx: Tx, notices: Sequence[Notice]) -> None:
+        """Take these notices off the pending ones and release the watermarks they held
+        back (their objectives were re-evaluated, or set aside)."""
+        tx.cur.executemany(
+            f"DELETE FROM {tx.tables.pending_notices} WHERE objective_id = ?",
+            [(n.objective_id,) for n in notices],
+        )
+        self._release_marks(tx)
 
     def goal_batch_in(self, tx: Tx, items: Sequence[GoalItem], notices: Sequence[Notice]) -> None:
         kpi_items = [i for i in items if i.event.type.startswith("kpi.")]

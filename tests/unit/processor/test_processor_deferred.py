@@ -6,13 +6,17 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from services.eventstore.store import EventStore
 from services.processor.projector import Projector
 from services.processor.records import Notice, Watermark
 from services.processor.replay import rebuild
-from services.projectionstore.db import Database
+from services.projectionstore.db import Database, DatabaseUnavailableError
 from services.projectionstore.meta import ensure_schema
+from services.projectionstore.schema import iso
 from services.settings import Settings
 from tests.unit.processor.builders import Log, synthetic
 from tests.unit.processor.test_processor_projector import projector, tables_hash
@@ -148,3 +152,51 @@ def test_a_replay_carries_the_deferred_notices_and_their_watermarks_over(
     with db.transaction(write=False) as cur:
         assert cur.execute("SELECT part, position FROM g2_watermarks").fetchall() == [(0, 10)]
     db.close()
+
+
+class FailingOn(Projector):
+    """A projector whose evaluation of one objective raises `error`."""
+
+    def __init__(self, db: Database, objective: str, error: Exception) -> None:
+        super().__init__(db, clock=lambda: T)
+        self.objective, self.error = objective, error
+
+    def goal_batch_in(self, tx: Any, items: Any, notices: Any) -> None:
+        if any(n.objective_id == self.objective for n in notices):
+            raise self.error
+        super().goal_batch_in(tx, items, notices)
+
+
+def test_an_objective_whose_evaluation_fails_is_set_aside_and_the_rest_flow(
+    tmp_path: Path,
+) -> None:
+    p = projector(tmp_path / "p.sqlite")
+    log = Log()
+    objectives, _ = synthetic(log, objectives=3, kpis=1, readings=0)
+    p.apply_goal_batch(log.goal_items())
+    a, b, c = sorted(str(o) for o in objectives)
+    failing = FailingOn(p.db, b, ValueError("an evaluation bug"))
+    failing.apply_goal_take([], [Notice(o, f"e-{o}", T, T) for o in (a, b, c)], [measure_mark(9)])
+    upto = failing.pending_bound()
+    assert upto is not None
+    with pytest.raises(ValueError):
+        failing.evaluate_pending(upto, 10)
+    assert len(pending(failing)) == 3, "the failed slice changed nothing"
+    assert failing.set_aside_failing(upto, 10) == [b]
+    assert pending(failing) == {}
+    assert written_marks(failing) == {0: 9}, "b no longer holds the watermark back"
+    with failing.db.transaction(write=False) as cur:
+        evaluated = dict(
+            cur.execute("SELECT objective_id, evaluated_at FROM g1_objectives").fetchall()
+        )
+    assert {o for o, at in evaluated.items() if at == iso(T)} == {a, c}
+
+
+def test_a_database_that_fails_sets_nothing_aside(tmp_path: Path) -> None:
+    p = projector(tmp_path / "p.sqlite")
+    failing = FailingOn(p.db, "o", DatabaseUnavailableError("disk I/O error"))
+    failing.apply_goal_take([], [Notice("o", "e1", T, T)], [measure_mark(9)])
+    with pytest.raises(DatabaseUnavailableError):
+        failing.set_aside_failing(1, 10)
+    assert pending(failing) == {"o": ("e1", 1)}
+    assert written_marks(failing) == {}
