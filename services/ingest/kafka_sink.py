@@ -4,17 +4,17 @@ okr.kpi-readings.v1 instead of the event store, and the 202 waits for the broker
 The records are the relay's reading batches exactly (a JSON array of canonical
 reading.recorded events whose KPIs share a partition, sent to that partition without a key,
 headers okr-content=reading-batch and okr-event-id), except that there is no okr-position
-header: these readings have no
-position in the event store, so `min_position` read-your-writes does not cover them. A test
-holds the records equal to what the relay publishes for the same events.
+header: these readings have no position in the event store, so `min_position`
+read-your-writes does not cover them. A test holds the records equal to what the relay
+publishes for the same events.
 
 Delivery: acks=all. kafka-python's idempotent producer is used when the broker supports it;
 the embedded Tansu broker answers its produce requests with UnknownError (measured), so the
 first failure of that kind switches, once and for good, to a plain producer with one request
 in flight per connection (a retried request can never overtake the next, so per-partition
-order holds) and the batch is sent again. Kafka delivery is at least once either way: a retried
-request or a client's retry may publish a reading twice, with the same event id, and the
-processor applies each event id once.
+order holds) and the batch is sent again. Kafka delivery is at least once either way: a
+retried request or a client's retry may publish a reading twice, with the same event id,
+and the processor applies each event id once.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from contracts.topics import (
     HEADER_EVENT_ID,
     KPI_READINGS,
 )
-from services.kafka.partitioning import partition_of
+from services.kafka.partitioning import pack
 from services.settings import Settings
 
 log = logging.getLogger("okrstream.ingest.kafka")
@@ -56,18 +56,14 @@ def reading_records(
     """The relay's grouping: the readings whose KPIs share a partition (of `partitions`)
     together, in order, at most `readings_per_record` per record; partitions in order of
     first appearance."""
-    by_partition: dict[int, list[bytes]] = {}
-    for kpi_id, state in zip(kpi_ids, states, strict=True):
-        by_partition.setdefault(partition_of(kpi_id, partitions), []).append(state)
     records: list[Record] = []
-    for part, group in by_partition.items():
-        for i in range(0, len(group), readings_per_record):
-            chunk = group[i : i + readings_per_record]
-            headers = [
-                (HEADER_CONTENT, CONTENT_READING_BATCH.encode()),
-                (HEADER_EVENT_ID, ",".join(_event_id(s) for s in chunk).encode()),
-            ]
-            records.append((part, b"[" + b",".join(chunk) + b"]", headers))
+    keyed = zip(kpi_ids, states, strict=True)
+    for part, chunk in pack(keyed, readings_per_record, partitions):
+        headers = [
+            (HEADER_CONTENT, CONTENT_READING_BATCH.encode()),
+            (HEADER_EVENT_ID, ",".join(_event_id(s) for s in chunk).encode()),
+        ]
+        records.append((part, b"[" + b",".join(chunk) + b"]", headers))
     return records
 
 

@@ -6,8 +6,12 @@ events are)."""
 from __future__ import annotations
 
 import functools
+from collections.abc import Iterable, Iterator
+from typing import TypeVar
 
 from kafka.partitioner.default import murmur2
+
+T = TypeVar("T")
 
 
 def partition_of(key: str, partitions: int) -> int:
@@ -19,3 +23,17 @@ def partition_of(key: str, partitions: int) -> int:
 @functools.lru_cache(maxsize=200_000)
 def _partition_of(key: bytes, partitions: int) -> int:
     return (murmur2(key) & 0x7FFFFFFF) % partitions
+
+
+def pack(
+    keyed: Iterable[tuple[str, T]], per_record: int, partitions: int
+) -> Iterator[tuple[int, list[T]]]:
+    """(partition, up to `per_record` items) for items keyed as records would be: the items
+    whose keys share a partition together, in their order; partitions in order of first
+    appearance. The relay and Kafka-mode ingest pack reading batches with it."""
+    by_partition: dict[int, list[T]] = {}
+    for key, item in keyed:
+        by_partition.setdefault(partition_of(key, partitions), []).append(item)
+    for part, items in by_partition.items():
+        for i in range(0, len(items), per_record):
+            yield part, items[i : i + per_record]

@@ -286,9 +286,10 @@ def faust_settings(settings: Settings) -> dict[str, Any]:
         # (relay records of 500 readings in a 40,000-record buffer held over a gigabyte while
         # the database was busy; a 1,000-record buffer of 100-reading records holds ~33 MB:
         # with 2,000, the processor peaked at 526 MB at 100k objectives). A poll returns at
-        # most half of the smallest agent buffer: delivering a poll into a full buffer blocks the
-        # consumer's loop, and blocked through a long pass it missed its poll interval, left
-        # the group and stalled (seen at 100k objectives with 500-record buffers). Fetches
+        # most half of the smallest agent buffer: delivering a poll into a full buffer
+        # blocks the consumer's loop, and blocked through a long pass it missed its poll
+        # interval, left the group and stalled (seen at 100k objectives with 500-record
+        # buffers). Fetches
         # of 1 MB a partition keep up with the agents (a fetch takes a millisecond or two)
         # and hold a quarter of what 4 MB ones did (fetched records wait in the consumer
         # for the buffers to take them).

@@ -39,7 +39,7 @@ from contracts.topics import (
     KPI_READINGS,
 )
 from services.eventstore import StoredNotification
-from services.kafka.partitioning import partition_of
+from services.kafka.partitioning import pack
 
 GOAL_TYPES = frozenset(cls.type_name() for cls in events.GOAL_EVENT_CLASSES)
 READING_TYPE = events.ReadingRecorded.type_name()
@@ -116,18 +116,16 @@ def to_records(
     okr.kpi-readings.v1 has `partitions` partitions."""
     records: list[OutRecord] = []
     skipped: list[StoredNotification] = []
-    readings: dict[int, list[StoredNotification]] = {}
+    readings: list[tuple[str, StoredNotification]] = []
     for n in batch:
         if n.type == READING_TYPE:
-            part = partition_of(_text_field(n.state, "kpi_id"), partitions)
-            readings.setdefault(part, []).append(n)
+            readings.append((_text_field(n.state, "kpi_id"), n))
         elif n.type in GOAL_TYPES:
             records.append(goal_record(n))
         else:
             skipped.append(n)
-    for part, entries in readings.items():
-        for i in range(0, len(entries), readings_per_record):
-            records.append(reading_record(part, entries[i : i + readings_per_record]))
+    for part, chunk in pack(readings, readings_per_record, partitions):
+        records.append(reading_record(part, chunk))
     records.sort(key=lambda r: r.position)
     return records, skipped
 
