@@ -22,7 +22,7 @@ def partition_of(key: str, partitions: int) -> int:
 
 @functools.lru_cache(maxsize=200_000)
 def _partition_of(key: bytes, partitions: int) -> int:
-    return (murmur2(key) & 0x7FFFFFFF) % partitions
+    return int(murmur2(key) & 0x7FFFFFFF) % partitions
 
 
 def pack(

@@ -213,9 +213,9 @@ def parse_goal_records(records: Sequence[Any]) -> GoalBatch:
         headers = header_map(msg.headers)
         try:
             if msg.topic == KR_MEASUREMENTS.name:
-                mark = fold_measurement(msg.value, latest)
-                if mark is not None:
-                    position, source = mark
+                measured = fold_measurement(msg.value, latest)
+                if measured is not None:
+                    position, source = measured
                     batch.marks.append(
                         Watermark("measure", KR_MEASUREMENTS.name, msg.partition, source, position)
                     )

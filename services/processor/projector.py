@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
+from operator import itemgetter
 from typing import Any, NamedTuple
 from uuid import NAMESPACE_URL, UUID, uuid4, uuid5
 
@@ -63,7 +64,7 @@ from services.projectionstore.meta import (
     write_lock,
     write_meta,
 )
-from services.projectionstore.schema import Tables, iso, parse_iso
+from services.projectionstore.schema import Tables, iso, parse_iso, reading_key
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +103,9 @@ SEEN_SIZE = 1_000_000
 # transaction over 100k objectives held ~170 MB of rows and findings at once).
 TICK_CHUNK = 2_000
 TICK_START = ("objective", "")  # where a tick's first step starts: (subject type, after id)
+
+
+_first = itemgetter(0)
 
 
 def _chunks(items: Sequence[Any], size: int = CHUNK) -> Iterator[Sequence[Any]]:
@@ -287,7 +291,7 @@ class Projector:
             self._days_held += len(entry[1])
         while self._days_held > self.days_cache_size and self._days_cache:
             _, dropped = self._days_cache.pop(next(iter(self._days_cache)))
-            self._days_held -= len(dropped[1])
+            self._days_held -= len(dropped)
 
     def _cached_days(self, tx: Tx, kpi_id: str, version: int) -> dict[date, Accumulator] | None:
         """The KPI's days at `version` as this transaction or a committed one saw them."""
@@ -449,35 +453,70 @@ class Projector:
         unique: dict[tuple[str, str], ReadingRow] = {}
         for r in rows:
             unique.setdefault((r.kpi_id, r.reading_id), r)
-        # In index order: B-tree inserts with locality are several times faster.
-        rows = [unique[k] for k in sorted(unique)]
-        t = tx.tables.readings
-        columns = (
-            f"INSERT INTO {t} (event_id, org_id, kpi_id, reading_id, value, observed_at,"
-            " recorded_at, source, position)"
+        # In key order: B-tree inserts with locality are faster.
+        keyed = sorted(
+            ((reading_key(kpi_id, reading_id), r) for (kpi_id, reading_id), r in unique.items()),
+            key=_first,
         )
-        # The common case, nothing stored yet: one plain executemany (a ReadingRow is the
-        # row's parameters). A redelivery violates the unique key: undo and insert only
-        # what is missing.
+        insert = (
+            f"INSERT INTO {tx.tables.readings} (kpi_id, reading_id, value, observed_at,"
+            " recorded_at, reading_key) VALUES (?, ?, ?, ?, ?, ?)"
+        )
+        # The common case, nothing stored yet and no two keys alike: one plain executemany.
+        # A redelivery (or a key clash) violates the unique key: undo and sort them out.
         tx.cur.execute("SAVEPOINT readings")
         try:
-            tx.cur.executemany(f"{columns} VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+            tx.cur.executemany(
+                insert,
+                [
+                    (r.kpi_id, r.reading_id, r.value, r.observed_at, r.recorded_at, k)
+                    for k, r in keyed
+                ],
+            )
         except tx.cur.integrity_errors:
             tx.cur.execute("ROLLBACK TO SAVEPOINT readings")
         else:
             tx.cur.execute("RELEASE SAVEPOINT readings")
-            return rows
+            return [r for _, r in keyed]
         tx.cur.execute("RELEASE SAVEPOINT readings")
-        new: list[ReadingRow] = []
-        size = 300  # 9 parameters a row: well under SQLite's bound-parameter limit
-        for i in range(0, len(rows), size):
-            chunk = rows[i : i + size]
-            values = ",".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?)"] * len(chunk))
-            for kpi_id, reading_id in tx.cur.execute(
-                f"{columns} VALUES {values} ON CONFLICT DO NOTHING RETURNING kpi_id, reading_id",
-                [p for r in chunk for p in r],
+        new = self._unstored(tx, keyed)
+        tx.cur.executemany(
+            insert,
+            [(r.kpi_id, r.reading_id, r.value, r.observed_at, r.recorded_at, k) for k, r in new],
+        )
+        return [r for _, r in new]
+
+    @staticmethod
+    def _unstored(
+        tx: Tx, keyed: Sequence[tuple[int, ReadingRow]]
+    ) -> list[tuple[int | None, ReadingRow]]:
+        """The (key, reading)s of `keyed` (one per (kpi, reading id)) not stored yet; a
+        reading whose key another reading holds (stored or earlier here) gets a NULL key."""
+        t = tx.tables.readings
+        holder: dict[int, tuple[str, str]] = {}
+        for chunk in _chunks([k for k, _ in keyed]):
+            for key, kpi_id, reading_id in tx.cur.execute(
+                f"SELECT reading_key, kpi_id, reading_id FROM {t}"
+                f" WHERE reading_key IN ({_marks(len(chunk))})",
+                chunk,
             ).fetchall():
-                new.append(unique[(kpi_id, reading_id)])
+                holder[int(key)] = (kpi_id, reading_id)
+        new: list[tuple[int | None, ReadingRow]] = []
+        for key, r in keyed:
+            ids = (r.kpi_id, r.reading_id)
+            held = holder.get(key)
+            if held is None:
+                holder[key] = ids
+                new.append((key, r))
+            elif held != ids and (
+                tx.cur.execute(
+                    f"SELECT 1 FROM {t} WHERE reading_key IS NULL AND kpi_id = ?"
+                    " AND reading_id = ?",
+                    ids,
+                ).fetchone()
+                is None
+            ):
+                new.append((None, r))
         return new
 
     def _fold_days(self, tx: Tx, new: Sequence[ReadingRow]) -> dict[tuple[str, str], Accumulator]:

@@ -17,7 +17,7 @@ SCHEME = "okrkafka"
 FETCH_MAX_WAIT_MS = 20
 
 
-class PromptConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):  # type: ignore[misc]
+class PromptConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
     def _create_worker_consumer(self, transport: Any) -> Any:
         consumer = super()._create_worker_consumer(transport)
         # Read by aiokafka when the consumer starts and builds its fetcher.
@@ -25,12 +25,12 @@ class PromptConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):  # type: igno
         return consumer
 
 
-class PromptConsumer(faust_aiokafka.Consumer):  # type: ignore[misc]
+class PromptConsumer(faust_aiokafka.Consumer):
     def _new_consumer_thread(self) -> PromptConsumerThread:
         return PromptConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
 
-class Transport(faust_aiokafka.Transport):  # type: ignore[misc]
+class Transport(faust_aiokafka.Transport):
     Consumer = PromptConsumer
 
 

@@ -20,7 +20,7 @@ from projections.kpi import Accumulator
 from projections.periods import Period
 from projections.scoring import KeyResultScore, score_objective
 from services.projectionstore.db import Cursor, Database
-from services.projectionstore.schema import META_DDL, META_TABLE, Tables, iso
+from services.projectionstore.schema import META_DDL, META_TABLE, Tables, iso, reading_key
 from services.query.views import DAY_COLUMNS, accumulator_of
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -242,15 +242,14 @@ class Seeder:
         rows = []
         for observed, value in values:
             rid = str(uuid4())
-            rows.append((str(uuid4()), org, kpi_id, rid, value, iso(observed),
-                         iso(recorded or observed),
-                         "seed", next(self.positions)))  # fmt: skip
+            rows.append((kpi_id, rid, value, iso(observed), iso(recorded or observed),
+                         reading_key(kpi_id, rid)))  # fmt: skip
             day = observed.date().isoformat()
             days[day] = days.get(day, Accumulator.empty()).add(value, observed, rid)
         with self.db.transaction() as cur:
             cur.executemany(
-                f"INSERT INTO {self.t.readings} (event_id, org_id, kpi_id, reading_id, value,"
-                " observed_at, recorded_at, source, position) VALUES (?,?,?,?,?,?,?,?,?)",
+                f"INSERT INTO {self.t.readings} (kpi_id, reading_id, value, observed_at,"
+                " recorded_at, reading_key) VALUES (?,?,?,?,?,?)",
                 rows,
             )
             for day, acc in days.items():

@@ -189,10 +189,9 @@ def post_all(s: Setup) -> list[dict[str, Any]]:
 def snapshot(db: Database) -> dict[str, Any]:
     """The meaningful content, explicitly, plus the processor's content hash per table.
 
-    content_hash leaves out the volatile columns (services/processor/digest.py), among them
-    readings.position: store-mode readings carry their store position, kafka-mode ones have
-    none (NULL). The goal events, which both paths relay, have identical positions here, so
-    every other column of every other table is compared as is."""
+    content_hash leaves out the volatile columns (services/processor/digest.py). The goal
+    events, which both paths relay, have identical positions here, so every other column of
+    every other table is compared as is."""
     with db.transaction(write=False) as cur:
         t = Tables(live_generation(cur))
         days = cur.execute(
@@ -200,8 +199,8 @@ def snapshot(db: Database) -> dict[str, Any]:
             f" last_value, last_key FROM {t.kpi_days} ORDER BY kpi_id, day"
         ).fetchall()
         readings = cur.execute(
-            f"SELECT event_id, org_id, kpi_id, reading_id, value, observed_at, recorded_at,"
-            f" source FROM {t.readings} ORDER BY kpi_id, reading_id"
+            f"SELECT kpi_id, reading_id, value, observed_at, recorded_at, reading_key"
+            f" FROM {t.readings} ORDER BY kpi_id, reading_id"
         ).fetchall()
         kpis = cur.execute(
             f"SELECT kpi_id, last_reading_at, state, version FROM {t.kpis} ORDER BY kpi_id"
@@ -284,7 +283,7 @@ def test_store_and_kafka_mode_build_the_same_projections(
         for name in ("kpi_days", "readings", "kpis", "key_results", "objective", "hash"):
             assert got[name] == expected[name], name
         # The resend did not change anything: the first values stand.
-        values = {r[3]: r[4] for r in got["readings"]}
+        values = {r[1]: r[2] for r in got["readings"]}
         assert values["r-150"] == reading(150)["value"]
         assert 999.0 not in values.values()
         krs = {r[0]: r for r in got["key_results"]}

@@ -607,3 +607,48 @@ def test_workers_restarting_amid_any_interleaving_give_the_same_tables(
         reference.apply_goal_batch(goal)
         reference.apply_goal_batch([], reference.apply_readings(rows))
         assert tables_hash(workers[0], strict=False) == tables_hash(reference, strict=False)
+
+
+def _readings_table(p: Projector) -> list[tuple[object, ...]]:
+    with p.db.transaction(write=False) as cur:
+        return cur.execute(
+            "SELECT kpi_id, reading_id, value, observed_at, recorded_at FROM g1_readings"
+            " ORDER BY kpi_id, reading_id"
+        ).fetchall()
+
+
+def test_readings_whose_keys_clash_are_all_kept_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The once-only key is a 64-bit hash of (kpi, reading id): two readings with one key
+    are both stored (the later with a NULL key), and a redelivery of either adds nothing."""
+    log = Log()
+    synthetic(log, objectives=6, kpis=3, readings=60)
+    rows = log.reading_rows()
+    reference = projector(tmp_path / "a.sqlite")
+    apply_all(reference, log)
+    # Four keys for sixty readings: nearly every reading clashes with a stored one.
+    monkeypatch.setattr(
+        "services.processor.projector.reading_key", lambda kpi, rid: hash((kpi, rid)) % 4
+    )
+    clashing = projector(tmp_path / "b.sqlite")
+    apply_all(clashing, log, [list(range(0, 25)), list(range(20, 60))])
+    clashing.apply_readings(rows[::-1] + rows[5:9])
+    assert _readings_table(clashing) == _readings_table(reference)
+    assert len(_readings_table(reference)) == len({(r.kpi_id, r.reading_id) for r in rows})
+    with clashing.db.transaction(write=False) as cur:
+        keys = cur.execute("SELECT reading_key FROM g1_readings").fetchall()
+    assert sorted(k for (k,) in keys if k is not None) == [0, 1, 2, 3]
+    assert tables_hash(clashing, strict=False) == tables_hash(reference, strict=False)
+
+
+def test_a_full_days_cache_drops_its_oldest_kpis_and_computes_the_same(tmp_path: Path) -> None:
+    log = Log()
+    synthetic(log, objectives=8, kpis=6, readings=300)
+    reference = projector(tmp_path / "a.sqlite")
+    apply_all(reference, log, [list(range(i, i + 50)) for i in range(0, 300, 50)])
+    small = projector(tmp_path / "b.sqlite")
+    small.days_cache_size = 10  # a few KPIs' days: every batch evicts
+    apply_all(small, log, [list(range(i, i + 50)) for i in range(0, 300, 50)])
+    assert small._days_held == sum(len(d) for _, d in small._days_cache.values()) <= 10
+    assert tables_hash(small) == tables_hash(reference)
