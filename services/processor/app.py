@@ -16,7 +16,8 @@
   or PASS_HOLD_S after the first notice deferred since the last pass began. A burst of
   readings sends notices for the same objectives after every kpi batch: each objective is
   re-evaluated once per pass, not once per batch.
-- timers: time-driven detections (Projector.tick_step, a chunk per transaction), the
+- timers: time-driven detections (Projector.tick_step, a chunk per transaction) and the
+  notices of readings of a day that has now come (Projector.defer_due_later), the
   detections outbox → okr.detections.v1, and handing freed memory back (runtime.py).
 
 All database work runs on one worker thread, so the event loop keeps fetching while a batch
@@ -437,6 +438,8 @@ def build_app(settings: Settings, projector: Projector, *, app_id: str | None = 
 
     @app.timer(TICK_S)  # type: ignore[untyped-decorator]
     async def tick() -> None:
+        if await in_db(projector.defer_due_later):
+            passes.deferred()
         # Step by step, so batches interleave between the steps of a long tick.
         after: tuple[str, str] | None = TICK_START
         while after is not None:

@@ -18,7 +18,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from operator import itemgetter
 from typing import Any, NamedTuple
 from uuid import NAMESPACE_URL, UUID, uuid4, uuid5
@@ -106,6 +106,25 @@ TICK_START = ("objective", "")  # where a tick's first step starts: (subject typ
 
 
 _first = itemgetter(0)
+ONE_DAY = timedelta(days=1)
+
+
+def _keep_notices(tx: Tx, table: str, notices: Sequence[Notice], seq: int | None = None) -> None:
+    """Upsert notices into a table of them keyed by objective, keeping the latest cause
+    (stored-text timestamps sort like the instants: keep_latest's order, in SQL) and the
+    first `seq` when the table has one."""
+    if not notices:
+        return
+    columns = "objective_id, event_id, occurred_at, recorded_at" + ("" if seq is None else ", seq")
+    rows = [(n.objective_id, n.event_id, iso(n.occurred_at), iso(n.recorded_at)) for n in notices]
+    tx.cur.executemany(
+        f"INSERT INTO {table} ({columns}) VALUES ({_marks(4 if seq is None else 5)})"
+        " ON CONFLICT (objective_id) DO UPDATE SET event_id = excluded.event_id,"
+        " occurred_at = excluded.occurred_at, recorded_at = excluded.recorded_at"
+        f" WHERE (excluded.occurred_at, excluded.event_id) > ({table}.occurred_at,"
+        f" {table}.event_id)",
+        rows if seq is None else [(*r, seq) for r in rows],
+    )
 
 
 def _chunks(items: Sequence[Any], size: int = CHUNK) -> Iterator[Sequence[Any]]:
@@ -866,25 +885,34 @@ class Projector:
             f"SELECT COALESCE(MAX(seq), 0) + 1 FROM (SELECT MAX(seq) AS seq FROM"
             f" {t.pending_notices} UNION ALL SELECT MAX(seq) FROM {t.pending_marks}) AS s"
         ).fetchone() or (1,)
-        # Stored-text timestamps sort like the instants: keep_latest's order, in SQL.
-        tx.cur.executemany(
-            f"INSERT INTO {t.pending_notices} (objective_id, event_id, occurred_at,"
-            " recorded_at, seq) VALUES (?, ?, ?, ?, ?) ON CONFLICT (objective_id) DO UPDATE"
-            " SET event_id = excluded.event_id, occurred_at = excluded.occurred_at,"
-            " recorded_at = excluded.recorded_at"
-            f" WHERE (excluded.occurred_at, excluded.event_id)"
-            f" > ({t.pending_notices}.occurred_at, {t.pending_notices}.event_id)",
-            [
-                (n.objective_id, n.event_id, iso(n.occurred_at), iso(n.recorded_at), seq)
-                for n in notices
-            ],
-        )
+        _keep_notices(tx, t.pending_notices, notices, seq)
         tx.cur.executemany(
             f"INSERT INTO {t.pending_marks} (stage, topic, part, source_part, position, seq)"
             " VALUES (?, ?, ?, ?, ?, ?)",
             [(m.stage, m.topic, m.part, m.source_part, m.position, seq) for m in marks],
         )
         self._release_marks(tx)
+
+    def defer_due_later(self) -> int:
+        """Defer again the later notices (Tables.later_notices) whose day has come, for the
+        next pass; return how many. Run by the tick."""
+        with self.transaction() as tx:
+            return self._defer_due_later_in(tx)
+
+    def _defer_due_later_in(self, tx: Tx) -> int:
+        t = tx.tables.later_notices
+        today = tx.now.date()
+        tomorrow = iso(datetime(today.year, today.month, today.day, tzinfo=UTC) + ONE_DAY)
+        rows = tx.cur.execute(
+            f"SELECT objective_id, event_id, occurred_at, recorded_at FROM {t}"
+            " WHERE occurred_at < ? ORDER BY objective_id",
+            (tomorrow,),
+        ).fetchall()
+        if rows:
+            due = [Notice(o, e, parse_iso(at), parse_iso(rec)) for o, e, at, rec in rows]
+            self.defer_in(tx, due, [])
+            tx.cur.execute(f"DELETE FROM {t} WHERE occurred_at < ?", (tomorrow,))
+        return len(rows)
 
     def _release_marks(self, tx: Tx) -> None:
         """Write the held-back watermarks that no pending notice of their take or an
@@ -1059,6 +1087,11 @@ class Projector:
         recompute = sorted(oid for oid in ids if oid in after and oid not in counted)
         self._recompute(tx, recompute, before, after, applied, causes, db_rows)
         tx.cached.update({oid: after[oid] for oid in recompute})
+        # Readings of a day after today (accepted up to 5 minutes ahead) are left out of
+        # every evaluation today: their notices wait for their day (Tables.later_notices).
+        today = tx.now.date()
+        later = [n for _, n in sorted(latest.items()) if n.occurred_at.date() > today]
+        _keep_notices(tx, tx.tables.later_notices, later)
 
     def _already_counted(
         self, tx: Tx, notices: dict[str, Notice], rows: dict[str, tuple[Any, ...]]
@@ -1741,6 +1774,7 @@ class Projector:
 
     def tick_in(self, tx: Tx) -> None:
         """The whole tick in the caller's transaction (the replay's swap), chunk by chunk."""
+        self._defer_due_later_in(tx)
         after: tuple[str, str] | None = TICK_START
         while after is not None:
             after = self.tick_chunk_in(tx, after, TICK_CHUNK)

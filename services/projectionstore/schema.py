@@ -131,6 +131,13 @@ class Tables:
         re-evaluated."""
         return self._t("pending_marks")
 
+    @property
+    def later_notices(self) -> str:
+        """Notices of readings observed on a day after the one their pass evaluated (up to
+        5 minutes in the future is accepted): the evaluation could not count them yet. The
+        tick defers them again once their day has come."""
+        return self._t("later_notices")
+
     def all(self) -> list[str]:
         """Every table of this generation."""
         return [
@@ -150,6 +157,7 @@ class Tables:
             self.outbox,
             self.pending_notices,
             self.pending_marks,
+            self.later_notices,
         ]
 
     def ddl(self, dialect: str) -> list[str]:
@@ -291,4 +299,9 @@ class Tables:
             f"CREATE TABLE IF NOT EXISTS {t.pending_marks} ("
             " stage TEXT NOT NULL, topic TEXT NOT NULL, part INTEGER NOT NULL,"
             " source_part INTEGER NOT NULL, position BIGINT NOT NULL, seq BIGINT NOT NULL)",
+            # Not a watermark's business: the reading is applied, and the evaluation was
+            # right for its time (Tables.later_notices).
+            f"CREATE TABLE IF NOT EXISTS {t.later_notices} ("
+            " objective_id TEXT PRIMARY KEY, event_id TEXT NOT NULL, occurred_at TEXT NOT NULL,"
+            " recorded_at TEXT NOT NULL)",
         ]

@@ -18,7 +18,7 @@ from services.projectionstore.db import Database, DatabaseUnavailableError
 from services.projectionstore.meta import ensure_schema
 from services.projectionstore.schema import iso
 from services.settings import Settings
-from tests.unit.processor.builders import Log, synthetic
+from tests.unit.processor.builders import Log, synthetic, worked_example
 from tests.unit.processor.test_processor_projector import projector, tables_hash
 
 T = datetime(2026, 2, 1, tzinfo=UTC)
@@ -200,3 +200,43 @@ def test_a_database_that_fails_sets_nothing_aside(tmp_path: Path) -> None:
         failing.set_aside_failing(1, 10)
     assert pending(failing) == {"o": ("e1", 1)}
     assert written_marks(failing) == {}
+
+
+def test_a_reading_of_tomorrow_counts_once_its_day_has_come(tmp_path: Path) -> None:
+    """Readings may be observed up to 5 minutes ahead: one taken at 23:58 for 00:02 is left
+    out of tonight's evaluation, kept for later, and counted by the first pass after the
+    tick that sees its day come."""
+    clock = [datetime(2026, 2, 14, 23, 58, tzinfo=UTC)]
+    p = projector(tmp_path / "p.sqlite")
+    p.clock = lambda: clock[0]
+    log = Log()
+    ids = worked_example(log)  # KR C: avg of the KPI's readings 4 and 8 (January, February)
+    p.apply_goal_batch(log.goal_items())
+    log.reading(ids["kpi"], 20.0, datetime(2026, 2, 15, 0, 2, tzinfo=UTC), "tomorrow")
+    assert p.apply_goal_take([], p.apply_readings(log.reading_rows()), [measure_mark(9)])
+    run_pass(p, slice_size=10)
+    assert kr_current(p, ids["kr_c"]) == 6.0
+    assert written_marks(p) == {0: 9}, "the reading is applied: nothing is held back"
+    assert later(p) == {str(ids["objective"])}
+    p.defer_due_later()  # still the 14th: not due
+    assert pending(p) == {}
+    clock[0] = datetime(2026, 2, 15, 0, 1, tzinfo=UTC)
+    assert p.defer_due_later() == 1
+    assert later(p) == set()
+    run_pass(p, slice_size=10)
+    # The processor measures whole days up to the evaluation's (Projector._already_counted).
+    assert kr_current(p, ids["kr_c"]) == pytest.approx(32 / 3)
+
+
+def kr_current(p: Projector, kr_id: object) -> float:
+    with p.db.transaction(write=False) as cur:
+        row = cur.execute(
+            "SELECT current FROM g1_key_results WHERE kr_id = ?", (str(kr_id),)
+        ).fetchone()
+    assert row is not None
+    return float(row[0])
+
+
+def later(p: Projector) -> set[str]:
+    with p.db.transaction(write=False) as cur:
+        return {o for (o,) in cur.execute("SELECT objective_id FROM g1_later_notices").fetchall()}
