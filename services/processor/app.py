@@ -436,6 +436,12 @@ def build_app(settings: Settings, projector: Projector, *, app_id: str | None = 
             log.exception("pass over deferred notices failed; retrying in %.0f s", PASS_HOLD_S)
             passes.failed()
 
+    @app.task  # type: ignore[untyped-decorator]
+    async def retry_set_aside() -> None:
+        """A worker starts, maybe with a fix: the objectives set aside are tried again."""
+        if await in_db(projector.retry_set_aside):
+            passes.deferred()
+
     @app.timer(TICK_S)  # type: ignore[untyped-decorator]
     async def tick() -> None:
         if await in_db(projector.defer_due_later):

@@ -20,9 +20,18 @@ VOLATILE: dict[str, set[str]] = {
     "kpis": {"days_version"},  # a cache-validation counter: how many batches changed days
 }
 # Feeds and bookkeeping, excluded from the strict hash too: the change feed and outbox
-# (a wall-clock `at`, serial numbers), the watermarks (how far each partition got) and the
-# re-evaluations still pending (what was in flight, or waits for its day).
-FEEDS = {"changes", "outbox", "watermarks", "pending_notices", "pending_marks", "later_notices"}
+# (a wall-clock `at`, serial numbers), the watermarks (how far each partition got), the
+# re-evaluations still pending (what was in flight, or waits for its day) and the
+# objectives set aside.
+FEEDS = {
+    "changes",
+    "outbox",
+    "watermarks",
+    "pending_notices",
+    "pending_marks",
+    "later_notices",
+    "set_aside",
+}
 # Tables whose rows depend on the interleaving of goal events and readings (a history row
 # per change as it was observed): compared only in `strict` mode.
 ORDER_DEPENDENT = {"score_history"}

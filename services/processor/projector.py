@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
+import traceback
 from bisect import bisect_right
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -969,10 +970,37 @@ class Projector:
                     notice.objective_id,
                     notice.event_id,
                 )
+                error = traceback.format_exc(limit=-3)[-2000:]
                 with self.transaction() as tx:
                     self._done_pending(tx, [notice])
+                    tx.cur.execute(
+                        f"INSERT INTO {tx.tables.set_aside} (objective_id, event_id,"
+                        " occurred_at, recorded_at, error, set_aside_at) VALUES (?, ?, ?, ?, ?, ?)"
+                        " ON CONFLICT (objective_id) DO UPDATE SET event_id = excluded.event_id,"
+                        " occurred_at = excluded.occurred_at, recorded_at = excluded.recorded_at,"
+                        " error = excluded.error, set_aside_at = excluded.set_aside_at",
+                        (
+                            notice.objective_id,
+                            notice.event_id,
+                            iso(notice.occurred_at),
+                            iso(notice.recorded_at),
+                            error,
+                            tx.now_text,
+                        ),
+                    )
                 dropped.append(notice.objective_id)
         return dropped
+
+    def retry_set_aside(self) -> int:
+        """Defer the notices of the objectives set aside again (a processor starts: maybe
+        with the fix); return how many. They stay listed until evaluated."""
+        with self.transaction() as tx:
+            rows = tx.cur.execute(
+                f"SELECT objective_id, event_id, occurred_at, recorded_at FROM"
+                f" {tx.tables.set_aside} ORDER BY objective_id"
+            ).fetchall()
+            self.defer_in(tx, [Notice(o, e, parse_iso(a), parse_iso(r)) for o, e, a, r in rows], [])
+        return len(rows)
 
     def _pending_slice(self, tx: Tx, upto: int, limit: int) -> list[Notice]:
         rows = tx.cur.execute(
@@ -1092,6 +1120,11 @@ class Projector:
         today = tx.now.date()
         later = [n for _, n in sorted(latest.items()) if n.occurred_at.date() > today]
         _keep_notices(tx, tx.tables.later_notices, later)
+        aside = tx.tables.set_aside
+        if recompute and tx.cur.execute(f"SELECT 1 FROM {aside} LIMIT 1").fetchone() is not None:
+            tx.cur.executemany(
+                f"DELETE FROM {aside} WHERE objective_id = ?", [(oid,) for oid in recompute]
+            )
 
     def _already_counted(
         self, tx: Tx, notices: dict[str, Notice], rows: dict[str, tuple[Any, ...]]

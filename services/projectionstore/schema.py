@@ -138,6 +138,13 @@ class Tables:
         tick defers them again once their day has come."""
         return self._t("later_notices")
 
+    @property
+    def set_aside(self) -> str:
+        """Objectives whose re-evaluation failed on its own (an evaluation bug): the notice
+        that was dropped, the error and when. Re-deferred when a processor starts, since a
+        fix comes with a restart; an evaluation that succeeds takes its objective off."""
+        return self._t("set_aside")
+
     def all(self) -> list[str]:
         """Every table of this generation."""
         return [
@@ -158,6 +165,7 @@ class Tables:
             self.pending_notices,
             self.pending_marks,
             self.later_notices,
+            self.set_aside,
         ]
 
     def ddl(self, dialect: str) -> list[str]:
@@ -304,4 +312,7 @@ class Tables:
             f"CREATE TABLE IF NOT EXISTS {t.later_notices} ("
             " objective_id TEXT PRIMARY KEY, event_id TEXT NOT NULL, occurred_at TEXT NOT NULL,"
             " recorded_at TEXT NOT NULL)",
+            f"CREATE TABLE IF NOT EXISTS {t.set_aside} ("
+            " objective_id TEXT PRIMARY KEY, event_id TEXT NOT NULL, occurred_at TEXT NOT NULL,"
+            " recorded_at TEXT NOT NULL, error TEXT NOT NULL, set_aside_at TEXT NOT NULL)",
         ]

@@ -300,6 +300,18 @@ def test_ops_endpoints(world: World) -> None:
     metrics = world.client.get("/metrics").text
     assert 'route="/v1/objectives/{objective_id}"' in metrics
     assert f"okr_processor_applied_position {float(world.position)}" in metrics
+    assert "okr_processor_objectives_set_aside 0.0" in metrics
+    with world.db.transaction() as cur:
+        cur.execute(
+            f"INSERT INTO {world.tables.set_aside} VALUES (?, 'e', 't', 't', 'boom', 't')",
+            (world.team,),
+        )
+    try:
+        metrics = world.client.get("/metrics").text
+        assert "okr_processor_objectives_set_aside 1.0" in metrics
+    finally:
+        with world.db.transaction() as cur:
+            cur.execute(f"DELETE FROM {world.tables.set_aside}")
 
 
 def test_dashboard_page_is_served(world: World) -> None:

@@ -190,6 +190,24 @@ def test_an_objective_whose_evaluation_fails_is_set_aside_and_the_rest_flow(
             cur.execute("SELECT objective_id, evaluated_at FROM g1_objectives").fetchall()
         )
     assert {o for o, at in evaluated.items() if at == iso(T)} == {a, c}
+    # Listed with its notice and error; a starting processor (the fix deployed) tries it
+    # again, and once it evaluates, it is off the list.
+    with failing.db.transaction(write=False) as cur:
+        ((oid, event_id, error),) = cur.execute(
+            "SELECT objective_id, event_id, error FROM g1_set_aside"
+        ).fetchall()
+    assert (oid, event_id) == (b, f"e-{b}")
+    assert "ValueError: an evaluation bug" in error
+    fixed = projector(tmp_path / "p.sqlite", now=T + timedelta(hours=1))
+    assert fixed.retry_set_aside() == 1
+    assert pending(fixed) == {b: (f"e-{b}", 1)}
+    assert run_pass(fixed, slice_size=10) == 1
+    with fixed.db.transaction(write=False) as cur:
+        assert cur.execute("SELECT COUNT(*) FROM g1_set_aside").fetchone() == (0,)
+        (at,) = cur.execute(
+            "SELECT evaluated_at FROM g1_objectives WHERE objective_id = ?", (b,)
+        ).fetchone()
+    assert at == iso(T + timedelta(hours=1))
 
 
 def test_a_database_that_fails_sets_nothing_aside(tmp_path: Path) -> None:
