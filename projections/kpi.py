@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from fractions import Fraction
 from typing import Literal, assert_never
 
@@ -31,6 +31,17 @@ def bucket_start(observed_at: datetime, interval: Interval) -> datetime:
     day: that UTC day 00:00Z; week: the ISO week's Monday 00:00Z; month: the 1st 00:00Z.
     """
     day = as_utc(observed_at, "observed_at").replace(hour=0, minute=0, second=0, microsecond=0)
+    if interval == "day":
+        return day
+    if interval == "week":
+        return day - timedelta(days=day.weekday())
+    if interval == "month":
+        return day.replace(day=1)
+    assert_never(interval)
+
+
+def bucket_day(day: date, interval: Interval) -> date:
+    """`bucket_start` of a UTC day, as a date: the bucket's first day."""
     if interval == "day":
         return day
     if interval == "week":
@@ -197,21 +208,76 @@ class Accumulator:
 
         count gives 0.0 without readings; avg is the exact mean rounded once.
         """
-        if aggregation == "count":
-            return float(self.count)
-        if self.count == 0:
-            return None
-        if aggregation == "sum":
-            return self.scaled_total / _ONE
-        if aggregation == "avg":
-            return self.scaled_total / (self.count << SCALE_BITS)
-        if aggregation == "min":
-            return self.minimum
-        if aggregation == "max":
-            return self.maximum
-        if aggregation == "last":
-            return self.last_value
-        assert_never(aggregation)
+        return _value(
+            aggregation, self.count, self.scaled_total, self.minimum, self.maximum, self.last_value
+        )
+
+
+def _value(
+    aggregation: Aggregation,
+    count: int,
+    scaled_total: int,
+    minimum: float | None,
+    maximum: float | None,
+    last_value: float | None,
+) -> float | None:
+    if aggregation == "count":
+        return float(count)
+    if count == 0:
+        return None
+    if aggregation == "sum":
+        return scaled_total / _ONE
+    if aggregation == "avg":
+        return scaled_total / (count << SCALE_BITS)
+    if aggregation == "min":
+        return minimum
+    if aggregation == "max":
+        return maximum
+    if aggregation == "last":
+        return last_value
+    assert_never(aggregation)
+
+
+class Running:
+    """An Accumulator folded in place: `merge` adds a set of readings, `value` is
+    Accumulator.value of everything merged so far. For long folds in order (a KPI's days,
+    Series), where a new frozen Accumulator per step would cost several times more."""
+
+    __slots__ = ("count", "last", "maximum", "minimum", "scaled_total")
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.scaled_total = 0
+        self.minimum: float | None = None
+        self.maximum: float | None = None
+        self.last: tuple[datetime, str, float] | None = None  # Accumulator's last order
+
+    def merge(self, acc: Accumulator) -> None:
+        if acc.count == 0:
+            return
+        self.count += acc.count
+        self.scaled_total += acc.scaled_total
+        low, high = acc.minimum, acc.maximum
+        assert low is not None
+        assert high is not None
+        if self.minimum is None or low < self.minimum:
+            self.minimum = low
+        if self.maximum is None or high > self.maximum:
+            self.maximum = high
+        order = _last_order(acc)
+        if self.last is None or order > self.last:
+            self.last = order
+
+    def value(self, aggregation: Aggregation) -> float | None:
+        last = self.last
+        return _value(
+            aggregation,
+            self.count,
+            self.scaled_total,
+            self.minimum,
+            self.maximum,
+            None if last is None else last[2],
+        )
 
 
 def _last_order(acc: Accumulator) -> tuple[datetime, str, float]:

@@ -14,7 +14,7 @@ from datetime import UTC, date, datetime, time
 from typing import Any, Literal, TypeVar
 
 import events
-from projections.kpi import Accumulator, Aggregation, Interval, bucket_start
+from projections.kpi import Accumulator, Aggregation, Interval, Running, bucket_day, bucket_start
 from projections.periods import Period, as_utc
 from projections.policy import DEFAULT_POLICY, ScoringPolicy
 from projections.scoring import (
@@ -465,19 +465,19 @@ class Series:
         bucket_of: list[int] = []
         closed: list[float] = []
         closed_before: list[int] = []
-        total = Accumulator.empty()
-        current = Accumulator.empty()
-        start: datetime | None = None
+        total = Running()
+        current = Running()
+        start: date | None = None
         for d, acc in kept:
-            bucket = bucket_start(datetime.combine(d, time(), tzinfo=UTC), interval)
+            bucket = bucket_day(d, interval)
             if bucket != start:
                 if start is not None and (v := current.value(aggregation)) is not None:
                     closed.append(v)
                 closed_before.append(len(closed))
-                current = Accumulator.empty()
+                current = Running()
                 start = bucket
-            total = total.merge(acc)
-            current = current.merge(acc)
+            total.merge(acc)
+            current.merge(acc)
             totals.append(total.value(aggregation))
             partial.append(current.value(aggregation))
             bucket_of.append(len(closed_before) - 1)

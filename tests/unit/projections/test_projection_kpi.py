@@ -1,4 +1,4 @@
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, time, timedelta, timezone
 from fractions import Fraction
 
 import pytest
@@ -12,7 +12,9 @@ from projections.kpi import (
     Direction,
     Interval,
     KpiTarget,
+    Running,
     aggregate,
+    bucket_day,
     bucket_end,
     bucket_judged_at,
     bucket_start,
@@ -92,6 +94,15 @@ def test_every_instant_falls_in_its_bucket(t: datetime, interval: Interval) -> N
         assert start.isocalendar()[:2] == t.isocalendar()[:2]
 
 
+@given(
+    st.dates(min_value=date(1990, 1, 1), max_value=date(2100, 1, 1)),
+    st.sampled_from(["day", "week", "month"]),
+)
+def test_bucket_day_is_bucket_start_on_days(day: date, interval: Interval) -> None:
+    start = bucket_start(datetime.combine(day, time(), tzinfo=UTC), interval)
+    assert bucket_day(day, interval) == start.date()
+
+
 def test_naive_observed_at_is_rejected() -> None:
     with pytest.raises(ValueError, match="timezone-aware"):
         bucket_start(datetime(2026, 1, 1), "day")
@@ -135,6 +146,20 @@ def test_merging_split_folds_equals_one_fold(
     left, right = fold(readings[:cut]), fold(readings[cut:])
     assert left.merge(right) == fold(readings)
     assert right.merge(left) == fold(readings)
+
+
+@given(st.lists(readings_strategy, max_size=6))
+def test_running_folds_in_place_what_merges_give(
+    groups: list[list[tuple[float, datetime, str]]],
+) -> None:
+    """Series folds a KPI's days with Running: after each merge, every aggregation equals
+    the frozen accumulators' (empty groups included: a day with no readings)."""
+    running, acc = Running(), Accumulator.empty()
+    for group in groups:
+        running.merge(fold(group))
+        acc = acc.merge(fold(group))
+        for aggregation in AGGREGATIONS:
+            assert running.value(aggregation) == acc.value(aggregation)
 
 
 @given(readings_strategy, readings_strategy, readings_strategy)
