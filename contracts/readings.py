@@ -105,13 +105,17 @@ _CLEAR = ~((0xF000 << 64) | (0xC000 << 48)) & ((1 << 128) - 1)
 _SET = (5 << 76) | (0x8000 << 48)
 
 
-def reading_stream_hex(org_id: str, kpi_id: UUID | str, reading_id: str) -> str:
-    """`reading_stream_id(...).hex` computed with hashlib alone (the bulk-ingest hot path):
-    uuid5(NAMESPACE_URL, name) is SHA-1(namespace bytes + name)[:16] with the version and
-    variant bits set, which is exactly what this does without building UUID objects."""
-    name = f"okrstream:reading:{org_id}:{str(kpi_id).lower()}:{reading_id}"
+def url_uuid5_hex(name: str) -> str:
+    """`uuid5(NAMESPACE_URL, name).hex` computed with hashlib alone (hot paths): uuid5 is
+    SHA-1(namespace bytes + name)[:16] with the version and variant bits set, which is
+    exactly what this does without building UUID objects."""
     digest = hashlib.sha1(_NAMESPACE + name.encode(), usedforsecurity=False).digest()
     return "%032x" % ((int.from_bytes(digest[:16], "big") & _CLEAR) | _SET)
+
+
+def reading_stream_hex(org_id: str, kpi_id: UUID | str, reading_id: str) -> str:
+    """`reading_stream_id(...).hex` without UUID objects (the bulk-ingest hot path)."""
+    return url_uuid5_hex(f"okrstream:reading:{org_id}:{str(kpi_id).lower()}:{reading_id}")
 
 
 def dashed(hex32: str) -> str:

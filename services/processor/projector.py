@@ -22,11 +22,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from operator import itemgetter
 from typing import Any, NamedTuple
-from uuid import NAMESPACE_URL, UUID, uuid4, uuid5
+from uuid import UUID, uuid4
 
 import orjson
 
 import events
+from contracts.readings import dashed, url_uuid5_hex
 from contracts.topics import DETECTIONS
 from projections import detections as rules
 from projections.history import score_changed
@@ -741,7 +742,7 @@ class Projector:
     @staticmethod
     def detection_id(org: str, key: rules.DetectionKey) -> str:
         name = f"{org}|{key.kind}|{key.reason}|{key.subject_type}|{key.subject_id}|{key.period}"
-        return str(uuid5(NAMESPACE_URL, "okrstream:detection:" + name))
+        return dashed(url_uuid5_hex("okrstream:detection:" + name))
 
     def _raise(
         self,
@@ -898,21 +899,18 @@ class Projector:
         """Defer again the later notices (Tables.later_notices) whose day has come, for the
         next pass; return how many. Run by the tick."""
         with self.transaction() as tx:
-            return self._defer_due_later_in(tx)
-
-    def _defer_due_later_in(self, tx: Tx) -> int:
-        t = tx.tables.later_notices
-        today = tx.now.date()
-        tomorrow = iso(datetime(today.year, today.month, today.day, tzinfo=UTC) + ONE_DAY)
-        rows = tx.cur.execute(
-            f"SELECT objective_id, event_id, occurred_at, recorded_at FROM {t}"
-            " WHERE occurred_at < ? ORDER BY objective_id",
-            (tomorrow,),
-        ).fetchall()
-        if rows:
-            due = [Notice(o, e, parse_iso(at), parse_iso(rec)) for o, e, at, rec in rows]
-            self.defer_in(tx, due, [])
-            tx.cur.execute(f"DELETE FROM {t} WHERE occurred_at < ?", (tomorrow,))
+            t = tx.tables.later_notices
+            today = tx.now.date()
+            tomorrow = iso(datetime(today.year, today.month, today.day, tzinfo=UTC) + ONE_DAY)
+            rows = tx.cur.execute(
+                f"SELECT objective_id, event_id, occurred_at, recorded_at FROM {t}"
+                " WHERE occurred_at < ? ORDER BY objective_id",
+                (tomorrow,),
+            ).fetchall()
+            if rows:
+                due = [Notice(o, e, parse_iso(at), parse_iso(rec)) for o, e, at, rec in rows]
+                self.defer_in(tx, due, [])
+                tx.cur.execute(f"DELETE FROM {t} WHERE occurred_at < ?", (tomorrow,))
         return len(rows)
 
     def _release_marks(self, tx: Tx) -> None:
@@ -929,9 +927,13 @@ class Projector:
             tx.cur.execute(f"DELETE FROM {t.pending_marks}{bound}")
 
     def pending_bound(self) -> int | None:
-        """The seq of the newest deferred notice (a pass re-evaluates up to it), or None."""
-        with self.transaction() as tx:
-            row = tx.cur.execute(f"SELECT MAX(seq) FROM {tx.tables.pending_notices}").fetchone()
+        """The seq of the newest deferred notice (a pass re-evaluates up to it), or None. A
+        read: it waits for no writer."""
+        with self.db.transaction(write=False) as cur:
+            generation = self.generation or live_generation(cur)
+            row = cur.execute(
+                f"SELECT MAX(seq) FROM {Tables(generation).pending_notices}"
+            ).fetchone()
         return None if row is None or row[0] is None else int(row[0])
 
     def evaluate_pending(self, upto: int, limit: int) -> tuple[int, bool]:
@@ -1806,8 +1808,8 @@ class Projector:
             return self.tick_chunk_in(tx, after, limit)
 
     def tick_in(self, tx: Tx) -> None:
-        """The whole tick in the caller's transaction (the replay's swap), chunk by chunk."""
-        self._defer_due_later_in(tx)
+        """The whole tick in the caller's transaction (the replay's swap), chunk by chunk.
+        Due later notices stay for the live processor's tick, which starts a pass for them."""
         after: tuple[str, str] | None = TICK_START
         while after is not None:
             after = self.tick_chunk_in(tx, after, TICK_CHUNK)
@@ -1911,7 +1913,7 @@ def _detection_fields(
     """Envelope and key of a detection event: its stream is the detection; the event id is
     derived from (detection, version), so a redelivered batch emits the same event."""
     return {
-        "event_id": uuid5(NAMESPACE_URL, f"okrstream:detection-event:{detection_id}:{version}"),
+        "event_id": dashed(url_uuid5_hex(f"okrstream:detection-event:{detection_id}:{version}")),
         "org_id": org,
         "stream_id": UUID(detection_id),
         "stream_version": version,

@@ -6,7 +6,7 @@ from __future__ import annotations
 import tempfile
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from uuid import UUID, uuid4
+from uuid import NAMESPACE_URL, UUID, uuid4, uuid5
 
 import orjson
 import pytest
@@ -405,6 +405,14 @@ def test_detection_raised_again_continues_its_version(tmp_path: Path) -> None:
         ("detection.raised", 3),
     ]
     assert [tuple(r) for r in stored] == [(3, None)]
+    # Ids are derived, as they always were (uuid5), so a redelivery emits the same events.
+    first = next(e for e in published if e["kind"] == "kpi_breach")
+    name = f"acme|kpi_breach|{first['reason']}|kpi|{kpi}|{first['period']}"
+    detection = uuid5(NAMESPACE_URL, "okrstream:detection:" + name)
+    assert (first["stream_id"], first["event_id"]) == (
+        str(detection),
+        str(uuid5(NAMESPACE_URL, f"okrstream:detection-event:{detection}:1")),
+    )
 
 
 def test_tick_in_chunks_equals_one_step_and_follows_the_clock(tmp_path: Path) -> None:

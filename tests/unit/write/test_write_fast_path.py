@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import events
-from contracts.readings import dashed, reading_stream_hex, reading_stream_id
+from contracts.readings import dashed, reading_stream_hex, reading_stream_id, url_uuid5_hex
 from services.ingest.kpis import KpiFacts
 from services.ingest.readings import judge, parse, validate_one
 
@@ -139,6 +139,7 @@ def test_stream_ids_are_the_uuid5_values(org: str, reading_id: str, kpi: uuid.UU
         return
     assert reading_stream_id(org, kpi, reading_id) == expected
     assert reading_stream_hex(org, str(kpi).upper(), reading_id) == expected.hex
+    assert url_uuid5_hex(name) == expected.hex  # also the processor's detection ids
     assert dashed(expected.hex) == str(expected)
 
 
