@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from fractions import Fraction
 from typing import Literal, assert_never
 
@@ -30,18 +30,12 @@ def bucket_start(observed_at: datetime, interval: Interval) -> datetime:
 
     day: that UTC day 00:00Z; week: the ISO week's Monday 00:00Z; month: the 1st 00:00Z.
     """
-    day = as_utc(observed_at, "observed_at").replace(hour=0, minute=0, second=0, microsecond=0)
-    if interval == "day":
-        return day
-    if interval == "week":
-        return day - timedelta(days=day.weekday())
-    if interval == "month":
-        return day.replace(day=1)
-    assert_never(interval)
+    first = bucket_day(as_utc(observed_at, "observed_at").date(), interval)
+    return datetime(first.year, first.month, first.day, tzinfo=UTC)
 
 
 def bucket_day(day: date, interval: Interval) -> date:
-    """`bucket_start` of a UTC day, as a date: the bucket's first day."""
+    """The first day of the bucket holding the UTC day `day`."""
     if interval == "day":
         return day
     if interval == "week":

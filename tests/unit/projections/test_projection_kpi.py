@@ -89,9 +89,15 @@ def test_every_instant_falls_in_its_bucket(t: datetime, interval: Interval) -> N
     end = bucket_end(start, interval)
     assert start <= t < end
     assert bucket_start(end, interval) == end  # buckets tile time with no gap
+    assert start.time() == time()
+    assert start.tzinfo is UTC
+    if interval == "day":
+        assert start.date() == t.date()
     if interval == "week":
         assert start.weekday() == 0
         assert start.isocalendar()[:2] == t.isocalendar()[:2]
+    if interval == "month":
+        assert (start.year, start.month, start.day) == (t.year, t.month, 1)
 
 
 @given(
