@@ -33,6 +33,8 @@ from services.projectionstore.db import Database
 from services.projectionstore.meta import (
     create_tables,
     drop_tables,
+    ensure_schema,
+    existing_tables,
     live_generation,
     write_lock,
     write_meta,
@@ -132,16 +134,18 @@ def rebuild(db: Database, store: EventStore, *, chunk: int = CHUNK) -> ReplaySta
         p.goal_batch_in(tx, [], pending.take())
         p.tick_in(tx)
         p.flush(tx)
-        current = live_generation(cur)
-        create_tables(cur, Tables(current))  # so the copy works even from nothing
-        cur.execute(
-            f"INSERT INTO {tables.watermarks} SELECT * FROM {Tables(current).watermarks}"
-            " WHERE 1 = 1 ON CONFLICT DO NOTHING"
-        )
-        # The live processor's deferred notices and the watermarks they hold back: its
-        # next pass re-evaluates those objectives in the new generation and releases them.
-        live = Tables(current)
+        # The live generation's watermarks, and its processor's deferred notices and the
+        # watermarks they hold back: its next pass re-evaluates those objectives in the new
+        # generation and releases them. The live tables may be of an older schema, or
+        # missing (nothing was built yet): only these, with named columns, are read.
+        live = Tables(live_generation(cur))
+        found = existing_tables(cur, [live.watermarks, live.pending_notices, live.pending_marks])
         for built, held, columns in (
+            (
+                tables.watermarks,
+                live.watermarks,
+                "stage, topic, part, source_part, position, updated_at",
+            ),
             (
                 tables.pending_notices,
                 live.pending_notices,
@@ -153,7 +157,11 @@ def rebuild(db: Database, store: EventStore, *, chunk: int = CHUNK) -> ReplaySta
                 "stage, topic, part, source_part, position, seq",
             ),
         ):
-            cur.execute(f"INSERT INTO {built} ({columns}) SELECT {columns} FROM {held}")
+            if held in found:
+                cur.execute(
+                    f"INSERT INTO {built} ({columns}) SELECT {columns} FROM {held}"
+                    " WHERE 1 = 1 ON CONFLICT DO NOTHING"
+                )
         write_meta(cur, "generation", str(new))
         write_meta(cur, "schema_version", str(PROJECTION_SCHEMA_VERSION))
     with db.transaction() as cur:
@@ -165,18 +173,32 @@ def rebuild(db: Database, store: EventStore, *, chunk: int = CHUNK) -> ReplaySta
     return stats
 
 
-def main(settings: Settings | None = None) -> int:
+def kafka_mode_refusal(settings: Settings) -> str | None:
+    """Why a rebuild must not run unasked, or None: with OKR_INGEST_MODE=kafka, readings
+    produced straight to Kafka are in the projections but not in the event store, and a
+    rebuild reads the event store only."""
+    if settings.ingest_mode != "kafka":
+        return None
+    return (
+        "OKR_INGEST_MODE=kafka: readings produced straight to Kafka are not in the event"
+        " store, so a rebuild from it would drop them from the projections. To rebuild"
+        " anyway, run `okrstream replay --force`."
+    )
+
+
+def main(settings: Settings | None = None, *, force: bool = False) -> int:
     """Rebuild the projections from the log and swap them in; print what was done."""
     settings = settings or load_settings()
+    refusal = None if force else kafka_mode_refusal(settings)
+    if refusal is not None:
+        print(f"okrstream replay: {refusal}", file=sys.stderr, flush=True)
+        return 2
     tune_gc()
     logging.basicConfig(level=settings.log_level)
     db = Database.from_settings(settings, settings.projections_db_path, sqlite_cache_kib=64 * 1024)
     store = EventStore.from_settings(settings)
     try:
-        with db.transaction() as cur:
-            write_lock(cur)
-            cur.execute(META_DDL)
-            create_tables(cur, Tables(live_generation(cur)))
+        ensure_schema(db)
         stats = rebuild(db, store)
     finally:
         store.close()

@@ -9,6 +9,8 @@ the generation that is live when they hold the lock.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from services.projectionstore.db import Cursor, Database
 from services.projectionstore.schema import META_DDL, META_TABLE, PROJECTION_SCHEMA_VERSION, Tables
 
@@ -57,6 +59,18 @@ def links_key(tables: Tables) -> str:
 def create_tables(cur: Cursor, tables: Tables) -> None:
     for statement in tables.ddl(cur.dialect):
         cur.execute(statement)
+
+
+def existing_tables(cur: Cursor, names: Sequence[str]) -> set[str]:
+    """Which of these tables exist (a generation built by an older schema may lack some)."""
+    if cur.dialect == "sqlite":
+        query = "SELECT name FROM sqlite_master WHERE type = 'table' AND name = ?"
+    else:
+        query = (
+            "SELECT table_name FROM information_schema.tables WHERE table_name = ?"
+            " AND table_schema = current_schema()"
+        )
+    return {name for name in names if cur.execute(query, (name,)).fetchone() is not None}
 
 
 def drop_tables(cur: Cursor, tables: Tables) -> None:

@@ -1,0 +1,89 @@
+"""In-place upgrades of the live generation from an older projection schema, where the
+change is a reshaping of what is stored rather than new arithmetic: no rebuild from the log.
+
+A rebuild re-reads the event store only, so it would lose what only the projections hold
+(readings produced straight to Kafka with OKR_INGEST_MODE=kafka), and it takes as long as
+the log is big. `migrate` runs under the writers' lock in one transaction: the processor
+calls it at start, before it would rebuild.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from services.projectionstore.db import Cursor, Database
+from services.projectionstore.meta import (
+    create_tables,
+    live_generation,
+    read_meta,
+    write_lock,
+    write_meta,
+)
+from services.projectionstore.schema import PROJECTION_SCHEMA_VERSION, Tables, reading_key
+
+log = logging.getLogger(__name__)
+
+COPY_ROWS = 20_000  # readings copied per statement batch
+
+
+def _v3_to_v4(cur: Cursor, t: Tables) -> None:
+    """v4 keeps fewer readings columns and a 64-bit once-only key (schema.reading_key), and
+    adds later_notices and set_aside. The readings are copied into the new table: every one
+    (by either path) with its key; one whose key another holds, with a NULL key."""
+    old = f"{t.readings}_v3"
+    cur.execute(f"ALTER TABLE {t.readings} RENAME TO {old}")
+    # v4 names an index like this one; the old unique index goes with the old table and
+    # orders the copy meanwhile.
+    cur.execute(f"DROP INDEX IF EXISTS {t.readings}_kpi")
+    create_tables(cur, t)
+    insert = (
+        f"INSERT INTO {t.readings} (kpi_id, reading_id, value, observed_at, recorded_at,"
+        " reading_key) VALUES (?, ?, ?, ?, ?, ?)"
+    )
+    after = ("", "")
+    while True:
+        rows = cur.execute(
+            f"SELECT kpi_id, reading_id, value, observed_at, recorded_at FROM {old}"
+            " WHERE (kpi_id, reading_id) > (?, ?) ORDER BY kpi_id, reading_id LIMIT ?",
+            (*after, COPY_ROWS),
+        ).fetchall()
+        if not rows:
+            break
+        keyed = [(*row, reading_key(row[0], row[1])) for row in rows]
+        cur.execute("SAVEPOINT copy")
+        try:
+            cur.executemany(insert, keyed)
+        except cur.integrity_errors:  # two keys alike (v3 held each reading once)
+            cur.execute("ROLLBACK TO SAVEPOINT copy")
+            for row in keyed:
+                clash = cur.execute(
+                    f"SELECT 1 FROM {t.readings} WHERE reading_key = ?", (row[5],)
+                ).fetchone()
+                cur.execute(insert, row if clash is None else (*row[:5], None))
+        cur.execute("RELEASE SAVEPOINT copy")
+        after = (rows[-1][0], rows[-1][1])
+    cur.execute(f"DROP TABLE {old}")
+
+
+STEPS: dict[int, Callable[[Cursor, Tables], None]] = {3: _v3_to_v4}
+"""From schema version N to N + 1, in place."""
+
+
+def migrate(db: Database) -> int:
+    """Bring the live generation to PROJECTION_SCHEMA_VERSION in place when every step from
+    its stored version has a migration; return the version it is at (lower: rebuild)."""
+    with db.transaction() as cur:
+        write_lock(cur)
+        stored = read_meta(cur, "schema_version")
+        version = PROJECTION_SCHEMA_VERSION if stored is None else int(stored)
+        if version >= PROJECTION_SCHEMA_VERSION or any(
+            v not in STEPS for v in range(version, PROJECTION_SCHEMA_VERSION)
+        ):
+            return version
+        tables = Tables(live_generation(cur))
+        for v in range(version, PROJECTION_SCHEMA_VERSION):
+            log.info("projection schema v%s -> v%s in place (%s)", v, v + 1, tables.readings)
+            STEPS[v](cur, tables)
+        write_meta(cur, "schema_version", str(PROJECTION_SCHEMA_VERSION))
+        return PROJECTION_SCHEMA_VERSION

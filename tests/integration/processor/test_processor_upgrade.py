@@ -1,0 +1,139 @@
+"""A store built by projection schema v3 is brought to the current one: in place at the
+processor's start (migrations.migrate), keeping what only the projections hold, and by
+`okrstream replay`, whatever the old generation's tables look like. On SQLite and
+PostgreSQL."""
+
+from __future__ import annotations
+
+import pytest
+
+from services.eventstore.store import EventStore
+from services.processor import replay
+from services.processor.projector import Projector
+from services.processor.replay import kafka_mode_refusal
+from services.projectionstore.db import Database
+from services.projectionstore.meta import (
+    ensure_schema,
+    existing_tables,
+    live_generation,
+    read_meta,
+)
+from services.projectionstore.migrations import migrate
+from services.projectionstore.schema import PROJECTION_SCHEMA_VERSION, Tables, reading_key
+from services.settings import Settings
+from tests.unit.processor.builders import Log, synthetic
+
+
+def v3_store(settings: Settings, log: Log) -> Database:
+    """Generation 1 as schema v3 left it: its readings table had other columns and a
+    unique (kpi_id, reading_id) index, and there were no later_notices or set_aside tables.
+    The log's readings are in it, plus one produced straight to Kafka (not in the log)."""
+    db = Database.from_settings(settings, settings.projections_db_path)
+    ensure_schema(db)
+    t = Tables(1)
+    rows = [
+        (r.event_id, r.org_id, r.kpi_id, r.reading_id, r.value, r.observed_at, r.recorded_at)
+        for r in log.reading_rows()
+    ]
+    kpi = rows[0][2]
+    rows.append(("e-direct", "acme", kpi, "direct", 5.0, rows[0][5], rows[0][6]))
+    with db.transaction() as cur:
+        for name in (t.readings, t.later_notices, t.set_aside):
+            cur.execute(f"DROP TABLE {name}")
+        cur.execute(
+            f"CREATE TABLE {t.readings} (event_id TEXT NOT NULL, org_id TEXT NOT NULL,"
+            " kpi_id TEXT NOT NULL, reading_id TEXT NOT NULL, value DOUBLE PRECISION NOT NULL,"
+            " observed_at TEXT NOT NULL, recorded_at TEXT NOT NULL, source TEXT,"
+            " position BIGINT)"
+        )
+        cur.execute(f"CREATE INDEX {t.readings}_kpi ON {t.readings} (kpi_id, observed_at)")
+        cur.execute(f"CREATE UNIQUE INDEX {t.readings}_rid ON {t.readings} (kpi_id, reading_id)")
+        cur.executemany(
+            f"INSERT INTO {t.readings} (event_id, org_id, kpi_id, reading_id, value,"
+            " observed_at, recorded_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            rows,
+        )
+        cur.execute("UPDATE projection_meta SET value = '3' WHERE key = 'schema_version'")
+    return db
+
+
+def readings(db: Database, generation: int) -> list[tuple[object, ...]]:
+    with db.transaction(write=False) as cur:
+        return [
+            tuple(r)
+            for r in cur.execute(
+                f"SELECT kpi_id, reading_id, value, reading_key FROM {Tables(generation).readings}"
+                " ORDER BY kpi_id, reading_id"
+            ).fetchall()
+        ]
+
+
+def test_a_v3_store_is_migrated_in_place_keeping_every_reading(settings: Settings) -> None:
+    log = Log()
+    synthetic(log, objectives=4, kpis=2, readings=30)
+    db = v3_store(settings, log)
+    try:
+        assert ensure_schema(db) == (1, 3), "an older schema's tables are left as they are"
+        assert migrate(db) == PROJECTION_SCHEMA_VERSION
+        assert migrate(db) == PROJECTION_SCHEMA_VERSION, "once"
+        with db.transaction(write=False) as cur:
+            assert live_generation(cur) == 1
+            assert read_meta(cur, "schema_version") == str(PROJECTION_SCHEMA_VERSION)
+            t = Tables(1)
+            assert existing_tables(cur, [t.later_notices, t.set_aside, f"{t.readings}_v3"]) == {
+                t.later_notices,
+                t.set_aside,
+            }
+        found = readings(db, 1)
+        assert len(found) == 31, "the direct reading too"
+        assert all(key == reading_key(str(k), str(r)) for k, r, _, key in found)
+        # The migrated table does what a built one does: a redelivery counts once.
+        p = Projector(db)
+        rows = log.reading_rows()
+        p.apply_readings(rows[:10])
+        assert readings(db, 1) == found
+    finally:
+        db.close()
+
+
+def test_a_v3_store_is_rebuilt_by_replay(settings: Settings) -> None:
+    log = Log()
+    synthetic(log, objectives=4, kpis=2, readings=30)
+    store = EventStore.from_settings(settings)
+    try:
+        store.append([e for _, e in log.entries])
+    finally:
+        store.close()
+    db = v3_store(settings, log)
+    try:
+        assert replay.main(settings) == 0
+        with db.transaction(write=False) as cur:
+            assert live_generation(cur) == 2
+            assert read_meta(cur, "schema_version") == str(PROJECTION_SCHEMA_VERSION)
+            assert existing_tables(cur, Tables(1).all()) == set(), "the old one is dropped"
+        assert len(readings(db, 2)) == 30, "the log's readings (replay reads the log only)"
+    finally:
+        db.close()
+
+
+def test_replay_in_kafka_mode_refuses_unless_forced(
+    settings: Settings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Readings produced straight to Kafka are only in the projections: a rebuild from the
+    event store would drop them, so neither `okrstream replay` nor a starting processor
+    rebuilds in that mode unasked."""
+    kafka = settings.model_copy(update={"ingest_mode": "kafka"})
+    log = Log()
+    synthetic(log, objectives=2, kpis=1, readings=5)
+    db = v3_store(kafka, log)
+    try:
+        assert replay.main(kafka) == 2
+        assert "replay --force" in capsys.readouterr().err
+        assert kafka_mode_refusal(settings) is None
+        with db.transaction(write=False) as cur:
+            assert live_generation(cur) == 1, "nothing rebuilt"
+        assert replay.main(kafka, force=True) == 0
+        with db.transaction(write=False) as cur:
+            assert live_generation(cur) == 2
+    finally:
+        db.close()
