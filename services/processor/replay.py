@@ -137,7 +137,9 @@ def rebuild(db: Database, store: EventStore, *, chunk: int = CHUNK) -> ReplaySta
         # The live generation's watermarks, and its processor's deferred notices and the
         # watermarks they hold back: its next pass re-evaluates those objectives in the new
         # generation and releases them. The live tables may be of an older schema, or
-        # missing (nothing was built yet): only these, with named columns, are read.
+        # missing (nothing was built yet): only these, with named columns, are read. (The
+        # later notices and the objectives set aside need no copy: the build evaluated every
+        # objective at its own now.)
         live = Tables(live_generation(cur))
         found = existing_tables(cur, [live.watermarks, live.pending_notices, live.pending_marks])
         for built, held, columns in (

@@ -245,7 +245,7 @@ class Tables:
             " observed_at TEXT NOT NULL, recorded_at TEXT NOT NULL, reading_key BIGINT)",
             f"CREATE INDEX IF NOT EXISTS {t.readings}_kpi ON {t.readings} (kpi_id, observed_at)",
             f"CREATE UNIQUE INDEX IF NOT EXISTS {t.readings}_key ON {t.readings} (reading_key)",
-            f"CREATE INDEX IF NOT EXISTS {t.readings}_clash ON {t.readings}"
+            f"CREATE UNIQUE INDEX IF NOT EXISTS {t.readings}_clash ON {t.readings}"
             " (kpi_id, reading_id) WHERE reading_key IS NULL",
             # Daily accumulators per KPI (projections.kpi.Accumulator); week/month buckets and
             # period aggregates are merges of days.
