@@ -37,7 +37,11 @@ MAX_LIMIT = 1000
 bearer = HTTPBearer(auto_error=False, description="okrstream API token")
 
 Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT, description="page size (default 100)")]
-PageCursor = Annotated[str | None, Query(max_length=500, description="opaque, from next_cursor")]
+# Free text in a query string: any character but NUL, which PostgreSQL text cannot hold.
+NO_NUL = r"^[^\x00]*$"
+PageCursor = Annotated[
+    str | None, Query(max_length=500, pattern=NO_NUL, description="opaque, from next_cursor")
+]
 MinPosition = Annotated[
     int | None,
     Query(ge=0, le=2**62, description="answer only once projections include this position"),
@@ -128,7 +132,7 @@ def build_router() -> APIRouter:
     @router.get("/v1/objectives", summary="List objective views")
     def list_objectives(
         read: Read,
-        owner: Annotated[str | None, Query(max_length=100)] = None,
+        owner: Annotated[str | None, Query(max_length=100, pattern=NO_NUL)] = None,
         level: Literal["company", "department", "team", "individual"] | None = None,
         status: Literal["achieved", "not_started", "on_track", "behind", "at_risk"] | None = None,
         parent_id: UUID | None = None,
@@ -238,7 +242,7 @@ def build_router() -> APIRouter:
             "no_data",
         ]
         | None = None,
-        subject_id: Annotated[str | None, Query(max_length=200)] = None,
+        subject_id: Annotated[str | None, Query(max_length=200, pattern=NO_NUL)] = None,
         active: bool | None = None,
         limit: Limit = 100,
         cursor: PageCursor = None,

@@ -91,6 +91,17 @@ def test_limit_out_of_range_is_422(world: World, limit: int) -> None:
     assert r.json()["errors"]
 
 
+@pytest.mark.parametrize(
+    ("path", "param"),
+    [("/v1/detections", "subject_id"), ("/v1/objectives", "owner"), ("/v1/objectives", "cursor")],
+)
+def test_a_nul_in_free_text_is_422_on_every_engine(world: World, path: str, param: str) -> None:
+    """PostgreSQL text cannot hold NUL: refused up front, not a 500 from the database."""
+    r = world.get(path, **{param: "a\x00b"})
+    assert r.status_code == 422, r.text
+    assert r.json()["errors"]
+
+
 def test_pagination_walks_every_item_once(world: World) -> None:
     seen: list[str] = []
     cursor = None
