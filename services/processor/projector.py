@@ -129,6 +129,17 @@ def _keep_notices(tx: Tx, table: str, notices: Sequence[Notice], seq: int | None
     )
 
 
+def _reading_params(keyed: Iterable[tuple[int | None, ReadingRow]]) -> list[tuple[Any, ...]]:
+    """The parameters of readings rows (kpi_id, reading_id, value, observed_at, recorded_at,
+    reading_key) for (key, reading)s."""
+    return [(r.kpi_id, r.reading_id, r.value, r.observed_at, r.recorded_at, k) for k, r in keyed]
+
+
+def _notices(rows: Iterable[Sequence[Any]]) -> list[Notice]:
+    """Stored notices (objective_id, event_id, occurred_at, recorded_at) as Notices."""
+    return [Notice(o, e, parse_iso(at), parse_iso(rec)) for o, e, at, rec in rows]
+
+
 def _chunks(items: Sequence[Any], size: int = CHUNK) -> Iterator[Sequence[Any]]:
     for i in range(0, len(items), size):
         yield items[i : i + size]
@@ -292,6 +303,13 @@ class Projector:
         self._cache.put_all(tx.cached.items(), time.monotonic())
         self._keep_seen(tx)
         self._keep_days(tx.days)
+
+    @contextmanager
+    def reading(self) -> Iterator[tuple[Cursor, Tables]]:
+        """A read transaction on the live (or fixed) generation: it waits for no writer."""
+        with self.db.transaction(write=False) as cur:
+            generation = self.generation if self.generation is not None else live_generation(cur)
+            yield cur, Tables(generation)
 
     def _keep_seen(self, tx: Tx) -> None:
         shared: dict[Inputs, Inputs] = {}  # one tuple for the objectives that read the same
@@ -487,13 +505,7 @@ class Projector:
         # A redelivery (or a key clash) violates the unique key: undo and sort them out.
         tx.cur.execute("SAVEPOINT readings")
         try:
-            tx.cur.executemany(
-                insert,
-                [
-                    (r.kpi_id, r.reading_id, r.value, r.observed_at, r.recorded_at, k)
-                    for k, r in keyed
-                ],
-            )
+            tx.cur.executemany(insert, _reading_params(keyed))
         except tx.cur.integrity_errors:
             tx.cur.execute("ROLLBACK TO SAVEPOINT readings")
         else:
@@ -501,10 +513,7 @@ class Projector:
             return [r for _, r in keyed]
         tx.cur.execute("RELEASE SAVEPOINT readings")
         new = self._unstored(tx, keyed)
-        tx.cur.executemany(
-            insert,
-            [(r.kpi_id, r.reading_id, r.value, r.observed_at, r.recorded_at, k) for k, r in new],
-        )
+        tx.cur.executemany(insert, _reading_params(new))
         return [r for _, r in new]
 
     @staticmethod
@@ -899,12 +908,8 @@ class Projector:
         """Defer again the later notices (Tables.later_notices) whose day has come, for the
         next pass; return how many. Run by the tick: a read first, which is all it takes
         nearly always."""
-        with self.db.transaction(write=False) as cur:
-            generation = self.generation or live_generation(cur)
-            if (
-                cur.execute(f"SELECT 1 FROM {Tables(generation).later_notices} LIMIT 1").fetchone()
-                is None
-            ):
+        with self.reading() as (cur, tables):
+            if cur.execute(f"SELECT 1 FROM {tables.later_notices} LIMIT 1").fetchone() is None:
                 return 0
         with self.transaction() as tx:
             t = tx.tables.later_notices
@@ -916,8 +921,7 @@ class Projector:
                 (tomorrow,),
             ).fetchall()
             if rows:
-                due = [Notice(o, e, parse_iso(at), parse_iso(rec)) for o, e, at, rec in rows]
-                self.defer_in(tx, due, [])
+                self.defer_in(tx, _notices(rows), [])
                 tx.cur.execute(f"DELETE FROM {t} WHERE occurred_at < ?", (tomorrow,))
         return len(rows)
 
@@ -937,11 +941,8 @@ class Projector:
     def pending_bound(self) -> int | None:
         """The seq of the newest deferred notice (a pass re-evaluates up to it), or None. A
         read: it waits for no writer."""
-        with self.db.transaction(write=False) as cur:
-            generation = self.generation or live_generation(cur)
-            row = cur.execute(
-                f"SELECT MAX(seq) FROM {Tables(generation).pending_notices}"
-            ).fetchone()
+        with self.reading() as (cur, tables):
+            row = cur.execute(f"SELECT MAX(seq) FROM {tables.pending_notices}").fetchone()
         return None if row is None or row[0] is None else int(row[0])
 
     def evaluate_pending(self, upto: int, limit: int) -> tuple[int, bool]:
@@ -1009,7 +1010,7 @@ class Projector:
                 f"SELECT objective_id, event_id, occurred_at, recorded_at FROM"
                 f" {tx.tables.set_aside} ORDER BY objective_id"
             ).fetchall()
-            self.defer_in(tx, [Notice(o, e, parse_iso(a), parse_iso(r)) for o, e, a, r in rows], [])
+            self.defer_in(tx, _notices(rows), [])
         return len(rows)
 
     def _pending_slice(self, tx: Tx, upto: int, limit: int) -> list[Notice]:
@@ -1018,7 +1019,7 @@ class Projector:
             f" {tx.tables.pending_notices} WHERE seq <= ? ORDER BY seq, objective_id LIMIT ?",
             (upto, limit),
         ).fetchall()
-        return [Notice(o, e, parse_iso(at), parse_iso(rec)) for o, e, at, rec in rows]
+        return _notices(rows)
 
     def _done_pending(self, tx: Tx, notices: Sequence[Notice]) -> None:
         """Take these notices off the pending ones and release the watermarks they held
@@ -1883,10 +1884,9 @@ class Projector:
 
     def kpi_org_state(self, kpi_id: str) -> tuple[str, str] | None:
         """(org_id, state) of a KPI in the live generation, or None when unknown."""
-        with self.db.transaction(write=False) as cur:
-            generation = self.generation or live_generation(cur)
+        with self.reading() as (cur, tables):
             row = cur.execute(
-                f"SELECT org_id, state FROM {Tables(generation).kpis} WHERE kpi_id = ?",
+                f"SELECT org_id, state FROM {tables.kpis} WHERE kpi_id = ?",
                 (kpi_id,),
             ).fetchone()
         return None if row is None else (str(row[0]), str(row[1]))
@@ -1895,13 +1895,11 @@ class Projector:
 
     def outbox(self, limit: int = 1000) -> list[tuple[int, str, str, bytes]]:
         """Detection events not yet confirmed published: (seq, topic, key, value)."""
-        with self.db.transaction(write=False) as cur:
-            generation = self.generation or live_generation(cur)
+        with self.reading() as (cur, tables):
             return [
                 (int(seq), topic, key, value.encode())
                 for seq, topic, key, value in cur.execute(
-                    f"SELECT seq, topic, key, value FROM {Tables(generation).outbox}"
-                    " ORDER BY seq LIMIT ?",
+                    f"SELECT seq, topic, key, value FROM {tables.outbox} ORDER BY seq LIMIT ?",
                     (limit,),
                 ).fetchall()
             ]
