@@ -20,7 +20,6 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from operator import itemgetter
 from typing import Any, NamedTuple
 from uuid import UUID, uuid4
 
@@ -66,7 +65,8 @@ from services.projectionstore.meta import (
     write_lock,
     write_meta,
 )
-from services.projectionstore.schema import Tables, iso, parse_iso, reading_key
+from services.projectionstore.readings import insert_readings
+from services.projectionstore.schema import Tables, iso, parse_iso
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +107,6 @@ TICK_CHUNK = 2_000
 TICK_START = ("objective", "")  # where a tick's first step starts: (subject type, after id)
 
 
-_first = itemgetter(0)
 ONE_DAY = timedelta(days=1)
 
 
@@ -127,12 +126,6 @@ def _keep_notices(tx: Tx, table: str, notices: Sequence[Notice], seq: int | None
         f" {table}.event_id)",
         rows if seq is None else [(*r, seq) for r in rows],
     )
-
-
-def _reading_params(keyed: Iterable[tuple[int | None, ReadingRow]]) -> list[tuple[Any, ...]]:
-    """The parameters of readings rows (kpi_id, reading_id, value, observed_at, recorded_at,
-    reading_key) for (key, reading)s."""
-    return [(r.kpi_id, r.reading_id, r.value, r.observed_at, r.recorded_at, k) for k, r in keyed]
 
 
 def _notices(rows: Iterable[Sequence[Any]]) -> list[Notice]:
@@ -492,62 +485,13 @@ class Projector:
         unique: dict[tuple[str, str], ReadingRow] = {}
         for r in rows:
             unique.setdefault((r.kpi_id, r.reading_id), r)
-        # In key order: B-tree inserts with locality are faster.
-        keyed = sorted(
-            ((reading_key(kpi_id, reading_id), r) for (kpi_id, reading_id), r in unique.items()),
-            key=_first,
+        kept = list(unique.values())
+        new = insert_readings(
+            tx.cur,
+            tx.tables.readings,
+            [(r.kpi_id, r.reading_id, r.value, r.observed_at, r.recorded_at) for r in kept],
         )
-        insert = (
-            f"INSERT INTO {tx.tables.readings} (kpi_id, reading_id, value, observed_at,"
-            " recorded_at, reading_key) VALUES (?, ?, ?, ?, ?, ?)"
-        )
-        # The common case, nothing stored yet and no two keys alike: one plain executemany.
-        # A redelivery (or a key clash) violates the unique key: undo and sort them out.
-        tx.cur.execute("SAVEPOINT readings")
-        try:
-            tx.cur.executemany(insert, _reading_params(keyed))
-        except tx.cur.integrity_errors:
-            tx.cur.execute("ROLLBACK TO SAVEPOINT readings")
-        else:
-            tx.cur.execute("RELEASE SAVEPOINT readings")
-            return [r for _, r in keyed]
-        tx.cur.execute("RELEASE SAVEPOINT readings")
-        new = self._unstored(tx, keyed)
-        tx.cur.executemany(insert, _reading_params(new))
-        return [r for _, r in new]
-
-    @staticmethod
-    def _unstored(
-        tx: Tx, keyed: Sequence[tuple[int, ReadingRow]]
-    ) -> list[tuple[int | None, ReadingRow]]:
-        """The (key, reading)s of `keyed` (one per (kpi, reading id)) not stored yet; a
-        reading whose key another reading holds (stored or earlier here) gets a NULL key."""
-        t = tx.tables.readings
-        holder: dict[int, tuple[str, str]] = {}
-        for chunk in _chunks([k for k, _ in keyed]):
-            for key, kpi_id, reading_id in tx.cur.execute(
-                f"SELECT reading_key, kpi_id, reading_id FROM {t}"
-                f" WHERE reading_key IN ({_marks(len(chunk))})",
-                chunk,
-            ).fetchall():
-                holder[int(key)] = (kpi_id, reading_id)
-        new: list[tuple[int | None, ReadingRow]] = []
-        for key, r in keyed:
-            ids = (r.kpi_id, r.reading_id)
-            held = holder.get(key)
-            if held is None:
-                holder[key] = ids
-                new.append((key, r))
-            elif held != ids and (
-                tx.cur.execute(
-                    f"SELECT 1 FROM {t} WHERE reading_key IS NULL AND kpi_id = ?"
-                    " AND reading_id = ?",
-                    ids,
-                ).fetchone()
-                is None
-            ):
-                new.append((None, r))
-        return new
+        return [kept[i] for i in new]
 
     def _fold_days(self, tx: Tx, new: Sequence[ReadingRow]) -> dict[tuple[str, str], Accumulator]:
         """Fold new readings into kpi_days; return the written days (kpi_id, day) -> acc."""

@@ -20,7 +20,8 @@ from services.projectionstore.meta import (
     write_lock,
     write_meta,
 )
-from services.projectionstore.schema import PROJECTION_SCHEMA_VERSION, Tables, reading_key
+from services.projectionstore.readings import insert_readings
+from services.projectionstore.schema import PROJECTION_SCHEMA_VERSION, Tables
 
 log = logging.getLogger(__name__)
 
@@ -37,10 +38,6 @@ def _v3_to_v4(cur: Cursor, t: Tables) -> None:
     # orders the copy meanwhile.
     cur.execute(f"DROP INDEX IF EXISTS {t.readings}_kpi")
     create_tables(cur, t)
-    insert = (
-        f"INSERT INTO {t.readings} (kpi_id, reading_id, value, observed_at, recorded_at,"
-        " reading_key) VALUES (?, ?, ?, ?, ?, ?)"
-    )
     after = ("", "")
     while True:
         rows = cur.execute(
@@ -50,18 +47,7 @@ def _v3_to_v4(cur: Cursor, t: Tables) -> None:
         ).fetchall()
         if not rows:
             break
-        keyed = [(*row, reading_key(row[0], row[1])) for row in rows]
-        cur.execute("SAVEPOINT copy")
-        try:
-            cur.executemany(insert, keyed)
-        except cur.integrity_errors:  # two keys alike (v3 held each reading once)
-            cur.execute("ROLLBACK TO SAVEPOINT copy")
-            for row in keyed:
-                clash = cur.execute(
-                    f"SELECT 1 FROM {t.readings} WHERE reading_key = ?", (row[5],)
-                ).fetchone()
-                cur.execute(insert, row if clash is None else (*row[:5], None))
-        cur.execute("RELEASE SAVEPOINT copy")
+        insert_readings(cur, t.readings, rows)  # v3 held each (kpi, reading id) once
         after = (rows[-1][0], rows[-1][1])
     cur.execute(f"DROP TABLE {old}")
 

@@ -637,7 +637,7 @@ def test_readings_whose_keys_clash_are_all_kept_once(
     apply_all(reference, log)
     # Four keys for sixty readings: nearly every reading clashes with a stored one.
     monkeypatch.setattr(
-        "services.processor.projector.reading_key", lambda kpi, rid: hash((kpi, rid)) % 4
+        "services.projectionstore.readings.reading_key", lambda kpi, rid: hash((kpi, rid)) % 4
     )
     clashing = projector(tmp_path / "b.sqlite")
     apply_all(clashing, log, [list(range(0, 25)), list(range(20, 60))])
