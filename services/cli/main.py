@@ -41,7 +41,7 @@ def _demo(args: argparse.Namespace) -> int:
 def _replay(args: argparse.Namespace) -> int:
     from services.processor.replay import main
 
-    return main(force=args.force)
+    return main()
 
 
 def _audit_verify(args: argparse.Namespace) -> int:
@@ -88,12 +88,6 @@ def parser() -> argparse.ArgumentParser:
     demo.set_defaults(run=_demo)
 
     replay = sub.add_parser("replay", help="rebuild every projection from the log and swap it in")
-    replay.add_argument(
-        "--force",
-        action="store_true",
-        help="rebuild even with OKR_INGEST_MODE=kafka, dropping the readings produced"
-        " straight to Kafka (they are not in the event store)",
-    )
     replay.set_defaults(run=_replay)
 
     audit = sub.add_parser("audit", help="tamper evidence").add_subparsers(

@@ -8,6 +8,7 @@ import hashlib
 import orjson
 
 from services.projectionstore.db import Cursor
+from services.projectionstore.meta import table_columns
 from services.projectionstore.schema import Tables
 
 # Columns that depend on when (wall clock) or in which interleaving the rows were written,
@@ -47,7 +48,7 @@ def content_hash(cur: Cursor, tables: Tables, *, strict: bool = False) -> dict[s
         if short in FEEDS or (not strict and short in ORDER_DEPENDENT):
             continue
         rows = cur.execute(f"SELECT * FROM {name}").fetchall()
-        columns = _columns(cur, name)
+        columns = table_columns(cur, name)
         skip = set() if strict else VOLATILE.get(short, set())
         if short == "detections" and not strict:
             # Which detections were raised and resolved on the way depends on the
@@ -59,16 +60,3 @@ def content_hash(cur: Cursor, tables: Tables, *, strict: bool = False) -> dict[s
         digest = hashlib.sha256(b"\n".join(canonical)).hexdigest()
         found[short] = f"{len(rows)}:{digest}"
     return found
-
-
-def _columns(cur: Cursor, table: str) -> list[str]:
-    if cur.dialect == "sqlite":
-        return [str(r[1]) for r in cur.execute(f"PRAGMA table_info({table})").fetchall()]
-    return [
-        str(r[0])
-        for r in cur.execute(
-            "SELECT column_name FROM information_schema.columns WHERE table_name = ?"
-            " AND table_schema = current_schema() ORDER BY ordinal_position",
-            (table,),
-        ).fetchall()
-    ]

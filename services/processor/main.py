@@ -11,7 +11,7 @@ from services.eventstore.store import EventStore
 from services.kafka.admin import PartitionMismatchError, ensure_topics, wait_for_broker
 from services.processor.app import build_app
 from services.processor.projector import Projector
-from services.processor.replay import kafka_mode_refusal, rebuild
+from services.processor.replay import rebuild
 from services.processor.runtime import tune_gc
 from services.projectionstore.db import Database
 from services.projectionstore.meta import ensure_schema
@@ -46,12 +46,6 @@ def main() -> None:
     ensure_schema(db)
     version = migrate(db)  # in place where the schema change allows it
     if version < PROJECTION_SCHEMA_VERSION:
-        refusal = kafka_mode_refusal(settings)
-        if refusal is not None:
-            raise SystemExit(
-                f"processor: projection schema v{version} < v{PROJECTION_SCHEMA_VERSION} needs"
-                f" a rebuild. {refusal}"
-            )
         log.info("projection schema v%s < v%s: rebuilding", version, PROJECTION_SCHEMA_VERSION)
         store = EventStore.from_settings(settings)
         try:

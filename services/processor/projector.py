@@ -220,6 +220,7 @@ class Tx:
     # transaction saw or wrote them, for the projector's day cache once it commits.
     days: dict[str, tuple[int, dict[date, Accumulator]]] = field(default_factory=dict)
     changes: list[tuple[str, str, str, str, str]] = field(default_factory=list)
+    readings_stored: int = 0  # readings this transaction stored (others were stored before)
     now_text: str = ""
 
     def __post_init__(self) -> None:
@@ -364,10 +365,16 @@ class Projector:
             self.write_watermarks(tx, marks)
         return notices
 
-    def readings_in(self, tx: Tx, rows: Sequence[ReadingRow]) -> list[KpiNotice]:
+    def readings_in(
+        self, tx: Tx, rows: Sequence[ReadingRow], *, stored_notify: bool = True
+    ) -> list[KpiNotice]:
+        """Store and fold the readings not stored yet; return the KPI notices of the batch.
+        With `stored_notify` (the agents) readings stored before cause notices too (a
+        redelivery re-sends the notices a crash may have lost); without, only new ones."""
         if not rows:
             return []
         new = self._insert_readings(tx, rows)
+        tx.readings_stored += len(new)
         written = self._fold_days(tx, new)
         latest: dict[str, ReadingRow] = {}
         for r in new:
@@ -399,11 +406,11 @@ class Projector:
                 payload = {"kpi_id": kpi_id, "last_reading_at": _opt_iso(kpi.last_reading_at)}
                 self._change(tx, kpi.org_id, "kpi.updated", kpi_id, payload)
         self.sync_kpi_detections(tx, list(kpis.values()))
-        # The readings that cause notices: the batch's latest per KPI and observed day (all
-        # of its readings count, stored before or not). Stored-text timestamps sort like
-        # the instants and begin with the day.
+        # The readings that cause notices: the batch's latest per KPI and observed day
+        # (see `stored_notify`). Stored-text timestamps sort like the instants and begin
+        # with the day.
         cause: dict[tuple[str, str], ReadingRow] = {}
-        for r in rows:
+        for r in rows if stored_notify else new:
             key = (r.kpi_id, r.observed_at[:10])
             seen = cause.get(key)
             if seen is None or (r.observed_at, r.event_id) > (seen.observed_at, seen.event_id):

@@ -73,6 +73,20 @@ def existing_tables(cur: Cursor, names: Sequence[str]) -> set[str]:
     return {name for name in names if cur.execute(query, (name,)).fetchone() is not None}
 
 
+def table_columns(cur: Cursor, table: str) -> list[str]:
+    """The columns of `table`, in order (none when it does not exist)."""
+    if cur.dialect == "sqlite":
+        return [str(r[1]) for r in cur.execute(f"PRAGMA table_info({table})").fetchall()]
+    return [
+        str(r[0])
+        for r in cur.execute(
+            "SELECT column_name FROM information_schema.columns WHERE table_name = ?"
+            " AND table_schema = current_schema() ORDER BY ordinal_position",
+            (table,),
+        ).fetchall()
+    ]
+
+
 def drop_tables(cur: Cursor, tables: Tables) -> None:
     """Drop a generation's tables and its projection_meta rows (its links token)."""
     for name in tables.all():

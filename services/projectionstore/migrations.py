@@ -1,10 +1,10 @@
 """In-place upgrades of the live generation from an older projection schema, where the
 change is a reshaping of what is stored rather than new arithmetic: no rebuild from the log.
 
-A rebuild re-reads the event store only, so it would lose what only the projections hold
-(readings produced straight to Kafka with OKR_INGEST_MODE=kafka), and it takes as long as
-the log is big. `migrate` runs under the writers' lock in one transaction: the processor
-calls it at start, before it would rebuild.
+A rebuild re-reads the whole log (and carries over the readings only the projections hold,
+see services/processor/replay.py): it takes as long as the log is big. `migrate` runs under
+the writers' lock in one transaction: the processor calls it at start, before it would
+rebuild.
 """
 
 from __future__ import annotations

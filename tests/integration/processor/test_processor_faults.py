@@ -142,3 +142,7 @@ def test_malformed_readings_go_to_the_dlq_and_the_rest_flow(
     # The valid reading was stored once (a derived reading id makes its twin a duplicate).
     assert count_readings(settings) == 1
     assert datetime.now(UTC) > datetime(2026, 2, 1, tzinfo=UTC)
+    # It is in no event store: a replay carries it over from the projections it replaces.
+    before = replay_hash(settings)
+    assert count_readings(settings) == 1
+    assert replay_hash(settings) == before

@@ -5,12 +5,9 @@ PostgreSQL."""
 
 from __future__ import annotations
 
-import pytest
-
 from services.eventstore.store import EventStore
 from services.processor import replay
 from services.processor.projector import Projector
-from services.processor.replay import kafka_mode_refusal
 from services.projectionstore.db import Database
 from services.projectionstore.meta import (
     ensure_schema,
@@ -111,29 +108,8 @@ def test_a_v3_store_is_rebuilt_by_replay(settings: Settings) -> None:
             assert live_generation(cur) == 2
             assert read_meta(cur, "schema_version") == str(PROJECTION_SCHEMA_VERSION)
             assert existing_tables(cur, Tables(1).all()) == set(), "the old one is dropped"
-        assert len(readings(db, 2)) == 30, "the log's readings (replay reads the log only)"
-    finally:
-        db.close()
-
-
-def test_replay_in_kafka_mode_refuses_unless_forced(
-    settings: Settings, capsys: pytest.CaptureFixture[str]
-) -> None:
-    """Readings produced straight to Kafka are only in the projections: a rebuild from the
-    event store would drop them, so neither `okrstream replay` nor a starting processor
-    rebuilds in that mode unasked."""
-    kafka = settings.model_copy(update={"ingest_mode": "kafka"})
-    log = Log()
-    synthetic(log, objectives=2, kpis=1, readings=5)
-    db = v3_store(kafka, log)
-    try:
-        assert replay.main(kafka) == 2
-        assert "replay --force" in capsys.readouterr().err
-        assert kafka_mode_refusal(settings) is None
-        with db.transaction(write=False) as cur:
-            assert live_generation(cur) == 1, "nothing rebuilt"
-        assert replay.main(kafka, force=True) == 0
-        with db.transaction(write=False) as cur:
-            assert live_generation(cur) == 2
+        found = readings(db, 2)
+        assert len(found) == 31, "the log's readings, and the one sent straight to Kafka"
+        assert all(key == reading_key(str(k), str(r)) for k, r, _, key in found)
     finally:
         db.close()
