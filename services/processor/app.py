@@ -386,11 +386,19 @@ def build_app(settings: Settings, projector: Projector, *, app_id: str | None = 
     passes = Passes()
 
     def goal_step(records: Sequence[Any]) -> bool:
-        """Apply the take's goal events, defer its notices; whether any were deferred."""
+        """Apply the take's goal events, defer its notices; whether any were deferred. A
+        take that fails (not for the database) is applied stream by stream: a stream that
+        fails on its own is parked, and the rest of the take flows."""
         started = time.perf_counter()
         batch = parse_goal_records(records)
         notices = [batch.notices[k] for k in sorted(batch.notices)]
-        deferred = projector.apply_goal_take(batch.items, notices, batch.marks)
+        try:
+            deferred = projector.apply_goal_take(batch.items, notices, batch.marks)
+        except DatabaseUnavailableError:
+            raise
+        except Exception:
+            log.exception("a take of goal events failed; applying it stream by stream")
+            deferred, _ = projector.apply_goal_take_by_stream(batch.items, notices, batch.marks)
         trace("objective", started, len(records), len(batch.items), len(notices))
         return deferred
 
@@ -401,8 +409,9 @@ def build_app(settings: Settings, projector: Projector, *, app_id: str | None = 
                 if await shielded(in_db(goal_step, records)):
                     passes.deferred()
             except Exception:
-                # Acking these records would lose them: stop without committing; the
-                # supervisor restarts the worker and they are redelivered.
+                # The database (or the stream-by-stream retry) failed: acking these
+                # records would lose them. Stop without committing; the supervisor
+                # restarts the worker and they are redelivered.
                 log.critical("objective take failed; exiting uncommitted", exc_info=True)
                 os._exit(70)
 
@@ -438,7 +447,9 @@ def build_app(settings: Settings, projector: Projector, *, app_id: str | None = 
 
     @app.task  # type: ignore[untyped-decorator]
     async def retry_set_aside() -> None:
-        """A worker starts, maybe with a fix: the objectives set aside are tried again."""
+        """A worker starts, maybe with a fix: the parked goal events and the objectives set
+        aside are tried again."""
+        await in_db(projector.retry_parked)
         if await in_db(projector.retry_set_aside):
             passes.deferred()
 

@@ -22,8 +22,8 @@ VOLATILE: dict[str, set[str]] = {
 }
 # Feeds and bookkeeping, excluded from the strict hash too: the change feed and outbox
 # (a wall-clock `at`, serial numbers), the watermarks (how far each partition got), the
-# re-evaluations still pending (what was in flight, or waits for its day) and the
-# objectives set aside.
+# re-evaluations still pending (what was in flight, or waits for its day), the
+# objectives set aside and the goal events parked.
 FEEDS = {
     "changes",
     "outbox",
@@ -32,6 +32,7 @@ FEEDS = {
     "pending_marks",
     "later_notices",
     "set_aside",
+    "parked_events",
 }
 # Tables whose rows depend on the interleaving of goal events and readings (a history row
 # per change as it was observed): compared only in `strict` mode.

@@ -828,11 +828,117 @@ class Projector:
         watermarks written; the measurement notices and watermarks are kept for the next
         pass (defer_in). Returns whether anything was deferred."""
         with self.transaction() as tx:
-            self.goal_batch_in(tx, items, [])
+            self.goal_batch_in(tx, self._hold_parked(tx, items), [])
             self.write_watermarks(tx, [m for m in marks if m.stage != "measure"])
             measured = [m for m in marks if m.stage == "measure"]
             self.defer_in(tx, notices, measured)
         return bool(notices or measured)
+
+    # -- goal events that fail on their own --------------------------------------------------
+
+    def apply_goal_take_by_stream(
+        self, items: Sequence[GoalItem], notices: Sequence[Notice], marks: Sequence[Watermark]
+    ) -> tuple[bool, list[str]]:
+        """After apply_goal_take failed on this take: each stream's goal events in a
+        transaction of their own (KPI streams first, as goal_batch_in applies them), then
+        the rest of the take (watermarks, deferred notices). A stream whose events fail
+        again, not for the database, is parked with the error (Tables.parked_events) and
+        keeps its last projection; the others flow. Returns (whether anything was deferred,
+        the streams parked). A database that cannot be used raises: nothing is parked for
+        that."""
+        by_stream: dict[str, list[GoalItem]] = {}
+        for item in sorted(items, key=lambda i: not i.event.type.startswith("kpi.")):
+            by_stream.setdefault(str(item.event.stream_id), []).append(item)
+        parked: list[str] = []
+        for stream_id, stream_items in by_stream.items():
+            try:
+                with self.transaction() as tx:
+                    self.goal_batch_in(tx, self._hold_parked(tx, stream_items), [])
+            except DatabaseUnavailableError:
+                raise
+            except Exception:
+                log.exception("applying the goal events of stream %s failed; parked", stream_id)
+                error = traceback.format_exc(limit=-3)[-2000:]
+                with self.transaction() as tx:
+                    self._park(tx, stream_items, error)
+                parked.append(stream_id)
+        return self.apply_goal_take([], notices, marks), parked
+
+    def retry_parked(self) -> int:
+        """Apply the parked goal events again (a processor starts, maybe with the fix):
+        each stream's in version order, in a transaction that reads them under the writers'
+        lock (so an event parked behind them meanwhile comes along). A stream that applies
+        leaves the table; one that fails again stays, and is logged. Returns how many
+        streams applied."""
+        with self.reading() as (cur, tables):
+            streams = [
+                str(s)
+                for (s,) in cur.execute(
+                    f"SELECT DISTINCT stream_id FROM {tables.parked_events} ORDER BY stream_id"
+                ).fetchall()
+            ]
+        applied = 0
+        for stream_id in streams:
+            try:
+                with self.transaction() as tx:
+                    t = tx.tables.parked_events
+                    rows = tx.cur.execute(
+                        f"SELECT position, body FROM {t} WHERE stream_id = ?"
+                        " ORDER BY stream_version",
+                        (stream_id,),
+                    ).fetchall()
+                    tx.cur.execute(f"DELETE FROM {t} WHERE stream_id = ?", (stream_id,))
+                    self.goal_batch_in(
+                        tx,
+                        [
+                            GoalItem(events.decode(b), None if p is None else int(p), b)
+                            for p, b in rows
+                        ],
+                        [],
+                    )
+            except DatabaseUnavailableError:
+                raise
+            except Exception:
+                log.exception("the parked goal events of stream %s still fail", stream_id)
+                continue
+            applied += 1
+        return applied
+
+    def _hold_parked(self, tx: Tx, items: Sequence[GoalItem]) -> list[GoalItem]:
+        """The items to apply now: those of a stream with parked events are parked behind
+        them (a stream's events apply in order or not at all)."""
+        t = tx.tables.parked_events
+        if not items or tx.cur.execute(f"SELECT 1 FROM {t} LIMIT 1").fetchone() is None:
+            return list(items)
+        held: set[str] = set()
+        for chunk in _chunks(sorted({str(i.event.stream_id) for i in items})):
+            held.update(
+                str(s)
+                for (s,) in tx.cur.execute(
+                    f"SELECT DISTINCT stream_id FROM {t} WHERE stream_id IN ({_marks(len(chunk))})",
+                    chunk,
+                ).fetchall()
+            )
+        behind = [i for i in items if str(i.event.stream_id) in held]
+        self._park(tx, behind, "waits behind the stream's parked goal events")
+        return [i for i in items if str(i.event.stream_id) not in held]
+
+    def _park(self, tx: Tx, items: Sequence[GoalItem], error: str) -> None:
+        tx.cur.executemany(
+            f"INSERT INTO {tx.tables.parked_events} (stream_id, stream_version, position, body,"
+            " error, parked_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+            [
+                (
+                    str(i.event.stream_id),
+                    i.event.stream_version,
+                    i.position,
+                    i.body,
+                    error,
+                    tx.now_text,
+                )
+                for i in items
+            ],
+        )
 
     def defer_in(self, tx: Tx, notices: Sequence[Notice], marks: Sequence[Watermark]) -> None:
         """Keep `notices` for the next pass (pending_notices, the latest cause per objective)

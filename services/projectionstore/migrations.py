@@ -52,7 +52,12 @@ def _v3_to_v4(cur: Cursor, t: Tables) -> None:
     cur.execute(f"DROP TABLE {old}")
 
 
-STEPS: dict[int, Callable[[Cursor, Tables], None]] = {3: _v3_to_v4}
+def _v4_to_v5(cur: Cursor, t: Tables) -> None:
+    """v5 adds parked_events (goal events whose application failed on its own)."""
+    create_tables(cur, t)
+
+
+STEPS: dict[int, Callable[[Cursor, Tables], None]] = {3: _v3_to_v4, 4: _v4_to_v5}
 """From schema version N to N + 1, in place."""
 
 

@@ -14,8 +14,9 @@ import hashlib
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-PROJECTION_SCHEMA_VERSION = 4
-"""Bump when the projection tables or the arithmetic change: the processor then rebuilds."""
+PROJECTION_SCHEMA_VERSION = 5
+"""Bump when the projection tables or the arithmetic change: the processor then migrates in
+place where services/projectionstore/migrations.py has the step, else rebuilds."""
 
 
 @functools.lru_cache(maxsize=32_768)
@@ -145,6 +146,14 @@ class Tables:
         fix comes with a restart; an evaluation that succeeds takes its objective off."""
         return self._t("set_aside")
 
+    @property
+    def parked_events(self) -> str:
+        """Goal events of a stream whose application failed on its own (a fold or
+        evaluation bug), with the error and when, and the stream's later events, which wait
+        behind them: the stream's projection stays at its last good state while every other
+        stream flows. Applied again, in order, when a processor starts."""
+        return self._t("parked_events")
+
     def all(self) -> list[str]:
         """Every table of this generation."""
         return [
@@ -166,6 +175,7 @@ class Tables:
             self.pending_marks,
             self.later_notices,
             self.set_aside,
+            self.parked_events,
         ]
 
     def ddl(self, dialect: str) -> list[str]:
@@ -315,4 +325,8 @@ class Tables:
             f"CREATE TABLE IF NOT EXISTS {t.set_aside} ("
             " objective_id TEXT PRIMARY KEY, event_id TEXT NOT NULL, occurred_at TEXT NOT NULL,"
             " recorded_at TEXT NOT NULL, error TEXT NOT NULL, set_aside_at TEXT NOT NULL)",
+            f"CREATE TABLE IF NOT EXISTS {t.parked_events} ("
+            " stream_id TEXT NOT NULL, stream_version BIGINT NOT NULL, position BIGINT,"
+            " body TEXT NOT NULL, error TEXT NOT NULL, parked_at TEXT NOT NULL,"
+            " PRIMARY KEY (stream_id, stream_version))",
         ]

@@ -109,18 +109,29 @@ class _StoreCollector(Collector):
             log.warning("metrics: projection store unreadable", exc_info=True)
         yield position
         yield age
-        aside = GaugeMetricFamily(
-            "okr_processor_objectives_set_aside",
-            "Objectives whose re-evaluation failed on its own and was set aside (listed in"
-            " the projection store's set_aside table; retried when a processor starts)",
-        )
-        try:
-            with self.app.state.query_store.reading() as (cur, tables):
-                row = ReadStore.one(cur, f"SELECT COUNT(*) FROM {tables.set_aside}")
-            aside.add_metric([], int(row[0]) if row else 0)
-        except Exception:
-            log.warning("metrics: projection store unreadable", exc_info=True)
-        yield aside
+        for name, text, table in (
+            (
+                "okr_processor_objectives_set_aside",
+                "Objectives whose re-evaluation failed on its own and was set aside (listed in"
+                " the projection store's set_aside table; retried when a processor starts)",
+                "set_aside",
+            ),
+            (
+                "okr_processor_goal_events_parked",
+                "Goal events whose application failed on their own stream, and those waiting"
+                " behind them (listed in the projection store's parked_events table; applied"
+                " again when a processor starts)",
+                "parked_events",
+            ),
+        ):
+            gauge = GaugeMetricFamily(name, text)
+            try:
+                with self.app.state.query_store.reading() as (cur, tables):
+                    row = ReadStore.one(cur, f"SELECT COUNT(*) FROM {getattr(tables, table)}")
+                gauge.add_metric([], int(row[0]) if row else 0)
+            except Exception:
+                log.warning("metrics: projection store unreadable", exc_info=True)
+            yield gauge
         feed = getattr(self.app.state, "query_feed", None)
         subscribers = GaugeMetricFamily("okr_sse_subscribers", "Open /v1/stream connections")
         subscribers.add_metric([], len(feed.subscribers) if feed else 0)

@@ -23,7 +23,8 @@ from tests.unit.processor.builders import Log, synthetic
 
 def v3_store(settings: Settings, log: Log) -> Database:
     """Generation 1 as schema v3 left it: its readings table had other columns and a
-    unique (kpi_id, reading_id) index, and there were no later_notices or set_aside tables.
+    unique (kpi_id, reading_id) index, and there were no later_notices, set_aside or
+    parked_events tables.
     The log's readings are in it, plus one produced straight to Kafka (not in the log)."""
     db = Database.from_settings(settings, settings.projections_db_path)
     ensure_schema(db)
@@ -35,7 +36,7 @@ def v3_store(settings: Settings, log: Log) -> Database:
     kpi = rows[0][2]
     rows.append(("e-direct", "acme", kpi, "direct", 5.0, rows[0][5], rows[0][6]))
     with db.transaction() as cur:
-        for name in (t.readings, t.later_notices, t.set_aside):
+        for name in (t.readings, t.later_notices, t.set_aside, t.parked_events):
             cur.execute(f"DROP TABLE {name}")
         cur.execute(
             f"CREATE TABLE {t.readings} (event_id TEXT NOT NULL, org_id TEXT NOT NULL,"
@@ -77,10 +78,10 @@ def test_a_v3_store_is_migrated_in_place_keeping_every_reading(settings: Setting
             assert live_generation(cur) == 1
             assert read_meta(cur, "schema_version") == str(PROJECTION_SCHEMA_VERSION)
             t = Tables(1)
-            assert existing_tables(cur, [t.later_notices, t.set_aside, f"{t.readings}_v3"]) == {
-                t.later_notices,
-                t.set_aside,
-            }
+            found = existing_tables(
+                cur, [t.later_notices, t.set_aside, t.parked_events, f"{t.readings}_v3"]
+            )
+            assert found == {t.later_notices, t.set_aside, t.parked_events}
         found = readings(db, 1)
         assert len(found) == 31, "the direct reading too"
         assert all(key == reading_key(str(k), str(r)) for k, r, _, key in found)

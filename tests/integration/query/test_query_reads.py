@@ -312,17 +312,24 @@ def test_ops_endpoints(world: World) -> None:
     assert 'route="/v1/objectives/{objective_id}"' in metrics
     assert f"okr_processor_applied_position {float(world.position)}" in metrics
     assert "okr_processor_objectives_set_aside 0.0" in metrics
+    assert "okr_processor_goal_events_parked 0.0" in metrics
     with world.db.transaction() as cur:
         cur.execute(
             f"INSERT INTO {world.tables.set_aside} VALUES (?, 'e', 't', 't', 'boom', 't')",
             (world.team,),
         )
+        cur.executemany(
+            f"INSERT INTO {world.tables.parked_events} VALUES (?, ?, 1, '{{}}', 'boom', 't')",
+            [(world.team, 7), (world.team, 8)],
+        )
     try:
         metrics = world.client.get("/metrics").text
         assert "okr_processor_objectives_set_aside 1.0" in metrics
+        assert "okr_processor_goal_events_parked 2.0" in metrics
     finally:
         with world.db.transaction() as cur:
             cur.execute(f"DELETE FROM {world.tables.set_aside}")
+            cur.execute(f"DELETE FROM {world.tables.parked_events}")
 
 
 def test_dashboard_page_is_served(world: World) -> None:
