@@ -16,8 +16,9 @@ from services.projectionstore.schema import Tables
 VOLATILE: dict[str, set[str]] = {
     "objectives": {"evaluated_at", "expected", "health", "status", "forecast"},
     "detections": {"detected_at", "resolved_at", "version", "evidence"},
-    # Which of two readings whose keys clash keeps the key depends on which came first.
-    "readings": {"reading_key"},
+    # Which of two readings whose keys clash keeps the key depends on which came first, and
+    # the arrival order (PostgreSQL's seq) on how they were batched.
+    "readings": {"reading_key", "seq"},
     "kpis": {"days_version"},  # a cache-validation counter: how many batches changed days
 }
 # Feeds and bookkeeping, excluded from the strict hash too: the change feed and outbox

@@ -44,15 +44,18 @@ def main() -> None:
         settings, settings.projections_db_path, sqlite_cache_kib=WRITER_CACHE_KIB
     )
     ensure_schema(db)
-    version = migrate(db)  # in place where the schema change allows it
-    if version < PROJECTION_SCHEMA_VERSION:
-        log.info("projection schema v%s < v%s: rebuilding", version, PROJECTION_SCHEMA_VERSION)
-        store = EventStore.from_settings(settings)
-        try:
-            stats = rebuild(db, store)
-        finally:
-            store.close()
-        log.info("rebuilt generation %s from %s events", stats.generation, stats.events)
+    # One worker brings the store to this release's schema; the others starting with it
+    # wait, then find it done.
+    with db.exclusive("rebuild"):
+        version = migrate(db)  # in place where the schema change allows it
+        if version < PROJECTION_SCHEMA_VERSION:
+            log.info("projection schema v%s < v%s: rebuilding", version, PROJECTION_SCHEMA_VERSION)
+            store = EventStore.from_settings(settings)
+            try:
+                stats = rebuild(db, store)
+            finally:
+                store.close()
+            log.info("rebuilt generation %s from %s events", stats.generation, stats.events)
     app = build_app(settings, Projector(db))
     worker = faust.Worker(app, loglevel=settings.log_level, override_logging=False, quiet=True)
     print(f"processor started (group {settings.processor_group}, pid {os.getpid()})", flush=True)

@@ -15,19 +15,17 @@ new generation. The old tables are dropped after.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from functools import partial
 
 import orjson
 
 import events
-from contracts.readings import reading_stream_id
 from services.eventstore.store import EventStore, StoredNotification
+from services.processor.carry import Carrier
 from services.processor.projector import Projector, Tx
 from services.processor.records import (
     GoalItem,
@@ -37,14 +35,13 @@ from services.processor.records import (
     reading_from_event_dict,
 )
 from services.processor.runtime import tune_gc
-from services.projectionstore.db import Cursor, Database
+from services.projectionstore.db import Database
 from services.projectionstore.meta import (
     create_tables,
     drop_tables,
     ensure_schema,
     existing_tables,
     live_generation,
-    table_columns,
     write_lock,
     write_meta,
 )
@@ -107,137 +104,6 @@ def apply_chunk(
     return len(rows)
 
 
-Carried = tuple[str, str, float, str, str]
-"""A live reading to carry over: (kpi_id, reading_id, value, observed_at, recorded_at)."""
-
-_CARRIED = "kpi_id, reading_id, value, observed_at, recorded_at"
-_LOOKUP = 400  # keys per IN (...) list
-
-
-def _orgs(cur: Cursor, live: Tables, built: Tables) -> dict[str, str]:
-    """kpi_id -> org_id from both generations' KPIs (a reading sent straight to Kafka was
-    checked against the live one's)."""
-    orgs: dict[str, str] = {}
-    for table in [*sorted(existing_tables(cur, [live.kpis])), built.kpis]:
-        for kpi_id, org_id in cur.execute(f"SELECT kpi_id, org_id FROM {table}").fetchall():
-            orgs[str(kpi_id)] = str(org_id)
-    return orgs
-
-
-def _missing_keys(cur: Cursor, live: Tables, built: Tables) -> list[int]:
-    """The reading_keys of the live readings the built generation lacks, in order: one scan
-    of the live table, each reading looked up by its key. (One stored in the built
-    generation under a NULL key, its key being another's there, is listed too:
-    insert_readings keeps it once.)"""
-    return sorted(
-        int(key)
-        for (key,) in cur.execute(
-            f"SELECT l.reading_key FROM {live.readings} l WHERE l.reading_key IS NOT NULL"
-            f" AND NOT EXISTS (SELECT 1 FROM {built.readings} n"
-            " WHERE n.reading_key = l.reading_key AND n.kpi_id = l.kpi_id"
-            " AND n.reading_id = l.reading_id)"
-        ).fetchall()
-    )
-
-
-def _by_keys(cur: Cursor, live: Tables, keys: Sequence[int]) -> list[Carried]:
-    rows: list[Carried] = []
-    for at in range(0, len(keys), _LOOKUP):
-        chunk = keys[at : at + _LOOKUP]
-        rows += cur.execute(
-            f"SELECT {_CARRIED} FROM {live.readings}"
-            f" WHERE reading_key IN ({','.join('?' * len(chunk))})",
-            chunk,
-        ).fetchall()
-    return rows
-
-
-def _apply_carried(
-    p: Projector, tx: Tx, rows: Sequence[Carried], orgs: dict[str, str], pending: _Pending
-) -> int:
-    """Store `rows` not stored yet in the built generation, each with its event id (derived
-    from org, KPI and reading id, as ingest derives it); their notices to `pending`. Returns
-    how many were stored."""
-    found: list[ReadingRow] = []
-    for kpi_id, rid, value, observed_at, recorded_at in rows:
-        org = orgs.get(kpi_id)
-        if org is None:  # no KPI event defines it: its event ids cannot be derived
-            log.warning("reading %s of KPI %s, which no KPI event defines, is dropped", rid, kpi_id)
-            continue
-        event_id = str(reading_stream_id(org, kpi_id, rid))
-        found.append(
-            ReadingRow(
-                event_id, org, kpi_id, rid, float(value), observed_at, recorded_at, None, None
-            )
-        )
-    before = tx.readings_stored
-    # Only readings stored now cause notices: one the log holds under another observed_at
-    # (the same reading id sent twice, differently) was stored from the log.
-    pending.add(p.objectives_measuring(tx, p.readings_in(tx, found, stored_notify=False)))
-    return tx.readings_stored - before
-
-
-def _clashed(cur: Cursor, live: Tables) -> list[Carried]:
-    """The live readings stored with a NULL key (their key was another's there)."""
-    return cur.execute(
-        f"SELECT {_CARRIED} FROM {live.readings} WHERE reading_key IS NULL"
-    ).fetchall()
-
-
-def _legacy_page(cur: Cursor, live: Tables, after: tuple[str, str], limit: int) -> list[Carried]:
-    """A page of a live readings table without reading_key (a schema before v4), whole."""
-    return cur.execute(
-        f"SELECT {_CARRIED} FROM {live.readings} WHERE (kpi_id, reading_id) > (?, ?)"
-        " ORDER BY kpi_id, reading_id LIMIT ?",
-        (*after, limit),
-    ).fetchall()
-
-
-def carry_over(
-    p: Projector,
-    live: Tables,
-    pending: _Pending,
-    *,
-    tx: Tx | None = None,
-    chunk: int = CHUNK,
-) -> int:
-    """Store in the built generation every reading the live generation `live` holds and the
-    built one does not (produced straight to Kafka: not in the log); return how many. Found
-    by one read of the live table, then applied in a transaction per `chunk` readings, or
-    all in `tx` (the swap, under the writers' lock). A live table of a schema before
-    reading_key (v4) is read whole, in (kpi, reading id) order."""
-    built = Tables(p.generation or live.generation + 1)
-    with contextlib.ExitStack() as stack:
-        cur = tx.cur if tx is not None else stack.enter_context(p.db.transaction(write=False))
-        if not existing_tables(cur, [live.readings]):
-            return 0  # nothing was built yet
-        orgs = _orgs(cur, live, built)
-        keyed = "reading_key" in table_columns(cur, live.readings)
-        keys = _missing_keys(cur, live, built) if keyed else []
-    carried = 0
-
-    def step(load: Callable[[Cursor], list[Carried]]) -> list[Carried]:
-        """Load rows and store them, in `tx` or in a transaction of its own."""
-        nonlocal carried
-        with contextlib.ExitStack() as stack:
-            t = tx if tx is not None else stack.enter_context(p.transaction())
-            rows = load(t.cur)
-            carried += _apply_carried(p, t, rows, orgs, pending)
-        return rows
-
-    for at in range(0, len(keys), chunk):
-        step(partial(_by_keys, live=live, keys=keys[at : at + chunk]))
-    if keyed:
-        step(partial(_clashed, live=live))
-    else:
-        after = ("", "")
-        while (
-            len(rows := step(partial(_legacy_page, live=live, after=after, limit=chunk))) == chunk
-        ):
-            after = (rows[-1][0], rows[-1][1])
-    return carried
-
-
 def rebuild(db: Database, store: EventStore, *, chunk: int = CHUNK) -> ReplayStats:
     """Build generation g+1 from the whole log and make it live; return what it did."""
     started = time.perf_counter()
@@ -262,9 +128,20 @@ def rebuild(db: Database, store: EventStore, *, chunk: int = CHUNK) -> ReplaySta
             stats.readings += apply_chunk(p, tx, notes, pending)
         stats.events += len(notes)
         after = notes[-1].position
-    stats.carried += carry_over(p, Tables(old), pending, chunk=chunk)
-    with p.transaction() as tx:
-        p.goal_batch_in(tx, [], pending.take())
+    # The readings only the live generation holds (services/processor/carry.py): all of
+    # them, then, unlocked, those the live processor stores meanwhile, until little is left
+    # for the swap.
+    carrier = Carrier(p, Tables(old), pending.add, chunk)
+    mark = carrier.mark()
+    carrier.missing()
+    while True:
+        with p.transaction() as tx:
+            p.goal_batch_in(tx, [], pending.take())
+        newer = carrier.mark()
+        if mark is None or newer is None or newer - mark <= chunk:
+            break
+        carrier.arrived(mark, newer)
+        mark = newer
     # The swap: the live processor waits for the writers' lock while we catch up.
     with db.transaction() as cur:
         write_lock(cur)
@@ -274,9 +151,12 @@ def rebuild(db: Database, store: EventStore, *, chunk: int = CHUNK) -> ReplaySta
             stats.events += len(notes)
             after = notes[-1].position
         live = Tables(live_generation(cur))
-        # What the live processor applied while we built, and anything before if another
-        # generation went live meanwhile: one scan of its readings against ours.
-        stats.carried += carry_over(p, live, pending, tx=tx, chunk=chunk)
+        newer = carrier.mark(tx)
+        if live.generation == old and mark is not None and newer is not None:
+            carrier.arrived(mark, newer, tx)
+        else:  # another generation went live meanwhile, or one with no arrival order
+            Carrier(p, live, pending.add, chunk).missing(tx)
+        stats.carried = carrier.carried
         p.goal_batch_in(tx, [], pending.take())
         p.tick_in(tx)
         p.flush(tx)
@@ -329,7 +209,8 @@ def main(settings: Settings | None = None) -> int:
     store = EventStore.from_settings(settings)
     try:
         ensure_schema(db)
-        stats = rebuild(db, store)
+        with db.exclusive("rebuild"):  # not beside a starting processor's rebuild
+            stats = rebuild(db, store)
     finally:
         store.close()
         db.close()

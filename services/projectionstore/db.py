@@ -7,6 +7,8 @@ rewritten to `%s`.
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import logging
 import sqlite3
 import threading
@@ -229,6 +231,34 @@ class Database:
                     yield Cursor(cur, "postgres")
         except (sqlite3.OperationalError, psycopg.OperationalError) as exc:
             raise DatabaseUnavailableError(str(exc)) from exc
+
+    @contextmanager
+    def exclusive(self, name: str, poll_s: float = 0.2) -> Iterator[None]:
+        """Hold the lock `name` across processes while the block runs (one rebuild of the
+        projections at a time): a lock file beside the SQLite file, or a PostgreSQL
+        session advisory lock (polled: a wait must not run into statement_timeout)."""
+        if self.dialect == "sqlite":
+            assert self._path is not None
+            with open(self._path.with_name(f"{self._path.name}.{name}.lock"), "a") as f:
+                fcntl.flock(f, fcntl.LOCK_EX)
+                try:
+                    yield
+                finally:
+                    fcntl.flock(f, fcntl.LOCK_UN)
+            return
+        assert self._pool is not None
+        key = int.from_bytes(hashlib.blake2b(name.encode(), digest_size=8).digest(), signed=True)
+        with self._pool.connection() as conn:
+            conn.autocommit = True
+            try:
+                while not conn.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()[0]:
+                    time.sleep(poll_s)
+                try:
+                    yield
+                finally:
+                    conn.execute("SELECT pg_advisory_unlock(%s)", (key,))
+            finally:
+                conn.autocommit = False
 
     def close(self) -> None:
         if self._checkpointer is not None:

@@ -53,7 +53,11 @@ def _v3_to_v4(cur: Cursor, t: Tables) -> None:
 
 
 def _v4_to_v5(cur: Cursor, t: Tables) -> None:
-    """v5 adds parked_events (goal events whose application failed on its own)."""
+    """v5 adds parked_events (goal events whose application failed on its own) and, on
+    PostgreSQL, the readings' arrival order (`seq`: existing readings are numbered in the
+    table's physical order, a rewrite of the table)."""
+    if cur.dialect == "postgres":
+        cur.execute(f"ALTER TABLE {t.readings} ADD COLUMN IF NOT EXISTS seq BIGSERIAL")
     create_tables(cur, t)
 
 

@@ -38,6 +38,14 @@ def parse_iso(text: str) -> datetime:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
+def readings_order(dialect: str) -> str:
+    """The readings table's column that grows with every reading stored (projection writers
+    are serialised, so a reading committed later has a greater value): SQLite's rowid (the
+    projection store is never VACUUMed, and readings are never deleted), PostgreSQL's
+    `seq`."""
+    return "seq" if dialect == "postgres" else "rowid"
+
+
 def reading_key(kpi_id: str, reading_id: str) -> int:
     """The readings table's once-only key: a signed 64-bit hash of (kpi id, reading id).
     Its unique index is 8 bytes an entry instead of the two ids' ~75: a reading's insert
@@ -250,9 +258,17 @@ class Tables:
             # (kpi_id, observed_at) for the as_of reads, and by the once-only reading_key
             # (schema.reading_key); a reading whose key clashes with another's is stored with
             # a NULL key and found through the small partial index.
+            # Stored in arrival order (readings_order: SQLite's rowid, PostgreSQL's `seq`,
+            # BRIN-indexed), so a replay finds what was stored after a point cheaply.
             f"CREATE TABLE IF NOT EXISTS {t.readings} ("
             f" kpi_id TEXT NOT NULL, reading_id TEXT NOT NULL, value {real} NOT NULL,"
-            " observed_at TEXT NOT NULL, recorded_at TEXT NOT NULL, reading_key BIGINT)",
+            " observed_at TEXT NOT NULL, recorded_at TEXT NOT NULL, reading_key BIGINT"
+            + (", seq BIGSERIAL)" if dialect == "postgres" else ")"),
+            *(
+                [f"CREATE INDEX IF NOT EXISTS {t.readings}_seq ON {t.readings} USING brin (seq)"]
+                if dialect == "postgres"
+                else []
+            ),
             f"CREATE INDEX IF NOT EXISTS {t.readings}_kpi ON {t.readings} (kpi_id, observed_at)",
             f"CREATE UNIQUE INDEX IF NOT EXISTS {t.readings}_key ON {t.readings} (reading_key)",
             f"CREATE UNIQUE INDEX IF NOT EXISTS {t.readings}_clash ON {t.readings}"

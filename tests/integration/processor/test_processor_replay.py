@@ -15,13 +15,13 @@ import pytest
 
 from contracts.readings import reading_stream_id
 from services.eventstore.store import EventStore
-from services.processor import replay
+from services.processor.carry import Carrier
 from services.processor.digest import content_hash
 from services.processor.projector import Projector
-from services.processor.records import ReadingRow, direct_reading
-from services.processor.replay import carry_over, rebuild
+from services.processor.records import Notice, ReadingRow, direct_reading
+from services.processor.replay import rebuild
 from services.projectionstore.db import Database
-from services.projectionstore.meta import ensure_schema, live_generation
+from services.projectionstore.meta import create_tables, ensure_schema, live_generation
 from services.projectionstore.schema import Tables
 from services.settings import Settings
 from tests.unit.processor.builders import Log, synthetic
@@ -64,26 +64,36 @@ def stored(db: Database, kpi: UUID) -> dict[str, tuple[float, str]]:
 
 
 class Interleaved:
-    """replay.carry_over, with the live processor applying `late` readings right after the
-    build's own scan of the live generation (before the swap): what a processor consuming
-    Kafka does while a replay runs. `at_swap` is the live generation's hash then."""
+    """Carrier.mark, with the live processor applying `late` readings just before the
+    build's first look at what arrived since its comparison of the whole table: what a
+    processor consuming Kafka does while a replay runs. `at_swap` is the live generation's
+    hash then (nothing else reaches it before the swap)."""
 
     def __init__(self, live: Projector, late: Sequence[ReadingRow]) -> None:
         self.live = live
         self.late = list(late)
+        self.calls = 0
         self.at_swap: dict[str, str] = {}
 
-    def __call__(self, *args: Any, **kwargs: Any) -> int:
-        carried = carry_over(*args, **kwargs)
-        if self.late:
+    def __call__(self, carrier: Carrier, tx: Any = None) -> int | None:
+        self.calls += 1
+        if self.calls == 2:
             settle(self.live, self.late)
-            self.late = []
             self.at_swap = live_hash(self.live.db)
-        return carried
+        return MARK(carrier, tx)
 
 
+MARK = Carrier.mark
+ARRIVED = Carrier.arrived
+
+
+@pytest.mark.parametrize(
+    ("late_count", "chunk"),
+    [(1, 20_000), (7, 2)],
+    ids=["caught-up-at-the-swap", "caught-up-before-the-swap"],
+)
 def test_replay_keeps_readings_sent_straight_to_kafka(
-    settings: Settings, monkeypatch: pytest.MonkeyPatch
+    settings: Settings, monkeypatch: pytest.MonkeyPatch, late_count: int, chunk: int
 ) -> None:
     log = Log()
     _, kpis = synthetic(log, objectives=8, kpis=3, readings=60)
@@ -107,23 +117,68 @@ def test_replay_keeps_readings_sent_straight_to_kafka(
         ]
         settle(live, sent)
         before_late = stored(db, kpis[2])
-        late = [direct(kpis[2], 4.0, "2026-06-01T12:00:00Z", "late")]
-        source = Interleaved(live, late)
-        monkeypatch.setattr(replay, "carry_over", source)
-        stats = replay.rebuild(db, store)
+        late = [
+            direct(kpis[2], 4.0 + i, f"2026-06-0{1 + i}T12:00:00Z", f"late{i}")
+            for i in range(late_count)
+        ]
+        interleaved = Interleaved(live, late)
+        monkeypatch.setattr(Carrier, "mark", lambda c, tx=None: interleaved(c, tx))
+        spans: list[tuple[int, bool]] = []  # (readings arrived, under the swap's lock)
+
+        def arrived(c: Carrier, after: int, upto: int, tx: Any = None) -> int:
+            spans.append((upto - after, tx is not None))
+            return ARRIVED(c, after, upto, tx)
+
+        monkeypatch.setattr(Carrier, "arrived", arrived)
+        stats = rebuild(db, store, chunk=chunk)
+        if late_count <= chunk:  # few: left for the swap
+            assert spans == [(late_count, True)]
+        else:  # more than a chunk: caught up before the lock is taken
+            assert spans == [(late_count, False), (0, True)]
 
         assert stats.generation == 2
-        assert stats.carried == 4, "three sent straight to Kafka, and the late one"
+        assert stats.carried == 3 + late_count, "three sent straight to Kafka, and the late"
         assert stored(db, kpis[0])["k1"] == (7.5, "2026-03-01T10:00:00.000000Z")
         assert stored(db, kpis[0])["k2"] == (9.0, "2026-03-01T10:00:00.000000Z")
         assert sent[2].reading_id in stored(db, kpis[1])
-        assert stored(db, kpis[2]) == {**before_late, "late": (4.0, "2026-06-01T12:00:00.000000Z")}
+        assert stored(db, kpis[2]) == {
+            **before_late,
+            **{r.reading_id: (r.value, r.observed_at) for r in late},
+        }
         assert stored(db, UUID(first.kpi_id))[first.reading_id] == (first.value, first.observed_at)
         # Scores, KPI days, detections: the generation swapped in equals the one it
         # replaced, as it was at the swap.
-        assert source.at_swap, "the late readings were applied live during the build"
-        assert live_hash(db) == source.at_swap
-        assert late[0].event_id == str(reading_stream_id("acme", kpis[2], "late"))
+        assert interleaved.at_swap, "the late readings were applied live during the build"
+        assert live_hash(db) == interleaved.at_swap
+    finally:
+        db.close()
+        store.close()
+
+
+def test_carried_readings_keep_their_event_ids(settings: Settings) -> None:
+    """A carried reading's notices name it by the event id ingest gave it."""
+    log = Log()
+    objectives, kpis = synthetic(log, objectives=3, kpis=1, readings=0)
+    store = EventStore.from_settings(settings)
+    store.append([e for _, e in log.entries])
+    db = Database.from_settings(settings, settings.projections_db_path)
+    ensure_schema(db)
+    try:
+        live = Projector(db)
+        live.apply_goal_take(log.goal_items(), [], [])
+        reading = direct(kpis[0], 3.0, "2026-04-01T00:00:00Z", "only")
+        settle(live, [reading])
+        built = Projector(db, generation=2, lock=False, publish=False)
+        with db.transaction() as cur:
+            create_tables(cur, Tables(2))
+        built.apply_goal_take(log.goal_items(), [], [])  # the log, as a replay builds it
+        found: list[Notice] = []
+        carrier = Carrier(built, Tables(1), found.extend, 100)
+        assert carrier.missing() == 1
+        assert carrier.missing() == 0, "once"
+        assert {n.objective_id for n in found} == {str(o) for o in objectives}
+        assert {n.event_id for n in found} == {str(reading_stream_id("acme", kpis[0], "only"))}
+        assert {n.event_id for n in found} == {reading.event_id}
     finally:
         db.close()
         store.close()
@@ -150,6 +205,38 @@ def test_replay_equals_the_live_generation_it_replaces(settings: Settings) -> No
         stats = rebuild(db, store)
         assert stats.carried == 40
         assert live_hash(db) == before
+    finally:
+        db.close()
+        store.close()
+
+
+def test_replay_carries_readings_whose_keys_clash(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With a 5-value reading_key nearly every reading's key is another's (stored with a
+    NULL key): each is still carried, once."""
+    monkeypatch.setattr(
+        "services.projectionstore.readings.reading_key", lambda kpi, rid: hash((kpi, rid)) % 5
+    )
+    log = Log()
+    _, kpis = synthetic(log, objectives=4, kpis=2, readings=20)
+    store = EventStore.from_settings(settings)
+    store.append([e for _, e in log.entries])
+    db = Database.from_settings(settings, settings.projections_db_path)
+    ensure_schema(db)
+    try:
+        live = Projector(db)
+        live.apply_goal_take(log.goal_items(), [], [])
+        sent = [
+            direct(kpis[i % 2], float(i), f"2026-03-{10 + i}T00:00:00Z", f"c{i}") for i in range(12)
+        ]
+        settle(live, log.reading_rows() + sent)
+        before = live_hash(db)
+        stats = rebuild(db, store, chunk=3)
+        assert stats.carried == 12
+        assert live_hash(db) == before
+        with db.transaction(write=False) as cur:
+            assert cur.execute("SELECT COUNT(*) FROM g2_readings").fetchone() == (32,)
     finally:
         db.close()
         store.close()

@@ -5,6 +5,9 @@ PostgreSQL."""
 
 from __future__ import annotations
 
+import threading
+import time
+
 from services.eventstore.store import EventStore
 from services.processor import replay
 from services.processor.projector import Projector
@@ -114,3 +117,29 @@ def test_a_v3_store_is_rebuilt_by_replay(settings: Settings) -> None:
         assert all(key == reading_key(str(k), str(r)) for k, r, _, key in found)
     finally:
         db.close()
+
+
+def test_processors_starting_together_rebuild_one_at_a_time(settings: Settings) -> None:
+    """Workers of a new release start together: one brings the store to the new schema, the
+    others wait for it (a second rebuild beside it would drop the first one's tables)."""
+    first, second = (Database.from_settings(settings, settings.projections_db_path) for _ in "ab")
+    order: list[str] = []
+
+    def wait_then_enter() -> None:
+        with second.exclusive("rebuild", poll_s=0.01):
+            order.append("second")
+
+    try:
+        with first.exclusive("rebuild"):
+            waiting = threading.Thread(target=wait_then_enter)
+            waiting.start()
+            time.sleep(0.5)  # time enough to enter, were the lock not held
+            order.append("first done")
+        waiting.join(10)
+        assert order == ["first done", "second"]
+        with second.exclusive("rebuild"):  # released, and taken again
+            order.append("again")
+        assert order[-1] == "again"
+    finally:
+        first.close()
+        second.close()
