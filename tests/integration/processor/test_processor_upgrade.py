@@ -97,6 +97,38 @@ def test_a_v3_store_is_migrated_in_place_keeping_every_reading(settings: Setting
         db.close()
 
 
+def test_a_v4_store_is_migrated_in_place(settings: Settings) -> None:
+    """v5 adds parked_events and, on PostgreSQL, the readings' arrival order (`seq`), which
+    numbers the readings already stored and every one stored after."""
+    log = Log()
+    synthetic(log, objectives=4, kpis=2, readings=30)
+    db = Database.from_settings(settings, settings.projections_db_path)
+    ensure_schema(db)
+    t = Tables(1)
+    try:
+        p = Projector(db)
+        rows = log.reading_rows()
+        p.apply_readings(rows[:20])
+        with db.transaction() as cur:  # generation 1 as schema v4 left it
+            cur.execute(f"DROP TABLE {t.parked_events}")
+            if cur.dialect == "postgres":
+                cur.execute(f"ALTER TABLE {t.readings} DROP COLUMN seq")
+            cur.execute("UPDATE projection_meta SET value = '4' WHERE key = 'schema_version'")
+        assert migrate(db) == PROJECTION_SCHEMA_VERSION
+        p.apply_readings(rows[20:])
+        order = "seq" if settings.uses_postgres else "rowid"
+        with db.transaction(write=False) as cur:
+            assert existing_tables(cur, [t.parked_events]) == {t.parked_events}
+            arrival = cur.execute(
+                f"SELECT {order}, reading_id FROM {t.readings} ORDER BY {order}"
+            ).fetchall()
+        assert len({n for n, _ in arrival}) == 30, "every reading numbered, once"
+        later = {r.reading_id for r in rows[20:]}
+        assert {rid for _, rid in arrival[20:]} == later, "those stored after come after"
+    finally:
+        db.close()
+
+
 def test_a_v3_store_is_rebuilt_by_replay(settings: Settings) -> None:
     log = Log()
     synthetic(log, objectives=4, kpis=2, readings=30)
