@@ -51,6 +51,7 @@ from services.settings import Settings, load_settings
 log = logging.getLogger(__name__)
 
 CHUNK = 20_000
+CATCH_UP_ROUNDS = 10  # unlocked rounds of catching up with the live readings, at most
 
 
 @dataclass
@@ -134,14 +135,17 @@ def rebuild(db: Database, store: EventStore, *, chunk: int = CHUNK) -> ReplaySta
     carrier = Carrier(p, Tables(old), pending.add, chunk)
     mark = carrier.mark()
     carrier.missing()
-    while True:
+    gap: int | None = None
+    for _ in range(CATCH_UP_ROUNDS):
         with p.transaction() as tx:
             p.goal_batch_in(tx, [], pending.take())
         newer = carrier.mark()
         if mark is None or newer is None or newer - mark <= chunk:
             break
+        if gap is not None and newer - mark >= gap:
+            break  # the live processors store faster than we catch up: the swap waits
         carrier.arrived(mark, newer)
-        mark = newer
+        gap, mark = newer - mark, newer
     # The swap: the live processor waits for the writers' lock while we catch up.
     with db.transaction() as cur:
         write_lock(cur)

@@ -7,6 +7,7 @@ rewritten to `%s`.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import logging
@@ -256,9 +257,13 @@ class Database:
                 try:
                     yield
                 finally:
-                    conn.execute("SELECT pg_advisory_unlock(%s)", (key,))
+                    # A lost connection took the lock with it; its error must not hide the
+                    # block's own.
+                    with contextlib.suppress(psycopg.Error):
+                        conn.execute("SELECT pg_advisory_unlock(%s)", (key,))
             finally:
-                conn.autocommit = False
+                with contextlib.suppress(psycopg.Error):
+                    conn.autocommit = False
 
     def close(self) -> None:
         if self._checkpointer is not None:

@@ -17,6 +17,7 @@ from services.projectionstore.meta import (
     create_tables,
     live_generation,
     read_meta,
+    table_columns,
     write_lock,
     write_meta,
 )
@@ -54,10 +55,15 @@ def _v3_to_v4(cur: Cursor, t: Tables) -> None:
 
 def _v4_to_v5(cur: Cursor, t: Tables) -> None:
     """v5 adds parked_events (goal events whose application failed on its own) and, on
-    PostgreSQL, the readings' arrival order (`seq`: existing readings are numbered in the
-    table's physical order, a rewrite of the table)."""
-    if cur.dialect == "postgres":
-        cur.execute(f"ALTER TABLE {t.readings} ADD COLUMN IF NOT EXISTS seq BIGSERIAL")
+    PostgreSQL, the readings' arrival order: a `seq` column numbering the readings stored
+    from now on (the ones stored before keep a NULL: no rewrite of the table; a replay
+    compares them whole anyway)."""
+    if cur.dialect == "postgres" and "seq" not in table_columns(cur, t.readings):
+        sequence = f"{t.readings}_seq_seq"  # the name BIGSERIAL gives it
+        cur.execute(f"CREATE SEQUENCE IF NOT EXISTS {sequence}")
+        cur.execute(f"ALTER TABLE {t.readings} ADD COLUMN seq BIGINT")
+        cur.execute(f"ALTER TABLE {t.readings} ALTER COLUMN seq SET DEFAULT nextval('{sequence}')")
+        cur.execute(f"ALTER SEQUENCE {sequence} OWNED BY {t.readings}.seq")
     create_tables(cur, t)
 
 
@@ -70,6 +76,8 @@ def migrate(db: Database) -> int:
     its stored version has a migration; return the version it is at (lower: rebuild)."""
     with db.transaction() as cur:
         write_lock(cur)
+        if cur.dialect == "postgres":  # a step may copy or index a big table: no 30 s limit
+            cur.execute("SET LOCAL statement_timeout = 0")
         stored = read_meta(cur, "schema_version")
         version = PROJECTION_SCHEMA_VERSION if stored is None else int(stored)
         if version >= PROJECTION_SCHEMA_VERSION or any(

@@ -258,14 +258,18 @@ class Tables:
             # (kpi_id, observed_at) for the as_of reads, and by the once-only reading_key
             # (schema.reading_key); a reading whose key clashes with another's is stored with
             # a NULL key and found through the small partial index.
-            # Stored in arrival order (readings_order: SQLite's rowid, PostgreSQL's `seq`,
-            # BRIN-indexed), so a replay finds what was stored after a point cheaply.
+            # Stored in arrival order (readings_order: SQLite's rowid, PostgreSQL's `seq`;
+            # NULL for the readings a v4 store held), so a replay finds what was stored after
+            # a point cheaply.
             f"CREATE TABLE IF NOT EXISTS {t.readings} ("
             f" kpi_id TEXT NOT NULL, reading_id TEXT NOT NULL, value {real} NOT NULL,"
             " observed_at TEXT NOT NULL, recorded_at TEXT NOT NULL, reading_key BIGINT"
             + (", seq BIGSERIAL)" if dialect == "postgres" else ")"),
             *(
-                [f"CREATE INDEX IF NOT EXISTS {t.readings}_seq ON {t.readings} USING brin (seq)"]
+                [
+                    f"CREATE INDEX IF NOT EXISTS {t.readings}_seq ON {t.readings} (seq)"
+                    " WHERE seq IS NOT NULL"
+                ]
                 if dialect == "postgres"
                 else []
             ),
