@@ -857,12 +857,43 @@ class Projector:
             except DatabaseUnavailableError:
                 raise
             except Exception:
-                log.exception("applying the goal events of stream %s failed; parked", stream_id)
                 error = traceback.format_exc(limit=-3)[-2000:]
+                if stream_items[0].event.type.startswith("kpi.") and self._kpi_alone(stream_items):
+                    continue
+                log.exception("applying the goal events of stream %s failed; parked", stream_id)
                 with self.transaction() as tx:
                     self._park(tx, stream_items, error)
                 parked.append(stream_id)
         return self.apply_goal_take([], notices, marks), parked
+
+    def _kpi_alone(self, items: Sequence[GoalItem]) -> bool:
+        """A KPI stream whose events failed with the objectives measuring it: apply them
+        alone, then re-evaluate those objectives one at a time; one that fails (its own
+        evaluation, not the KPI's) is set aside (Tables.set_aside, with no causing reading).
+        False when the KPI's own events fail: the stream is parked then."""
+        try:
+            with self.transaction() as tx:
+                touched = self._apply_kpi_events(tx, self._hold_parked(tx, items))
+                dependents = self._measuring(tx, touched)
+        except DatabaseUnavailableError:
+            raise
+        except Exception:
+            return False
+        cause = items[-1].event
+        for oid in dependents:
+            try:
+                with self.transaction() as tx:
+                    self.goal_batch_in(tx, [], [], reevaluate=[oid])
+            except DatabaseUnavailableError:
+                raise
+            except Exception:
+                log.exception("re-evaluating objective %s (its KPI changed) failed; set aside", oid)
+                error = traceback.format_exc(limit=-3)[-2000:]
+                with self.transaction() as tx:
+                    self._set_aside(
+                        tx, Notice(oid, "", cause.occurred_at, cause.recorded_at), error
+                    )
+        return True
 
     def retry_parked(self) -> int:
         """Apply the parked goal events again (a processor starts, maybe with the fix):
@@ -1041,23 +1072,26 @@ class Projector:
                 error = traceback.format_exc(limit=-3)[-2000:]
                 with self.transaction() as tx:
                     self._done_pending(tx, [notice])
-                    tx.cur.execute(
-                        f"INSERT INTO {tx.tables.set_aside} (objective_id, event_id,"
-                        " occurred_at, recorded_at, error, set_aside_at) VALUES (?, ?, ?, ?, ?, ?)"
-                        " ON CONFLICT (objective_id) DO UPDATE SET event_id = excluded.event_id,"
-                        " occurred_at = excluded.occurred_at, recorded_at = excluded.recorded_at,"
-                        " error = excluded.error, set_aside_at = excluded.set_aside_at",
-                        (
-                            notice.objective_id,
-                            notice.event_id,
-                            iso(notice.occurred_at),
-                            iso(notice.recorded_at),
-                            error,
-                            tx.now_text,
-                        ),
-                    )
+                    self._set_aside(tx, notice, error)
                 dropped.append(notice.objective_id)
         return dropped
+
+    def _set_aside(self, tx: Tx, notice: Notice, error: str) -> None:
+        tx.cur.execute(
+            f"INSERT INTO {tx.tables.set_aside} (objective_id, event_id,"
+            " occurred_at, recorded_at, error, set_aside_at) VALUES (?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT (objective_id) DO UPDATE SET event_id = excluded.event_id,"
+            " occurred_at = excluded.occurred_at, recorded_at = excluded.recorded_at,"
+            " error = excluded.error, set_aside_at = excluded.set_aside_at",
+            (
+                notice.objective_id,
+                notice.event_id,
+                iso(notice.occurred_at),
+                iso(notice.recorded_at),
+                error,
+                tx.now_text,
+            ),
+        )
 
     def retry_set_aside(self) -> int:
         """Defer the notices of the objectives set aside again (a processor starts: maybe
@@ -1087,7 +1121,17 @@ class Projector:
         )
         self._release_marks(tx)
 
-    def goal_batch_in(self, tx: Tx, items: Sequence[GoalItem], notices: Sequence[Notice]) -> None:
+    def goal_batch_in(
+        self,
+        tx: Tx,
+        items: Sequence[GoalItem],
+        notices: Sequence[Notice],
+        *,
+        reevaluate: Sequence[str] = (),
+    ) -> None:
+        """Apply goal events, re-evaluate their objectives, those measuring a KPI they
+        changed, those of `notices` (caused by the latest reading of each) and those of
+        `reevaluate` (without a cause: no history row)."""
         kpi_items = [i for i in items if i.event.type.startswith("kpi.")]
         objective_items = [i for i in items if not i.event.type.startswith("kpi.")]
         touched_kpis = self._apply_kpi_events(tx, kpi_items)
@@ -1102,16 +1146,10 @@ class Projector:
             keep_latest(latest, n.objective_id, n)
         for oid, n in latest.items():
             causes[oid].append((n.event_id, "reading.recorded", n.occurred_at, n.recorded_at, None))
-        redefined: set[str] = set()  # objectives measuring a KPI whose events were applied
-        if touched_kpis:
-            for chunk in _chunks(sorted(touched_kpis)):
-                for (objective_id,) in tx.cur.execute(
-                    f"SELECT DISTINCT objective_id FROM {tx.tables.key_results}"
-                    f" WHERE kpi_id IN ({_marks(len(chunk))})",
-                    chunk,
-                ).fetchall():
-                    causes.setdefault(objective_id, [])
-                    redefined.add(objective_id)
+        # Objectives measuring a KPI whose events were applied, and those asked for.
+        redefined = set(self._measuring(tx, touched_kpis)) | set(reevaluate)
+        for objective_id in redefined:
+            causes.setdefault(objective_id, [])
         ids = sorted(set(by_stream) | set(causes))
         if not ids:
             return
@@ -1193,6 +1231,20 @@ class Projector:
             tx.cur.executemany(
                 f"DELETE FROM {aside} WHERE objective_id = ?", [(oid,) for oid in recompute]
             )
+
+    def _measuring(self, tx: Tx, kpi_ids: Iterable[str]) -> list[str]:
+        """The objectives with a key result measuring one of these KPIs."""
+        found: set[str] = set()
+        for chunk in _chunks(sorted(kpi_ids)):
+            found.update(
+                str(o)
+                for (o,) in tx.cur.execute(
+                    f"SELECT DISTINCT objective_id FROM {tx.tables.key_results}"
+                    f" WHERE kpi_id IN ({_marks(len(chunk))})",
+                    chunk,
+                ).fetchall()
+            )
+        return sorted(found)
 
     def _already_counted(
         self, tx: Tx, notices: dict[str, Notice], rows: dict[str, tuple[Any, ...]]

@@ -5,6 +5,7 @@ a real SQLite file."""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -13,8 +14,9 @@ import pytest
 from services.processor.projector import Projector
 from services.processor.records import GoalItem, Watermark
 from services.projectionstore.db import DatabaseUnavailableError
+from services.projectionstore.schema import iso
 from tests.unit.processor.builders import Log, synthetic
-from tests.unit.processor.test_processor_projector import projector, tables_hash
+from tests.unit.processor.test_processor_projector import NOW, projector, tables_hash
 
 
 class FailingOnStream(Projector):
@@ -117,3 +119,51 @@ def test_a_database_that_fails_parks_nothing(tmp_path: Path) -> None:
         failing.apply_goal_take_by_stream(log.goal_items(), [], [goal_mark(5)])
     assert parked(failing) == []
     assert goal_watermark(failing) is None, "the take is not acknowledged: redelivered"
+
+
+class FailingToEvaluate(Projector):
+    """A projector whose evaluation of objective `objective` raises (an evaluation bug)."""
+
+    def __init__(self, p: Projector, objective: str) -> None:
+        super().__init__(p.db, clock=p.clock)
+        self.objective = objective
+
+    def _recompute(self, tx: Any, ids: Any, *args: Any) -> None:
+        if self.objective in ids:
+            raise ValueError("an evaluation bug")
+        super()._recompute(tx, ids, *args)
+
+
+def test_a_kpi_event_is_applied_when_an_objective_measuring_it_fails(tmp_path: Path) -> None:
+    """The KPI's stream is not parked for another objective's bug: the KPI event applies,
+    the objectives measuring it are re-evaluated one at a time, and the failing one is set
+    aside (a starting processor tries it again)."""
+    p = projector(tmp_path / "p.sqlite")
+    log = Log()
+    ids, kpis = synthetic(log, objectives=3, kpis=1, readings=0)
+    p.apply_goal_take(log.goal_items(), [], [goal_mark(5)])
+    a, b, c = (str(o) for o in ids)
+    log.emit("kpi.retargeted", kpis[0], target=500.0, amber=400.0)
+    (retarget,) = log.goal_items()[-1:]
+    later = NOW + timedelta(hours=1)
+    failing = FailingToEvaluate(projector(tmp_path / "p.sqlite", now=later), b)
+    with pytest.raises(ValueError, match="an evaluation bug"):
+        failing.apply_goal_take([retarget], [], [goal_mark(6)])
+    assert failing.apply_goal_take_by_stream([retarget], [], [goal_mark(6)]) == (False, [])
+    assert parked(failing) == []
+    with failing.db.transaction(write=False) as cur:
+        assert cur.execute("SELECT target, version FROM g1_kpis").fetchone() == (500.0, 2)
+        aside = cur.execute("SELECT objective_id, event_id, error FROM g1_set_aside").fetchall()
+        evaluated = dict(
+            cur.execute("SELECT objective_id, evaluated_at FROM g1_objectives").fetchall()
+        )
+    assert [(o, e) for o, e, _ in aside] == [(b, "")]
+    assert "ValueError: an evaluation bug" in aside[0][2]
+    assert goal_watermark(failing) == 6
+    assert evaluated == {a: iso(later), b: iso(NOW), c: iso(later)}, "the others re-evaluated"
+    fixed = projector(tmp_path / "p.sqlite")
+    assert fixed.retry_set_aside() == 1
+    while fixed.evaluate_pending(10**12, 10)[1]:
+        pass
+    with fixed.db.transaction(write=False) as cur:
+        assert cur.execute("SELECT COUNT(*) FROM g1_set_aside").fetchone() == (0,)
