@@ -1076,6 +1076,38 @@ class Projector:
                 dropped.append(notice.objective_id)
         return dropped
 
+    def evaluate_notices(self, notices: Sequence[Notice], limit: int) -> list[str]:
+        """Re-evaluate the objectives of `notices` in transactions of `limit` (a replay's
+        last step): a transaction that fails is done again one objective at a time, and an
+        objective that fails on its own is set aside, as set_aside_failing does. Returns
+        the ids of the objectives set aside."""
+        dropped: list[str] = []
+        for at in range(0, len(notices), limit):
+            part = notices[at : at + limit]
+            try:
+                with self.transaction() as tx:
+                    self.goal_batch_in(tx, [], part)
+                continue
+            except DatabaseUnavailableError:
+                raise
+            except Exception:
+                log.exception("re-evaluating %s objectives failed; one by one", len(part))
+            for notice in part:
+                try:
+                    with self.transaction() as tx:
+                        self.goal_batch_in(tx, [], [notice])
+                except DatabaseUnavailableError:
+                    raise
+                except Exception:
+                    log.exception(
+                        "re-evaluating objective %s failed; set aside", notice.objective_id
+                    )
+                    error = traceback.format_exc(limit=-3)[-2000:]
+                    with self.transaction() as tx:
+                        self._set_aside(tx, notice, error)
+                    dropped.append(notice.objective_id)
+        return dropped
+
     def _set_aside(self, tx: Tx, notice: Notice, error: str) -> None:
         tx.cur.execute(
             f"INSERT INTO {tx.tables.set_aside} (objective_id, event_id,"

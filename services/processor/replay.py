@@ -35,7 +35,7 @@ from services.processor.records import (
     reading_from_event_dict,
 )
 from services.processor.runtime import tune_gc
-from services.projectionstore.db import Database
+from services.projectionstore.db import Database, DatabaseUnavailableError
 from services.projectionstore.meta import (
     create_tables,
     drop_tables,
@@ -51,6 +51,7 @@ from services.settings import Settings, load_settings
 log = logging.getLogger(__name__)
 
 CHUNK = 20_000
+OBJECTIVES_PER_TX = 1_000  # objectives re-evaluated per transaction at the end of the build
 CATCH_UP_ROUNDS = 10  # unlocked rounds of catching up with the live readings, at most
 
 
@@ -105,6 +106,19 @@ def apply_chunk(
     return len(rows)
 
 
+def apply_chunk_by_stream(
+    p: Projector, notes: Sequence[StoredNotification], pending: _Pending
+) -> int:
+    """apply_chunk after it failed on these notes: the readings, then each stream's goal
+    events in transactions of their own; a stream that fails on its own is parked in the
+    built generation (a starting processor applies it again), and the build goes on."""
+    rows, items = split(notes)
+    with p.transaction() as tx:
+        pending.add(p.objectives_measuring(tx, p.readings_in(tx, rows)))
+    p.apply_goal_take_by_stream(items, [], [])
+    return len(rows)
+
+
 def rebuild(db: Database, store: EventStore, *, chunk: int = CHUNK) -> ReplayStats:
     """Build generation g+1 from the whole log and make it live; return what it did."""
     started = time.perf_counter()
@@ -125,8 +139,14 @@ def rebuild(db: Database, store: EventStore, *, chunk: int = CHUNK) -> ReplaySta
         notes = store.notifications(after, chunk)
         if not notes:
             break
-        with p.transaction() as tx:
-            stats.readings += apply_chunk(p, tx, notes, pending)
+        try:
+            with p.transaction() as tx:
+                stats.readings += apply_chunk(p, tx, notes, pending)
+        except DatabaseUnavailableError:
+            raise
+        except Exception:
+            log.exception("a chunk of the log failed; applying it stream by stream")
+            stats.readings += apply_chunk_by_stream(p, notes, pending)
         stats.events += len(notes)
         after = notes[-1].position
     # The readings only the live generation holds (services/processor/carry.py): all of
@@ -137,8 +157,7 @@ def rebuild(db: Database, store: EventStore, *, chunk: int = CHUNK) -> ReplaySta
     carrier.missing()
     gap: int | None = None
     for _ in range(CATCH_UP_ROUNDS):
-        with p.transaction() as tx:
-            p.goal_batch_in(tx, [], pending.take())
+        p.evaluate_notices(pending.take(), OBJECTIVES_PER_TX)
         newer = carrier.mark()
         if mark is None or newer is None or newer - mark <= chunk:
             break

@@ -240,3 +240,43 @@ def test_replay_carries_readings_whose_keys_clash(
     finally:
         db.close()
         store.close()
+
+
+def test_a_replay_parks_what_fails_and_builds_the_rest(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An evaluation bug for one objective does not stop a rebuild (a processor starting on
+    a new schema would restart into it forever): that objective's events are parked in the
+    built generation, the rest is built, and once the fix runs, the parked events applied
+    give what a clean replay gives."""
+    log = Log()
+    ids, _ = synthetic(log, objectives=5, kpis=2, readings=40)
+    store = EventStore.from_settings(settings)
+    store.append([e for _, e in log.entries])
+    db = Database.from_settings(settings, settings.projections_db_path)
+    ensure_schema(db)
+    bad = str(ids[2])
+    try:
+        rebuild(db, store)
+        clean = live_hash(db)
+        recompute = Projector._recompute
+
+        def buggy(self: Projector, tx: Any, objectives: Any, *args: Any) -> None:
+            if bad in objectives:
+                raise ValueError("an evaluation bug")
+            recompute(self, tx, objectives, *args)
+
+        monkeypatch.setattr(Projector, "_recompute", buggy)
+        stats = rebuild(db, store, chunk=7)
+        with db.transaction(write=False) as cur:
+            parked = cur.execute("SELECT DISTINCT stream_id FROM g3_parked_events").fetchall()
+            built = {o for (o,) in cur.execute("SELECT objective_id FROM g3_objectives").fetchall()}
+        assert stats.generation == 3
+        assert parked == [(bad,)]
+        assert built == {str(o) for o in ids} - {bad}
+        monkeypatch.undo()
+        assert Projector(db).retry_parked() == 1
+        assert live_hash(db) == clean
+    finally:
+        db.close()
+        store.close()
