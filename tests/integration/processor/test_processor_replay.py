@@ -5,7 +5,8 @@ build runs. On SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
@@ -25,6 +26,23 @@ from services.projectionstore.meta import create_tables, ensure_schema, live_gen
 from services.projectionstore.schema import Tables
 from services.settings import Settings
 from tests.unit.processor.builders import Log, synthetic
+
+
+@contextlib.contextmanager
+def stores(settings: Settings, log: Log) -> Iterator[tuple[EventStore, Database, Projector]]:
+    """The log in the event store, and a projection store where a live processor applied
+    its goal events."""
+    store = EventStore.from_settings(settings)
+    store.append([e for _, e in log.entries])
+    db = Database.from_settings(settings, settings.projections_db_path)
+    ensure_schema(db)
+    try:
+        live = Projector(db)
+        live.apply_goal_take(log.goal_items(), [], [])
+        yield store, db, live
+    finally:
+        db.close()
+        store.close()
 
 
 def direct(kpi: UUID, value: float, observed_at: str, rid: str | None = None) -> ReadingRow:
@@ -97,13 +115,7 @@ def test_replay_keeps_readings_sent_straight_to_kafka(
 ) -> None:
     log = Log()
     _, kpis = synthetic(log, objectives=8, kpis=3, readings=60)
-    store = EventStore.from_settings(settings)
-    store.append([e for _, e in log.entries])
-    db = Database.from_settings(settings, settings.projections_db_path)
-    ensure_schema(db)
-    try:
-        live = Projector(db)
-        live.apply_goal_take(log.goal_items(), [], [])
+    with stores(settings, log) as (store, db, live):
         log_rows = log.reading_rows()
         settle(live, log_rows)
         first = log_rows[0]
@@ -150,22 +162,13 @@ def test_replay_keeps_readings_sent_straight_to_kafka(
         # replaced, as it was at the swap.
         assert interleaved.at_swap, "the late readings were applied live during the build"
         assert live_hash(db) == interleaved.at_swap
-    finally:
-        db.close()
-        store.close()
 
 
 def test_carried_readings_keep_their_event_ids(settings: Settings) -> None:
     """A carried reading's notices name it by the event id ingest gave it."""
     log = Log()
     objectives, kpis = synthetic(log, objectives=3, kpis=1, readings=0)
-    store = EventStore.from_settings(settings)
-    store.append([e for _, e in log.entries])
-    db = Database.from_settings(settings, settings.projections_db_path)
-    ensure_schema(db)
-    try:
-        live = Projector(db)
-        live.apply_goal_take(log.goal_items(), [], [])
+    with stores(settings, log) as (_store, db, live):
         reading = direct(kpis[0], 3.0, "2026-04-01T00:00:00Z", "only")
         settle(live, [reading])
         built = Projector(db, generation=2, lock=False, publish=False)
@@ -179,9 +182,6 @@ def test_carried_readings_keep_their_event_ids(settings: Settings) -> None:
         assert {n.objective_id for n in found} == {str(o) for o in objectives}
         assert {n.event_id for n in found} == {str(reading_stream_id("acme", kpis[0], "only"))}
         assert {n.event_id for n in found} == {reading.event_id}
-    finally:
-        db.close()
-        store.close()
 
 
 def test_replay_equals_the_live_generation_it_replaces(settings: Settings) -> None:
@@ -189,13 +189,7 @@ def test_replay_equals_the_live_generation_it_replaces(settings: Settings) -> No
     gives the same projection rows (the content hash of every table)."""
     log = Log()
     _, kpis = synthetic(log, objectives=12, kpis=4, readings=120)
-    store = EventStore.from_settings(settings)
-    store.append([e for _, e in log.entries])
-    db = Database.from_settings(settings, settings.projections_db_path)
-    ensure_schema(db)
-    try:
-        live = Projector(db)
-        live.apply_goal_take(log.goal_items(), [], [])
+    with stores(settings, log) as (store, db, live):
         sent = [
             direct(kpis[i % 4], float(i), f"2026-0{1 + i % 9}-1{i % 10}T0{i % 10}:00:00Z", f"d{i}")
             for i in range(40)
@@ -205,9 +199,6 @@ def test_replay_equals_the_live_generation_it_replaces(settings: Settings) -> No
         stats = rebuild(db, store)
         assert stats.carried == 40
         assert live_hash(db) == before
-    finally:
-        db.close()
-        store.close()
 
 
 def test_replay_carries_readings_whose_keys_clash(
@@ -220,13 +211,7 @@ def test_replay_carries_readings_whose_keys_clash(
     )
     log = Log()
     _, kpis = synthetic(log, objectives=4, kpis=2, readings=20)
-    store = EventStore.from_settings(settings)
-    store.append([e for _, e in log.entries])
-    db = Database.from_settings(settings, settings.projections_db_path)
-    ensure_schema(db)
-    try:
-        live = Projector(db)
-        live.apply_goal_take(log.goal_items(), [], [])
+    with stores(settings, log) as (store, db, live):
         sent = [
             direct(kpis[i % 2], float(i), f"2026-03-{10 + i}T00:00:00Z", f"c{i}") for i in range(12)
         ]
@@ -237,9 +222,6 @@ def test_replay_carries_readings_whose_keys_clash(
         assert live_hash(db) == before
         with db.transaction(write=False) as cur:
             assert cur.execute("SELECT COUNT(*) FROM g2_readings").fetchone() == (32,)
-    finally:
-        db.close()
-        store.close()
 
 
 def test_a_replay_parks_what_fails_and_builds_the_rest(
@@ -251,12 +233,8 @@ def test_a_replay_parks_what_fails_and_builds_the_rest(
     give what a clean replay gives."""
     log = Log()
     ids, _ = synthetic(log, objectives=5, kpis=2, readings=40)
-    store = EventStore.from_settings(settings)
-    store.append([e for _, e in log.entries])
-    db = Database.from_settings(settings, settings.projections_db_path)
-    ensure_schema(db)
     bad = str(ids[2])
-    try:
+    with stores(settings, log) as (store, db, _live):
         rebuild(db, store)
         clean = live_hash(db)
         recompute = Projector._recompute
@@ -277,6 +255,3 @@ def test_a_replay_parks_what_fails_and_builds_the_rest(
         monkeypatch.undo()
         assert Projector(db).retry_parked() == 1
         assert live_hash(db) == clean
-    finally:
-        db.close()
-        store.close()
