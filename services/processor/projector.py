@@ -97,6 +97,7 @@ MAX_ROLLUP_LEVELS = 1_000  # objective hierarchy depth (parent cycles are refuse
 # than a pass over every objective takes (~2 min for 100k on two cores), so passes over more
 # objectives than the cache holds keep hitting the ones it holds (statecache.py).
 CACHE_IDLE_S = 600.0
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)  # before any reading
 # What the last evaluations read (Seen), kept for up to this many objectives: ~100 bytes
 # each, the inputs and evaluation times shared.
 SEEN_SIZE = 1_000_000
@@ -828,7 +829,7 @@ class Projector:
         watermarks written; the measurement notices and watermarks are kept for the next
         pass (defer_in). Returns whether anything was deferred."""
         with self.transaction() as tx:
-            self.goal_batch_in(tx, self._hold_parked(tx, items), [])
+            self.goal_batch_in(tx, items, [])
             self.write_watermarks(tx, [m for m in marks if m.stage != "measure"])
             measured = [m for m in marks if m.stage == "measure"]
             self.defer_in(tx, notices, measured)
@@ -853,7 +854,7 @@ class Projector:
         for stream_id, stream_items in by_stream.items():
             try:
                 with self.transaction() as tx:
-                    self.goal_batch_in(tx, self._hold_parked(tx, stream_items), [])
+                    self.goal_batch_in(tx, stream_items, [])
             except DatabaseUnavailableError:
                 raise
             except Exception:
@@ -879,7 +880,9 @@ class Projector:
             raise
         except Exception:
             return False
-        cause = items[-1].event
+        # Set aside without a cause, and dated before any reading: when its notice is
+        # deferred again, a reading's notice for the same objective keeps its place.
+        cause = Notice("", "", EPOCH, EPOCH)
         for oid in dependents:
             try:
                 with self.transaction() as tx:
@@ -890,9 +893,7 @@ class Projector:
                 log.exception("re-evaluating objective %s (its KPI changed) failed; set aside", oid)
                 error = traceback.format_exc(limit=-3)[-2000:]
                 with self.transaction() as tx:
-                    self._set_aside(
-                        tx, Notice(oid, "", cause.occurred_at, cause.recorded_at), error
-                    )
+                    self._set_aside(tx, cause._replace(objective_id=oid), error)
         return True
 
     def retry_parked(self) -> int:
@@ -1112,8 +1113,14 @@ class Projector:
         tx.cur.execute(
             f"INSERT INTO {tx.tables.set_aside} (objective_id, event_id,"
             " occurred_at, recorded_at, error, set_aside_at) VALUES (?, ?, ?, ?, ?, ?)"
-            " ON CONFLICT (objective_id) DO UPDATE SET event_id = excluded.event_id,"
-            " occurred_at = excluded.occurred_at, recorded_at = excluded.recorded_at,"
+            " ON CONFLICT (objective_id) DO UPDATE SET"
+            # A notice without a cause (a KPI changed) keeps the reading held before.
+            f" event_id = CASE WHEN excluded.event_id = '' THEN {tx.tables.set_aside}.event_id"
+            " ELSE excluded.event_id END,"
+            f" occurred_at = CASE WHEN excluded.event_id = '' THEN {tx.tables.set_aside}"
+            ".occurred_at ELSE excluded.occurred_at END,"
+            f" recorded_at = CASE WHEN excluded.event_id = '' THEN {tx.tables.set_aside}"
+            ".recorded_at ELSE excluded.recorded_at END,"
             " error = excluded.error, set_aside_at = excluded.set_aside_at",
             (
                 notice.objective_id,
@@ -1163,7 +1170,9 @@ class Projector:
     ) -> None:
         """Apply goal events, re-evaluate their objectives, those measuring a KPI they
         changed, those of `notices` (caused by the latest reading of each) and those of
-        `reevaluate` (without a cause: no history row)."""
+        `reevaluate` (without a cause: no history row). The events of a stream with parked
+        events are parked behind them (Tables.parked_events), whoever applies them."""
+        items = self._hold_parked(tx, items)
         kpi_items = [i for i in items if i.event.type.startswith("kpi.")]
         objective_items = [i for i in items if not i.event.type.startswith("kpi.")]
         touched_kpis = self._apply_kpi_events(tx, kpi_items)
@@ -1346,8 +1355,14 @@ class Projector:
         for item in ordered:
             e = item.event
             kpi_id = str(e.stream_id)
+            if e.stream_version <= versions.get(kpi_id, 0):
+                # Applied before: a redelivery, maybe after a crash between this KPI's commit
+                # and the re-evaluation of the objectives measuring it (_kpi_alone): those
+                # are re-evaluated again.
+                touched.add(kpi_id)
+                continue
             if e.stream_version != versions.get(kpi_id, 0) + 1:
-                continue  # already applied, or beyond a gap that the relay's republish fills
+                continue  # beyond a gap that the relay's republish fills
             common = (e.stream_version, iso(e.occurred_at), item.position or 0, kpi_id)
             if isinstance(e, events.KpiDefined):
                 if kpi_id in versions:

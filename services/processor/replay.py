@@ -53,6 +53,7 @@ log = logging.getLogger(__name__)
 CHUNK = 20_000
 OBJECTIVES_PER_TX = 1_000  # objectives re-evaluated per transaction at the end of the build
 CATCH_UP_ROUNDS = 10  # unlocked rounds of catching up with the live readings, at most
+SWAP_ATTEMPTS = 3
 
 
 @dataclass
@@ -119,6 +120,116 @@ def apply_chunk_by_stream(
     return len(rows)
 
 
+def _apply_log(
+    p: Projector,
+    store: EventStore,
+    after: int,
+    pending: _Pending,
+    stats: ReplayStats,
+    chunk: int,
+) -> int:
+    """Apply the log after position `after` to its end, a transaction per chunk (a chunk
+    that fails is applied stream by stream); return the last position."""
+    while notes := store.notifications(after, chunk):
+        try:
+            with p.transaction() as tx:
+                stats.readings += apply_chunk(p, tx, notes, pending)
+        except DatabaseUnavailableError:
+            raise
+        except Exception:
+            log.exception("a chunk of the log failed; applying it stream by stream")
+            stats.readings += apply_chunk_by_stream(p, notes, pending)
+        stats.events += len(notes)
+        after = notes[-1].position
+    return after
+
+
+def _held_objectives(tx: Tx) -> set[str]:
+    """Objectives set aside, or with goal events parked, in the generation `tx` builds."""
+    t = tx.tables
+    return {
+        str(o)
+        for (o,) in tx.cur.execute(
+            f"SELECT objective_id FROM {t.set_aside} UNION SELECT stream_id FROM {t.parked_events}"
+        ).fetchall()
+    }
+
+
+def _swap(
+    p: Projector,
+    store: EventStore,
+    carrier: Carrier,
+    after: int,
+    mark: int | None,
+    pending: _Pending,
+    stats: ReplayStats,
+    chunk: int,
+) -> tuple[int, int | None]:
+    """In one transaction holding the writers' lock: catch up with the log and the live
+    readings, copy the live bookkeeping, make the built generation live. Returns the log
+    position and the readings' mark it reached."""
+    built = carrier.built
+    with p.db.transaction() as cur:
+        write_lock(cur)
+        tx = p.on_cursor(cur)
+        while notes := store.notifications(after, chunk):
+            stats.readings += apply_chunk(p, tx, notes, pending)
+            stats.events += len(notes)
+            after = notes[-1].position
+        live = Tables(live_generation(cur))
+        newer = carrier.mark(tx)
+        if live.generation == carrier.live.generation and mark is not None and newer is not None:
+            carrier.arrived(mark, newer, tx)
+            mark = newer
+        else:  # another generation went live meanwhile, or one with no arrival order
+            Carrier(p, live, pending.add, chunk).missing(tx)
+        stats.carried = carrier.carried
+        # An objective set aside or parked in the build would fail here again: its notices
+        # wait for a live pass, which sets it aside again if need be.
+        tail = pending.take()
+        waiting = _held_objectives(tx)
+        p.defer_in(tx, [n for n in tail if n.objective_id in waiting], [])
+        try:
+            p.goal_batch_in(tx, [], [n for n in tail if n.objective_id not in waiting])
+        except Exception:
+            pending.add(tail)  # for the evaluation without the lock
+            raise
+        p.tick_in(tx)
+        p.flush(tx)
+        # The live generation's watermarks, and its processor's deferred notices and the
+        # watermarks they hold back: its next pass re-evaluates those objectives in the new
+        # generation and releases them. The live tables may be of an older schema, or
+        # missing (nothing was built yet): only these, with named columns, are read. (The
+        # later notices and the objectives set aside need no copy: the build evaluated every
+        # objective at its own now.)
+        found = existing_tables(cur, [live.watermarks, live.pending_notices, live.pending_marks])
+        for into, held, columns in (
+            (
+                built.watermarks,
+                live.watermarks,
+                "stage, topic, part, source_part, position, updated_at",
+            ),
+            (
+                built.pending_notices,
+                live.pending_notices,
+                "objective_id, event_id, occurred_at, recorded_at, seq",
+            ),
+            (
+                built.pending_marks,
+                live.pending_marks,
+                "stage, topic, part, source_part, position, seq",
+            ),
+        ):
+            if held in found:
+                cur.execute(
+                    f"INSERT INTO {into} ({columns}) SELECT {columns} FROM {held}"
+                    " WHERE 1 = 1 ON CONFLICT DO NOTHING"
+                )
+        write_meta(cur, "generation", str(built.generation))
+        write_meta(cur, "schema_version", str(PROJECTION_SCHEMA_VERSION))
+    return after, mark
+
+
 def rebuild(db: Database, store: EventStore, *, chunk: int = CHUNK) -> ReplayStats:
     """Build generation g+1 from the whole log and make it live; return what it did."""
     started = time.perf_counter()
@@ -134,21 +245,7 @@ def rebuild(db: Database, store: EventStore, *, chunk: int = CHUNK) -> ReplaySta
     p = Projector(db, generation=new, lock=False, publish=False)
     stats = ReplayStats(generation=new)
     pending = _Pending()
-    after = 0
-    while True:
-        notes = store.notifications(after, chunk)
-        if not notes:
-            break
-        try:
-            with p.transaction() as tx:
-                stats.readings += apply_chunk(p, tx, notes, pending)
-        except DatabaseUnavailableError:
-            raise
-        except Exception:
-            log.exception("a chunk of the log failed; applying it stream by stream")
-            stats.readings += apply_chunk_by_stream(p, notes, pending)
-        stats.events += len(notes)
-        after = notes[-1].position
+    after = _apply_log(p, store, 0, pending, stats, chunk)
     # The readings only the live generation holds (services/processor/carry.py): all of
     # them, then, unlocked, those the live processor stores meanwhile, until little is left
     # for the swap.
@@ -165,55 +262,25 @@ def rebuild(db: Database, store: EventStore, *, chunk: int = CHUNK) -> ReplaySta
             break  # the live processors store faster than we catch up: the swap waits
         carrier.arrived(mark, newer)
         gap, mark = newer - mark, newer
-    # The swap: the live processor waits for the writers' lock while we catch up.
-    with db.transaction() as cur:
-        write_lock(cur)
-        tx = p.on_cursor(cur)
-        while notes := store.notifications(after, chunk):
-            stats.readings += apply_chunk(p, tx, notes, pending)
-            stats.events += len(notes)
-            after = notes[-1].position
-        live = Tables(live_generation(cur))
-        newer = carrier.mark(tx)
-        if live.generation == old and mark is not None and newer is not None:
-            carrier.arrived(mark, newer, tx)
-        else:  # another generation went live meanwhile, or one with no arrival order
-            Carrier(p, live, pending.add, chunk).missing(tx)
-        stats.carried = carrier.carried
-        p.goal_batch_in(tx, [], pending.take())
-        p.tick_in(tx)
-        p.flush(tx)
-        # The live generation's watermarks, and its processor's deferred notices and the
-        # watermarks they hold back: its next pass re-evaluates those objectives in the new
-        # generation and releases them. The live tables may be of an older schema, or
-        # missing (nothing was built yet): only these, with named columns, are read. (The
-        # later notices and the objectives set aside need no copy: the build evaluated every
-        # objective at its own now.)
-        found = existing_tables(cur, [live.watermarks, live.pending_notices, live.pending_marks])
-        for built, held, columns in (
-            (
-                tables.watermarks,
-                live.watermarks,
-                "stage, topic, part, source_part, position, updated_at",
-            ),
-            (
-                tables.pending_notices,
-                live.pending_notices,
-                "objective_id, event_id, occurred_at, recorded_at, seq",
-            ),
-            (
-                tables.pending_marks,
-                live.pending_marks,
-                "stage, topic, part, source_part, position, seq",
-            ),
-        ):
-            if held in found:
-                cur.execute(
-                    f"INSERT INTO {built} ({columns}) SELECT {columns} FROM {held}"
-                    " WHERE 1 = 1 ON CONFLICT DO NOTHING"
-                )
-        write_meta(cur, "generation", str(new))
-        write_meta(cur, "schema_version", str(PROJECTION_SCHEMA_VERSION))
+    # The swap, under the writers' lock. Should something fail in it (a goal event or an
+    # evaluation that fails on its own, appended or arrived meanwhile), it is rolled back,
+    # what failed is parked or set aside without the lock, and the swap tried again.
+    for attempt in range(SWAP_ATTEMPTS):
+        # The log's events appended meanwhile, before the lock as well.
+        after = _apply_log(p, store, after, pending, stats, chunk)
+        p.evaluate_notices(pending.take(), OBJECTIVES_PER_TX)
+        try:
+            after, mark = _swap(p, store, carrier, after, mark, pending, stats, chunk)
+            break
+        except DatabaseUnavailableError:
+            raise
+        except Exception:
+            if attempt == SWAP_ATTEMPTS - 1:
+                raise
+            log.exception("the swap failed: applying its part without the lock, then again")
+            if mark is not None and (newer := carrier.mark()) is not None:
+                carrier.arrived(mark, newer)
+                mark = newer
     with db.transaction() as cur:
         write_lock(cur)
         for g in range(1, new):

@@ -224,13 +224,15 @@ def test_replay_carries_readings_whose_keys_clash(
             assert cur.execute("SELECT COUNT(*) FROM g2_readings").fetchone() == (32,)
 
 
+@pytest.mark.parametrize("at_version", [None, 3], ids=["from-its-start", "mid-stream"])
 def test_a_replay_parks_what_fails_and_builds_the_rest(
-    settings: Settings, monkeypatch: pytest.MonkeyPatch
+    settings: Settings, monkeypatch: pytest.MonkeyPatch, at_version: int | None
 ) -> None:
-    """An evaluation bug for one objective does not stop a rebuild (a processor starting on
-    a new schema would restart into it forever): that objective's events are parked in the
-    built generation, the rest is built, and once the fix runs, the parked events applied
-    give what a clean replay gives."""
+    """An evaluation bug for one objective (from its first event, or from its third) does
+    not stop a rebuild (a processor starting on a new schema would restart into it
+    forever): that objective's events from there on are parked in the built generation,
+    in every later chunk too, the rest is built, and once the fix runs, the parked events
+    applied give what a clean replay gives."""
     log = Log()
     ids, _ = synthetic(log, objectives=5, kpis=2, readings=40)
     bad = str(ids[2])
@@ -239,19 +241,82 @@ def test_a_replay_parks_what_fails_and_builds_the_rest(
         clean = live_hash(db)
         recompute = Projector._recompute
 
-        def buggy(self: Projector, tx: Any, objectives: Any, *args: Any) -> None:
-            if bad in objectives:
+        def buggy(
+            self: Projector, tx: Any, objectives: Any, before: Any, after: Any, *args: Any
+        ) -> None:
+            if bad in objectives and (at_version is None or after[bad].version >= at_version):
                 raise ValueError("an evaluation bug")
-            recompute(self, tx, objectives, *args)
+            recompute(self, tx, objectives, before, after, *args)
 
         monkeypatch.setattr(Projector, "_recompute", buggy)
-        stats = rebuild(db, store, chunk=7)
+        stats = rebuild(db, store, chunk=2)
         with db.transaction(write=False) as cur:
-            parked = cur.execute("SELECT DISTINCT stream_id FROM g3_parked_events").fetchall()
-            built = {o for (o,) in cur.execute("SELECT objective_id FROM g3_objectives").fetchall()}
+            parked = cur.execute(
+                "SELECT stream_id, MIN(stream_version), COUNT(*) FROM g3_parked_events"
+                " GROUP BY stream_id"
+            ).fetchall()
+            built = dict(cur.execute("SELECT objective_id, version FROM g3_objectives").fetchall())
+        events_of_bad = sum(1 for _, e in log.entries if str(e.stream_id) == bad)
         assert stats.generation == 3
-        assert parked == [(bad,)]
-        assert built == {str(o) for o in ids} - {bad}
+        ((stream, first, count),) = parked
+        assert stream == bad
+        assert first <= (at_version or 1)
+        assert count == events_of_bad - first + 1, "every later one waits behind"
+        assert set(built) == {str(o) for o in ids} - ({bad} if first == 1 else set())
+        assert built.get(bad, 0) == first - 1
         monkeypatch.undo()
         assert Projector(db).retry_parked() == 1
         assert live_hash(db) == clean
+
+
+@pytest.mark.parametrize(
+    ("chunk", "deferred"),
+    [(3, True), (20_000, False)],
+    ids=["set-aside-in-the-build", "failing-first-at-the-swap"],
+)
+def test_a_replay_swaps_in_with_an_objective_that_fails(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch, chunk: int, deferred: bool
+) -> None:
+    """A reading for an objective whose evaluation fails arrives just before the swap. Set
+    aside in the build already (its readings were applied after it), its notice waits for a
+    live pass; failing first at the swap (all of it applied in one chunk, where readings
+    come first), the swap is rolled back, the objective set aside without the lock, and the
+    swap done again."""
+    log = Log()
+    ids, kpis = synthetic(log, objectives=3, kpis=1, readings=5)
+    bad = str(ids[1])
+    with stores(settings, log) as (store, db, _live):
+        recompute = Projector._recompute
+
+        def buggy(
+            self: Projector, tx: Any, objectives: Any, before: Any, after: Any, applied: Any,
+            *args: Any,
+        ) -> None:  # fmt: skip
+            if bad in objectives and not applied.get(bad):  # its re-evaluations fail
+                raise ValueError("an evaluation bug")
+            recompute(self, tx, objectives, before, after, applied, *args)
+
+        evaluate = Projector.evaluate_notices
+        calls: list[int] = []
+
+        def then_a_reading(self: Projector, notices: Any, limit: int) -> list[str]:
+            found = evaluate(self, notices, limit)
+            calls.append(len(notices))
+            if len(calls) == 2:  # the last step before the swap
+                n = len(log.entries)
+                log.reading(kpis[0], 42.0, datetime(2026, 3, 3, tzinfo=UTC), "late")
+                store.append([e for _, e in log.entries[n:]])
+            return found
+
+        monkeypatch.setattr(Projector, "_recompute", buggy)
+        monkeypatch.setattr(Projector, "evaluate_notices", then_a_reading)
+        stats = rebuild(db, store, chunk=chunk)
+        assert stats.generation == 2
+        with db.transaction(write=False) as cur:
+            assert live_generation(cur) == 2
+            aside = cur.execute("SELECT objective_id FROM g2_set_aside").fetchall()
+            waiting = cur.execute("SELECT objective_id FROM g2_pending_notices").fetchall()
+            late = cur.execute("SELECT 1 FROM g2_readings WHERE reading_id = 'late'").fetchall()
+        assert aside == [(bad,)]
+        assert waiting == ([(bad,)] if deferred else []), "left for a live pass, or set aside"
+        assert late == [(1,)]

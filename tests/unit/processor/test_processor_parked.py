@@ -26,10 +26,10 @@ class FailingOnStream(Projector):
         super().__init__(p.db, clock=p.clock)
         self.stream, self.error = stream, error
 
-    def goal_batch_in(self, tx: Any, items: Any, notices: Any) -> None:
-        if any(str(i.event.stream_id) == self.stream for i in items):
+    def _recompute(self, tx: Any, ids: Any, before: Any, after: Any, applied: Any, *a: Any) -> None:
+        if self.stream in applied:
             raise self.error
-        super().goal_batch_in(tx, items, notices)
+        super()._recompute(tx, ids, before, after, applied, *a)
 
 
 def goal_mark(position: int) -> Watermark:
@@ -167,3 +167,35 @@ def test_a_kpi_event_is_applied_when_an_objective_measuring_it_fails(tmp_path: P
         pass
     with fixed.db.transaction(write=False) as cur:
         assert cur.execute("SELECT COUNT(*) FROM g1_set_aside").fetchone() == (0,)
+
+
+class NotEvaluating(Projector):
+    """A projector that stops, as it were, after applying KPI events: the objectives
+    measuring them are not re-evaluated (what _kpi_alone commits first)."""
+
+    def goal_batch_in(self, tx: Any, items: Any, notices: Any, **_: Any) -> None:
+        self._apply_kpi_events(tx, items)
+
+
+def test_a_redelivered_kpi_event_reevaluates_the_objectives_measuring_it(
+    tmp_path: Path,
+) -> None:
+    """A KPI's events committed without the re-evaluation of the objectives measuring it
+    (the stream-by-stream retry commits them apart, and a crash may come in between): the
+    redelivery re-evaluates them."""
+    p = projector(tmp_path / "p.sqlite")
+    log = Log()
+    ids, kpis = synthetic(log, objectives=2, kpis=1, readings=0)
+    p.apply_goal_take(log.goal_items(), [], [])
+    log.emit("kpi.retargeted", kpis[0], target=500.0, amber=400.0)
+    retarget = log.goal_items()[-1:]
+    skipped = NotEvaluating(p.db, clock=lambda: NOW + timedelta(hours=1))
+    skipped.apply_goal_take(retarget, [], [])
+    later = NOW + timedelta(hours=2)
+    projector(tmp_path / "p.sqlite", now=later).apply_goal_take(retarget, [], [])
+    with p.db.transaction(write=False) as cur:
+        assert cur.execute("SELECT version FROM g1_kpis").fetchone() == (2,)
+        evaluated = dict(
+            cur.execute("SELECT objective_id, evaluated_at FROM g1_objectives").fetchall()
+        )
+    assert evaluated == {str(o): iso(later) for o in ids}
