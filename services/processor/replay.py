@@ -269,6 +269,7 @@ def rebuild(db: Database, store: EventStore, *, chunk: int = CHUNK) -> ReplaySta
         # The log's events appended meanwhile, before the lock as well.
         after = _apply_log(p, store, after, pending, stats, chunk)
         p.evaluate_notices(pending.take(), OBJECTIVES_PER_TX)
+        counted = (stats.readings, stats.events, carrier.carried)
         try:
             after, mark = _swap(p, store, carrier, after, mark, pending, stats, chunk)
             break
@@ -277,6 +278,8 @@ def rebuild(db: Database, store: EventStore, *, chunk: int = CHUNK) -> ReplaySta
         except Exception:
             if attempt == SWAP_ATTEMPTS - 1:
                 raise
+            # Rolled back: counted again next time.
+            stats.readings, stats.events, carrier.carried = counted
             log.exception("the swap failed: applying its part without the lock, then again")
             if mark is not None and (newer := carrier.mark()) is not None:
                 carrier.arrived(mark, newer)
