@@ -1056,26 +1056,7 @@ class Projector:
         dropped for that."""
         with self.transaction() as tx:
             notices = self._pending_slice(tx, upto, limit)
-        dropped: list[str] = []
-        for notice in notices:
-            try:
-                with self.transaction() as tx:
-                    self.goal_batch_in(tx, [], [notice])
-                    self._done_pending(tx, [notice])
-            except DatabaseUnavailableError:
-                raise
-            except Exception:
-                log.exception(
-                    "re-evaluating objective %s failed; its notice (reading %s) is set aside",
-                    notice.objective_id,
-                    notice.event_id,
-                )
-                error = traceback.format_exc(limit=-3)[-2000:]
-                with self.transaction() as tx:
-                    self._done_pending(tx, [notice])
-                    self._set_aside(tx, notice, error)
-                dropped.append(notice.objective_id)
-        return dropped
+        return self._each_or_set_aside(notices, self._done_pending)
 
     def evaluate_notices(self, notices: Sequence[Notice], limit: int) -> list[str]:
         """Re-evaluate the objectives of `notices` in transactions of `limit` (a replay's
@@ -1088,25 +1069,40 @@ class Projector:
             try:
                 with self.transaction() as tx:
                     self.goal_batch_in(tx, [], part)
-                continue
             except DatabaseUnavailableError:
                 raise
             except Exception:
                 log.exception("re-evaluating %s objectives failed; one by one", len(part))
-            for notice in part:
-                try:
-                    with self.transaction() as tx:
-                        self.goal_batch_in(tx, [], [notice])
-                except DatabaseUnavailableError:
-                    raise
-                except Exception:
-                    log.exception(
-                        "re-evaluating objective %s failed; set aside", notice.objective_id
-                    )
-                    error = traceback.format_exc(limit=-3)[-2000:]
-                    with self.transaction() as tx:
-                        self._set_aside(tx, notice, error)
-                    dropped.append(notice.objective_id)
+                dropped += self._each_or_set_aside(part)
+        return dropped
+
+    def _each_or_set_aside(
+        self,
+        notices: Sequence[Notice],
+        done: Callable[[Tx, Sequence[Notice]], None] = lambda tx, notices: None,
+    ) -> list[str]:
+        """Re-evaluate each notice's objective in a transaction of its own; one that fails
+        on its own (not for the database: that raises) is set aside (Tables.set_aside) and
+        logged. `done(tx, [notice])` runs in either transaction. Returns the ids set aside."""
+        dropped: list[str] = []
+        for notice in notices:
+            try:
+                with self.transaction() as tx:
+                    self.goal_batch_in(tx, [], [notice])
+                    done(tx, [notice])
+            except DatabaseUnavailableError:
+                raise
+            except Exception:
+                log.exception(
+                    "re-evaluating objective %s failed; its notice (reading %s) is set aside",
+                    notice.objective_id,
+                    notice.event_id,
+                )
+                error = traceback.format_exc(limit=-3)[-2000:]
+                with self.transaction() as tx:
+                    done(tx, [notice])
+                    self._set_aside(tx, notice, error)
+                dropped.append(notice.objective_id)
         return dropped
 
     def _set_aside(self, tx: Tx, notice: Notice, error: str) -> None:
