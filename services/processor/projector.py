@@ -222,6 +222,8 @@ class Tx:
     days: dict[str, tuple[int, dict[date, Accumulator]]] = field(default_factory=dict)
     changes: list[tuple[str, str, str, str, str]] = field(default_factory=list)
     readings_stored: int = 0  # readings this transaction stored (others were stored before)
+    # (kpi_id, aggregation, interval, period) -> (days_version, Series) built here.
+    series: dict[tuple[Any, ...], tuple[int, Series]] = field(default_factory=dict)
     now_text: str = ""
 
     def __post_init__(self) -> None:
@@ -298,6 +300,7 @@ class Projector:
         self._cache.put_all(tx.cached.items(), time.monotonic())
         self._keep_seen(tx)
         self._keep_days(tx.days)
+        self._keep_series(tx.series)
 
     @contextmanager
     def reading(self) -> Iterator[tuple[Cursor, Tables]]:
@@ -1352,10 +1355,11 @@ class Projector:
             e = item.event
             kpi_id = str(e.stream_id)
             if e.stream_version <= versions.get(kpi_id, 0):
-                # Applied before: a redelivery, maybe after a crash between this KPI's commit
-                # and the re-evaluation of the objectives measuring it (_kpi_alone): those
-                # are re-evaluated again.
-                touched.add(kpi_id)
+                # Applied before. The KPI's last event, redelivered, may follow a crash
+                # between its commit and the re-evaluation of the objectives measuring it
+                # (_kpi_alone): those are re-evaluated again.
+                if e.stream_version == versions.get(kpi_id):
+                    touched.add(kpi_id)
                 continue
             if e.stream_version != versions.get(kpi_id, 0) + 1:
                 continue  # beyond a gap that the relay's republish fills
@@ -1507,13 +1511,14 @@ class Projector:
             group.append((found[s.id], kr.id, at))
             group.append((at_change[s.id], kr.id, min(at, kr.targets[-1].since)))
         for (kpi_id, aggregation, interval, period), wanted in groups.items():
-            series = self._series(kpis.get(kpi_id), kpi_id, days, aggregation, interval, period)
+            series = self._series(tx, kpis.get(kpi_id), kpi_id, days, aggregation, interval, period)
             for into, kr_id, at in wanted:
                 into[kr_id] = series.at(at)
         return found, at_change
 
     def _series(
         self,
+        tx: Tx,
         kpi: KpiRow | None,
         kpi_id: str,
         days: dict[str, dict[date, Accumulator]],
@@ -1522,9 +1527,11 @@ class Projector:
         period: Period,
     ) -> Series:
         """The KPI's prepared Series, kept across batches while its days_version holds (one
-        entry per (KPI, aggregation, interval, period): a newer version replaces it)."""
+        entry per (KPI, aggregation, interval, period): a newer version replaces it). One
+        built here is kept once the transaction commits (_keep_series): a rolled-back one
+        may have read days that a later transaction reaches under the same version."""
         key = (kpi_id, aggregation, interval, period)
-        entry = None if kpi is None else self._series_cache.get(key)
+        entry = None if kpi is None else tx.series.get(key) or self._series_cache.get(key)
         if entry is not None and entry[0] == kpi.days_version:  # type: ignore[union-attr]
             return entry[1]
         found = Series.of(
@@ -1534,11 +1541,15 @@ class Projector:
             period,
         )
         if kpi is not None:
-            self._series_cache.pop(key, None)
-            self._series_cache[key] = (kpi.days_version, found)
-            while len(self._series_cache) > self.series_cache_size:
-                del self._series_cache[next(iter(self._series_cache))]
+            tx.series[key] = (kpi.days_version, found)
         return found
+
+    def _keep_series(self, found: dict[tuple[Any, ...], tuple[int, Series]]) -> None:
+        for key, entry in found.items():
+            self._series_cache.pop(key, None)
+            self._series_cache[key] = entry
+        while len(self._series_cache) > self.series_cache_size:
+            del self._series_cache[next(iter(self._series_cache))]
 
     def _snapshots(
         self,

@@ -281,7 +281,9 @@ def rebuild(db: Database, store: EventStore, *, chunk: int = CHUNK) -> ReplaySta
             # Rolled back: counted again next time.
             stats.readings, stats.events, carrier.carried = counted
             log.exception("the swap failed: applying its part without the lock, then again")
-            if mark is not None and (newer := carrier.mark()) is not None:
+            if mark is None:
+                carrier.missing()
+            elif (newer := carrier.mark()) is not None:
                 carrier.arrived(mark, newer)
                 mark = newer
     with db.transaction() as cur:

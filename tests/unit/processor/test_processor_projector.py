@@ -660,3 +660,46 @@ def test_a_full_days_cache_drops_its_oldest_kpis_and_computes_the_same(tmp_path:
     apply_all(small, log, [list(range(i, i + 50)) for i in range(0, 300, 50)])
     assert small._days_held == sum(len(d) for _, d in small._days_cache.values()) <= 10
     assert tables_hash(small) == tables_hash(reference)
+
+
+def test_a_rolled_back_transaction_leaves_no_series_behind(tmp_path: Path) -> None:
+    """A transaction that stored readings and evaluated with them, then rolled back (a
+    replay's swap that failed), must not leave its prepared series in the cache: the next
+    transaction reaches the same days_version with other readings."""
+    log = Log()
+    ids, kpis = synthetic(log, objectives=3, kpis=1, readings=0)
+    t0 = datetime(2026, 2, 1, tzinfo=UTC)
+    for i in range(6):
+        log.reading(kpis[0], 10.0 * i, t0 + timedelta(days=i), f"a{i}")
+    rolled_back = [to_row(log.reading(kpis[0], 900.0, t0, "rolled-back"), None)]
+    later = [to_row(log.reading(kpis[0], 3.0, t0 + timedelta(days=1), "later"), None)]
+    first = log.reading_rows()[:6]
+
+    def evaluate_all(p: Projector, tx: object) -> None:
+        p.goal_batch_in(tx, [], [Notice(str(o), "e", t0, t0) for o in ids])  # type: ignore[arg-type]
+
+    p = projector(tmp_path / "p.sqlite")
+    p.apply_goal_batch(log.goal_items())
+    p.apply_readings(first)
+    with p.transaction() as tx:
+        evaluate_all(p, tx)
+
+    def fail_after_evaluating() -> None:
+        with p.transaction() as tx:
+            p.readings_in(tx, rolled_back)
+            evaluate_all(p, tx)
+            raise RuntimeError("the swap failed")
+
+    with pytest.raises(RuntimeError):
+        fail_after_evaluating()
+    p.apply_readings(later)
+    with p.transaction() as tx:
+        evaluate_all(p, tx)
+
+    clean = projector(tmp_path / "clean.sqlite")
+    clean.apply_goal_batch(log.goal_items())
+    clean.apply_readings(first)
+    clean.apply_readings(later)
+    with clean.transaction() as tx:
+        evaluate_all(clean, tx)
+    assert tables_hash(p, strict=False) == tables_hash(clean, strict=False)
