@@ -197,8 +197,7 @@ class Carrier:
         before = tx.readings_stored
         # Only readings stored now cause notices: one the log holds under another observed
         # time (the same reading id sent twice, differently) was stored from the log.
-        kpi_notices = self.p.readings_in(tx, found, stored_notify=False)
-        self.notify(self.p.objectives_measuring(tx, kpi_notices))
+        self.notify(self.p.readings_notices(tx, found, stored_notify=False))
         self.carried += tx.readings_stored - before
 
     def _org(self, tx: Tx, kpi_id: str) -> str | None:

@@ -365,9 +365,18 @@ class Projector:
         KPI of the batch (also for already-stored readings, so a redelivery after a crash
         re-sends the notices that may have been lost)."""
         with self.transaction() as tx:
-            notices = self.objectives_measuring(tx, self.readings_in(tx, rows))
+            notices = self.readings_notices(tx, rows)
             self.write_watermarks(tx, marks)
         return notices
+
+    def readings_notices(
+        self, tx: Tx, rows: Sequence[ReadingRow], *, stored_notify: bool = True
+    ) -> list[Notice]:
+        """readings_in, then objectives_measuring: one notice per objective its readings
+        feed, resolved to the objectives linked now."""
+        return self.objectives_measuring(
+            tx, self.readings_in(tx, rows, stored_notify=stored_notify)
+        )
 
     def readings_in(
         self, tx: Tx, rows: Sequence[ReadingRow], *, stored_notify: bool = True

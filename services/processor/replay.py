@@ -11,6 +11,11 @@ runs in one transaction holding the projection writers' lock (the live processor
 catch up to the log's end and with the readings applied live meanwhile, copy the
 watermarks and the live processor's deferred re-evaluations, switch projection_meta to the
 new generation. The old tables are dropped after.
+
+A goal event or an evaluation that fails on its own does not stop the build: its stream is
+parked, or its objective set aside, in the built generation (as the live processor does);
+should it fail inside the swap, the swap is rolled back, that part done without the lock,
+and the swap tried again.
 """
 
 from __future__ import annotations
@@ -102,7 +107,7 @@ def apply_chunk(
 ) -> int:
     rows, items = split(notes)
     # Resolved to the objectives linked at this point of the log.
-    pending.add(p.objectives_measuring(tx, p.readings_in(tx, rows)))
+    pending.add(p.readings_notices(tx, rows))
     p.goal_batch_in(tx, items, [])
     return len(rows)
 
@@ -115,7 +120,7 @@ def apply_chunk_by_stream(
     built generation (a starting processor applies it again), and the build goes on."""
     rows, items = split(notes)
     with p.transaction() as tx:
-        pending.add(p.objectives_measuring(tx, p.readings_in(tx, rows)))
+        pending.add(p.readings_notices(tx, rows))
     p.apply_goal_take_by_stream(items, [], [])
     return len(rows)
 
