@@ -455,12 +455,17 @@ def build_app(settings: Settings, projector: Projector, *, app_id: str | None = 
 
     @app.timer(TICK_S)  # type: ignore[untyped-decorator]
     async def tick() -> None:
-        if await in_db(projector.defer_due_later):
-            passes.deferred()
-        # Step by step, so batches interleave between the steps of a long tick.
-        after: tuple[str, str] | None = TICK_START
-        while after is not None:
-            after = await in_db(projector.tick_step, after)
+        """The time-driven rules. A failure (the database, say) is logged and the next tick
+        tries again: an exception would end the timer and crash the worker."""
+        try:
+            if await in_db(projector.defer_due_later):
+                passes.deferred()
+            # Step by step, so batches interleave between the steps of a long tick.
+            after: tuple[str, str] | None = TICK_START
+            while after is not None:
+                after = await in_db(projector.tick_step, after)
+        except Exception:
+            log.exception("tick failed; the next one, in %.0f s, tries again", TICK_S)
 
     @app.timer(TRIM_S)  # type: ignore[untyped-decorator]
     async def trim() -> None:
@@ -468,12 +473,17 @@ def build_app(settings: Settings, projector: Projector, *, app_id: str | None = 
 
     @app.timer(OUTBOX_S)  # type: ignore[untyped-decorator]
     async def publish_detections() -> None:
-        pending = await in_db(projector.outbox)
-        if not pending:
-            return
-        for _, _, key, value in pending:
-            await detections.send(key=key.encode(), value=value)
-        await app.producer.flush()
-        await in_db(projector.published, pending[-1][0])
+        """The detections outbox to okr.detections.v1, at least once: a failure leaves the
+        rows for the next round."""
+        try:
+            pending = await in_db(projector.outbox)
+            if not pending:
+                return
+            for _, _, key, value in pending:
+                await detections.send(key=key.encode(), value=value)
+            await app.producer.flush()
+            await in_db(projector.published, pending[-1][0])
+        except Exception:
+            log.exception("publishing detections failed; retrying in %.0f s", OUTBOX_S)
 
     return app

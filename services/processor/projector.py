@@ -143,6 +143,28 @@ def _marks(n: int) -> str:
     return ",".join("?" * n)
 
 
+@contextmanager
+def _savepoint(tx: Tx, name: str) -> Iterator[None]:
+    """Run the block under a savepoint of `tx`: an error rolls back what it wrote, and what
+    it buffered for the commit (change feed, published detections), then propagates."""
+    changes, published = len(tx.changes), len(tx.published)
+    tx.cur.execute(f"SAVEPOINT {name}")
+    try:
+        yield
+    except BaseException:
+        tx.cur.execute(f"ROLLBACK TO SAVEPOINT {name}")
+        tx.cur.execute(f"RELEASE SAVEPOINT {name}")
+        del tx.changes[changes:]
+        del tx.published[published:]
+        raise
+    tx.cur.execute(f"RELEASE SAVEPOINT {name}")
+
+
+def _subject_id(subject: Any) -> str:
+    """The id of a tick subject: an objective row's first column, or a KpiRow's kpi_id."""
+    return str(subject.kpi_id) if isinstance(subject, KpiRow) else str(subject[0])
+
+
 def _opt_iso(t: datetime | None) -> str | None:
     return None if t is None else iso(t)
 
@@ -1996,32 +2018,72 @@ class Projector:
             after = self.tick_chunk_in(tx, after, TICK_CHUNK)
 
     def tick_chunk_in(self, tx: Tx, after: tuple[str, str], limit: int) -> tuple[str, str] | None:
+        """The time-driven rules of up to `limit` subjects after `after`, in `tx`; returns
+        where the next step starts (None: the tick is done). Rules that fail (a bug, not
+        the database) are run again subject by subject, each under a savepoint: a subject
+        whose rules fail on its own is logged and keeps its projection until a tick passes
+        it, and the rest of the tick goes on (the worker would otherwise crash on every
+        tick, and a replay's swap, which ticks, could never complete)."""
         kind, last = after
-        if kind == "objective":
-            ids = self._tick_objectives(tx, last, limit)
-            return ("objective", ids[-1]) if len(ids) == limit else ("kpi", "")
+        subjects = self._tick_subjects(tx, kind, last, limit)
+        following: tuple[str, str] | None
+        if len(subjects) == limit:
+            following = (kind, _subject_id(subjects[-1]))
+        else:
+            following = ("kpi", "") if kind == "objective" else None
+        try:
+            with _savepoint(tx, "tick"):
+                self._tick_in(tx, kind, subjects)
+        except Cursor.unavailable_errors:
+            raise
+        except Exception:
+            log.exception("a tick step of %s %ss failed; one by one", len(subjects), kind)
+            for subject in subjects:
+                try:
+                    with _savepoint(tx, "tick"):
+                        self._tick_in(tx, kind, [subject])
+                except Cursor.unavailable_errors:
+                    raise
+                except Exception:
+                    log.exception(
+                        "the tick of %s %s failed; it keeps its projection until a tick passes it",
+                        kind,
+                        _subject_id(subject),
+                    )
+        return following
+
+    def _tick_subjects(self, tx: Tx, kind: str, after: str, limit: int) -> list[Any]:
+        """Up to `limit` subjects of the tick whose ids follow `after`: the rows of active
+        objectives, or KpiRows."""
         t = tx.tables
+        if kind == "objective":
+            return tx.cur.execute(
+                "SELECT objective_id, org_id, owner, state, period_start, period_end, score,"
+                f" progress, expected, status, forecast FROM {t.objectives}"
+                " WHERE state = 'active' AND objective_id > ? ORDER BY objective_id LIMIT ?",
+                (after, limit),
+            ).fetchall()
         kpi_ids = [
             str(k)
             for (k,) in tx.cur.execute(
                 f"SELECT kpi_id FROM {t.kpis} WHERE kpi_id > ? ORDER BY kpi_id LIMIT ?",
-                (last, limit),
+                (after, limit),
             ).fetchall()
         ]
-        self.sync_kpi_detections(tx, list(self._kpis(tx, kpi_ids).values()))
-        return ("kpi", kpi_ids[-1]) if len(kpi_ids) == limit else None
+        found = self._kpis(tx, kpi_ids)
+        return [found[k] for k in kpi_ids if k in found]
 
-    def _tick_objectives(self, tx: Tx, after: str, limit: int) -> list[str]:
-        """Re-evaluate the time-driven parts of up to `limit` active objectives whose ids
-        follow `after`; return their ids."""
+    def _tick_in(self, tx: Tx, kind: str, subjects: Sequence[Any]) -> None:
+        if kind == "objective":
+            self._tick_objectives(tx, subjects)
+        else:
+            self.sync_kpi_detections(tx, subjects)
+
+    def _tick_objectives(self, tx: Tx, rows: Sequence[tuple[Any, ...]]) -> None:
+        """Re-evaluate the time-driven parts of these active objectives (_tick_subjects'
+        rows)."""
         t = tx.tables
         now = tx.now
-        rows = tx.cur.execute(
-            "SELECT objective_id, org_id, owner, state, period_start, period_end, score,"
-            f" progress, expected, status, forecast FROM {t.objectives} WHERE state = 'active'"
-            " AND objective_id > ? ORDER BY objective_id LIMIT ?",
-            (after, limit),
-        ).fetchall()
         holding: list[rules.Finding] = []
         subjects: list[tuple[str, str, str]] = []
         updates: list[tuple[Any, ...]] = []
@@ -2052,7 +2114,6 @@ class Projector:
             updates,
         )
         self.sync_detections(tx, subjects, OBJECTIVE_RULES, holding)
-        return [str(r[0]) for r in rows]
 
     def kpi_org_state(self, kpi_id: str) -> tuple[str, str] | None:
         """(org_id, state) of a KPI in the live generation, or None when unknown."""

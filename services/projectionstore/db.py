@@ -106,6 +106,12 @@ class Cursor:
 
     # What a violated unique/primary key raises, on either engine.
     integrity_errors: tuple[type[Exception], ...] = (sqlite3.IntegrityError, psycopg.IntegrityError)
+    # What the engine raises when it cannot be used (Database.transaction turns these into
+    # DatabaseUnavailableError).
+    unavailable_errors: tuple[type[Exception], ...] = (
+        sqlite3.OperationalError,
+        psycopg.OperationalError,
+    )
 
     def __init__(self, raw: Any, dialect: Dialect) -> None:
         self._raw = raw
@@ -230,7 +236,7 @@ class Database:
                 # The pool commits on a clean exit and rolls back on an exception.
                 with self._pool.connection() as pg, pg.cursor() as cur:
                     yield Cursor(cur, "postgres")
-        except (sqlite3.OperationalError, psycopg.OperationalError) as exc:
+        except Cursor.unavailable_errors as exc:
             raise DatabaseUnavailableError(str(exc)) from exc
 
     @contextmanager

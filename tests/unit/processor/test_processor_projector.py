@@ -13,6 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from projections import detections as rules
 from services.processor.digest import content_hash
 from services.processor.projector import TICK_START, Projector
 from services.processor.records import Notice, Watermark
@@ -443,6 +444,70 @@ def test_tick_in_chunks_equals_one_step_and_follows_the_clock(tmp_path: Path) ->
         # 25 objectives, of which the active ones in chunks of 3, then 4 KPIs in 2 chunks
         assert steps == (2 if limit == 10_000 else 1 + active_count(p) // 3 + 2)
     assert hashes[0] == hashes[1]
+
+
+@pytest.mark.parametrize("limit", [10_000, 3])
+def test_a_subject_whose_tick_fails_is_left_as_it_was_and_the_rest_ticks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, limit: int
+) -> None:
+    """A bug in the time-driven rules of one objective or one KPI: the tick does every other
+    subject as a tick without the bug does (it used to raise, and the timer's exception
+    crashed the worker every tick); the failing subject's rows, detections, change feed and
+    outbox are as before the tick."""
+    log = Log()
+    synthetic(log, objectives=25, kpis=4, readings=40)
+    later = datetime(2027, 1, 15, tzinfo=UTC)  # the 2026 periods have ended
+    p, reference = projector(tmp_path / "p.sqlite"), projector(tmp_path / "ref.sqlite")
+    for each in (p, reference):
+        apply_all(each, log)
+        each.clock = lambda: later
+    before = detection_reasons(p)
+    after: tuple[str, str] | None = TICK_START
+    while after is not None:
+        after = reference.tick_step(after, limit)
+    ticked = detection_reasons(reference)
+    new = sorted(s for _, s in ticked - before)
+    with p.db.transaction(write=False) as cur:
+        kpis = {str(k) for (k,) in cur.execute("SELECT kpi_id FROM g1_kpis").fetchall()}
+    bad_objective = next(s for s in new if s not in kpis)
+    bad_kpi = next(s for s in new if s in kpis)
+    objective_findings, kpi_findings = rules.objective_findings, rules.kpi_findings
+
+    def failing_objective(oid: str, *args: object) -> object:
+        if oid == bad_objective:
+            raise ZeroDivisionError("a bug in a rule")
+        return objective_findings(oid, *args)  # type: ignore[arg-type]
+
+    def failing_kpi(kpi_id: str, *args: object) -> object:
+        if kpi_id == bad_kpi:
+            raise ValueError("another bug")
+        return kpi_findings(kpi_id, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(rules, "objective_findings", failing_objective)
+    monkeypatch.setattr(rules, "kpi_findings", failing_kpi)
+    evaluated = _evaluated(p, bad_objective)
+    with p.db.transaction(write=False) as cur:
+        marks = [
+            cur.execute(f"SELECT MAX(seq) FROM g1_{t}").fetchone()[0] for t in ("changes", "outbox")
+        ]
+    after = TICK_START
+    while after is not None:
+        after = p.tick_step(after, limit)
+    bad = {bad_objective, bad_kpi}
+    assert detection_reasons(p) == (
+        {d for d in ticked if d[1] not in bad} | {d for d in before if d[1] in bad}
+    )
+    assert _evaluated(p, bad_objective) == evaluated
+    with p.db.transaction(write=False) as cur:
+        fed, sent = (
+            {
+                str(s)
+                for (s,) in cur.execute(f"SELECT {c} FROM g1_{t} WHERE seq > ?", (m,)).fetchall()
+            }
+            for c, t, m in zip(("subject_id", "key"), ("changes", "outbox"), marks, strict=True)
+        )
+    assert not bad & (fed | sent)
+    assert set(new) - bad <= fed & sent
 
 
 def detection_reasons(p: Projector) -> set[tuple[str, str]]:
