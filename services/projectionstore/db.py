@@ -218,7 +218,8 @@ class Database:
         """One transaction: committed on success, rolled back on error.
 
         SQLite write transactions take the write lock up front (BEGIN IMMEDIATE), so
-        read-then-write sequences inside never interleave with another writer.
+        read-then-write sequences inside never interleave with another writer. A read
+        (`write=False`) sees one snapshot of the database on either engine.
         """
         try:
             if self.dialect == "sqlite":
@@ -234,8 +235,14 @@ class Database:
             else:
                 assert self._pool is not None
                 # The pool commits on a clean exit and rolls back on an exception.
-                with self._pool.connection() as pg, pg.cursor() as cur:
-                    yield Cursor(cur, "postgres")
+                with self._pool.connection() as pg:
+                    # A read sees one snapshot, as SQLite's does: under PostgreSQL's
+                    # default (READ COMMITTED) each statement sees the latest commit, so a
+                    # view read in several statements could mix two processor commits
+                    # (an objective's score from one, its key results from the next).
+                    pg.isolation_level = None if write else psycopg.IsolationLevel.REPEATABLE_READ
+                    with pg.cursor() as cur:
+                        yield Cursor(cur, "postgres")
         except Cursor.unavailable_errors as exc:
             raise DatabaseUnavailableError(str(exc)) from exc
 
