@@ -371,12 +371,16 @@ class EventStore:
         return [events.decode(s.state) for s in stored]
 
     def notifications(self, after: int, limit: int) -> list[StoredNotification]:
-        """Up to `limit` entries of the notification log with position > `after`, in order."""
-        if not self.is_postgres:
-            return self._notifications_sqlite(after, limit)
-        found = self.recorder.select_notifications(
-            start=after, limit=limit, inclusive_of_start=False
-        )
+        """Up to `limit` entries of the notification log with position > `after`, in order.
+        A store that cannot be read raises StoreUnavailableError (the relay retries)."""
+        try:
+            if not self.is_postgres:
+                return self._notifications_sqlite(after, limit)
+            found = self.recorder.select_notifications(
+                start=after, limit=limit, inclusive_of_start=False
+            )
+        except (OperationalError, PersistenceError, sqlite3.OperationalError) as exc:
+            raise StoreUnavailableError(str(exc)) from exc
         return [
             StoredNotification(
                 n.id, UUID(str(n.originator_id)).hex, n.originator_version, n.topic, n.state
@@ -400,8 +404,12 @@ class EventStore:
         return list(map(StoredNotification._make, rows))
 
     def max_position(self) -> int:
-        """The global position of the newest event (0 when the store is empty)."""
-        return self.recorder.max_notification_id() or 0
+        """The global position of the newest event (0 when the store is empty); raises
+        StoreUnavailableError when the store cannot be read."""
+        try:
+            return self.recorder.max_notification_id() or 0
+        except (OperationalError, PersistenceError, sqlite3.OperationalError) as exc:
+            raise StoreUnavailableError(str(exc)) from exc
 
     def stream_ids(self, after: UUID | None = None, limit: int = 1000) -> list[UUID]:
         """Distinct stream ids in order (for audits that walk every stream)."""

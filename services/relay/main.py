@@ -102,6 +102,7 @@ class Relay:
         progress: ProgressStore,
         *,
         producer_factory: Callable[[Settings], Any] = make_producer,
+        stopping: threading.Event | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -109,7 +110,7 @@ class Relay:
         self.producer_factory = producer_factory
         self.progress: Progress = progress.load()
         self.producer: Any = None
-        self.stopping = threading.Event()
+        self.stopping = stopping or threading.Event()
         self.last_watermark = 0.0
         self.last_reset_check = 0.0
         self.published = 0
@@ -264,6 +265,30 @@ class Relay:
         self.disconnect()
 
 
+def open_stores(
+    settings: Settings, stopping: threading.Event
+) -> tuple[EventStore, ProgressStore] | None:
+    """The event store and the relay's progress, opened as soon as they can be: an
+    unreachable database is logged and tried again with backoff (exiting would have the
+    supervisor restart the relay over and over, and give up on the whole stack during an
+    outage of a minute). None when `stopping` is set first."""
+    backoff = BACKOFF_MIN_S
+    while not stopping.is_set():
+        try:
+            store = EventStore.from_settings(settings)
+        except StoreUnavailableError as exc:
+            log.warning("event store unavailable (%s); retrying in %.1f s", exc, backoff)
+        else:
+            try:
+                return store, ProgressStore.from_settings(settings)
+            except DatabaseUnavailableError as exc:
+                store.close()
+                log.warning("relay progress unavailable (%s); retrying in %.1f s", exc, backoff)
+        stopping.wait(backoff)
+        backoff = min(backoff * 2, BACKOFF_MAX_S)
+    return None
+
+
 def main() -> None:
     """Run the relay until SIGTERM/SIGINT (exit 0)."""
     settings = load_settings()
@@ -272,16 +297,19 @@ def main() -> None:
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
         stream=sys.stdout,
     )
-    store = EventStore.from_settings(settings)
-    progress = ProgressStore.from_settings(settings)
-    relay = Relay(settings, store, progress)
+    stopping = threading.Event()
 
     def _stop(signum: int, _frame: object) -> None:
         log.info("signal %d: finishing the current batch and stopping", signum)
-        relay.stopping.set()
+        stopping.set()
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
+    opened = open_stores(settings, stopping)
+    if opened is None:
+        sys.exit(0)
+    store, progress = opened
+    relay = Relay(settings, store, progress, stopping=stopping)
     log.info("relay starting (batch %d)", settings.relay_batch_size)
     try:
         relay.run()
