@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 
 import faust
 
@@ -13,14 +14,40 @@ from services.processor.app import build_app
 from services.processor.projector import Projector
 from services.processor.replay import rebuild
 from services.processor.runtime import tune_gc
-from services.projectionstore.db import Database
+from services.projectionstore.db import Database, DatabaseUnavailableError
 from services.projectionstore.meta import ensure_schema
 from services.projectionstore.migrations import migrate
 from services.projectionstore.schema import PROJECTION_SCHEMA_VERSION
-from services.settings import load_settings
+from services.settings import Settings, load_settings
 
 log = logging.getLogger("okrstream.processor")
 WRITER_CACHE_KIB = 32 * 1024  # SQLite page cache of the projection writer
+BACKOFF_MIN_S = 0.5  # waiting for an unreachable projection store at start-up
+BACKOFF_MAX_S = 10.0
+
+
+def open_projection_store(settings: Settings) -> Database:
+    """The projection store with its tables, as soon as it can be opened: an unreachable
+    database is logged and tried again with backoff (exiting would have `okrstream up`
+    restart the processor over and over, and give up on the whole stack during an outage of
+    a minute)."""
+    backoff = BACKOFF_MIN_S
+    while True:
+        try:
+            db = Database.from_settings(
+                settings, settings.projections_db_path, sqlite_cache_kib=WRITER_CACHE_KIB
+            )
+        except DatabaseUnavailableError as exc:
+            log.warning("projection store unavailable (%s); retrying in %.1f s", exc, backoff)
+        else:
+            try:
+                ensure_schema(db)
+                return db
+            except DatabaseUnavailableError as exc:
+                db.close()
+                log.warning("projection store unavailable (%s); retrying in %.1f s", exc, backoff)
+        time.sleep(backoff)
+        backoff = min(backoff * 2, BACKOFF_MAX_S)
 
 
 def main() -> None:
@@ -40,10 +67,7 @@ def main() -> None:
         )
     except PartitionMismatchError as exc:
         raise SystemExit(f"processor: {exc}") from None
-    db = Database.from_settings(
-        settings, settings.projections_db_path, sqlite_cache_kib=WRITER_CACHE_KIB
-    )
-    ensure_schema(db)
+    db = open_projection_store(settings)
     # One worker brings the store to this release's schema; the others starting with it
     # wait, then find it done.
     with db.exclusive("rebuild"):
