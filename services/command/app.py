@@ -98,14 +98,17 @@ class Commands:
         produce: Callable[[Context], Answer],
     ) -> JSONResponse:
         now = datetime.now(UTC)
+        canonical = body.model_dump_json(exclude_unset=True) if body is not None else ""
+        fp = fingerprint(request.method, request.url.path, canonical)
+        # The ids derive from the request as well as the key: once the key's record has
+        # expired, the key with another request is another command with other ids, and
+        # cannot find (and answer with) the events of the request that used it first.
         context = Context(
             org_id=org_id,
             occurred_at=_occurred_at(body, now),
             recorded_at=now,
-            ids=Ids(seed=f"{org_id}\x00{key}" if key is not None else None),
+            ids=Ids(seed=f"{org_id}\x00{key}\x00{fp}" if key is not None else None),
         )
-        canonical = body.model_dump_json(exclude_unset=True) if body is not None else ""
-        fp = fingerprint(request.method, request.url.path, canonical)
 
         def attempt(_retried: bool) -> Answer:
             try:

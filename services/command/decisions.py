@@ -38,8 +38,9 @@ class NotFound(Exception):  # noqa: N818
 class Ids:
     """Where new resource and event ids come from.
 
-    Random by default; derived from `seed` (organisation + Idempotency-Key) when given, so a
-    retried request produces the same ids and its earlier, committed outcome can be found.
+    Random by default; derived from `seed` (organisation, Idempotency-Key and the request's
+    fingerprint) when given, so a retried request produces the same ids and its earlier,
+    committed outcome can be found, while another request under an expired key cannot.
     """
 
     seed: str | None = None

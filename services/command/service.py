@@ -36,7 +36,8 @@ class Stale(Exception):  # noqa: N818
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
-    """The events a command appended (or had appended before, under the same key)."""
+    """The events a command appended (or had appended before, under the same key and
+    request)."""
 
     events: list[events.Event]
     position: int
@@ -49,7 +50,9 @@ class Outcome:
 
 
 def _recovered(stream: Sequence[events.Event], ids: Ids) -> list[events.Event]:
-    """Events of `stream` that an earlier run with the same Idempotency-Key appended."""
+    """Events of `stream` that an earlier run of the same request under the same
+    Idempotency-Key appended (the seed holds the organisation, key and request fingerprint,
+    so another request under an expired key finds nothing here)."""
     if ids.seed is None:
         return []
     wanted = ids.derived("event", 0)
@@ -62,6 +65,11 @@ def _recovered(stream: Sequence[events.Event], ids: Ids) -> list[events.Event]:
                 found.append(later)
             return found
     return []
+
+
+def hierarchy_lock(org_id: str) -> str:
+    """The name of the store lock that serialises re-parenting in `org_id`."""
+    return f"objective-hierarchy:{org_id}"
 
 
 Decide = Callable[[list[events.Event], Callable[[int], None]], list[events.Event]]
@@ -156,14 +164,25 @@ class CommandService:
     def revise_objective(
         self, context: Context, objective_id: UUID, if_match: int | None, changes: dict[str, Any]
     ) -> Outcome:
-        return self._on_objective(
-            context,
-            objective_id,
-            if_match,
-            lambda s: self._objective_events(
-                context, s, objective_aggregate.revise(s, changes, self.objective)
-            ),
-        )
+        def revise() -> Outcome:
+            return self._on_objective(
+                context,
+                objective_id,
+                if_match,
+                lambda s: self._objective_events(
+                    context, s, objective_aggregate.revise(s, changes, self.objective)
+                ),
+            )
+
+        if changes.get("parent_id") is None:
+            return revise()
+        # The cycle check reads the parent's ancestors, but the append touches only this
+        # objective's stream, so optimistic concurrency cannot see two re-parentings that
+        # make a cycle together (A under B and B under A): every re-parenting in the
+        # organisation reads, checks and appends under one lock instead. A new objective
+        # needs none: nothing can be under an id that does not exist yet.
+        with self.store.serialised(hierarchy_lock(context.org_id)):
+            return revise()
 
     def close_objective(
         self, context: Context, objective_id: UUID, if_match: int | None, note: str | None

@@ -9,15 +9,18 @@ from __future__ import annotations
 
 import fcntl
 import functools
+import hashlib
 import os
 import sqlite3
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 from uuid import UUID
 
+import psycopg.errors
 from eventsourcing.persistence import (
     ApplicationRecorder,
     IntegrityError,
@@ -33,6 +36,7 @@ from services.projectionstore.db import postgres_unreachable
 from services.settings import Settings
 
 EVENTS_TABLE = "stored_events"
+SERIALISED_WAIT_S = 10  # longest wait for a `serialised` lock before giving up (503)
 SQLITE_CHUNK = 2_000  # rows per INSERT statement (4 variables each; SQLite allows 32,766)
 
 
@@ -184,6 +188,8 @@ class EventStore:
         self.recorder = recorder
         self.is_postgres = isinstance(recorder, PostgresApplicationRecorder)
         self._writer = WriterLock(None)
+        self._serial = WriterLock(None)  # `serialised` on SQLite
+        self._serial_threads = threading.Lock()  # `serialised` on PostgreSQL, in-process part
         self._waiting: list[_Waiting] = []  # readings batches for the next group commit
         self._waiting_lock = threading.Lock()
         if isinstance(recorder, SQLiteApplicationRecorder):
@@ -191,6 +197,7 @@ class EventStore:
             pool: Any = recorder.datastore.pool
             if not pool.is_sqlite_memory_mode:
                 self._writer = WriterLock(Path(pool.db_name + "-writer.lock"))
+                self._serial = WriterLock(Path(pool.db_name + "-serialised.lock"))
 
     @classmethod
     def from_settings(cls, settings: Settings) -> EventStore:
@@ -228,6 +235,72 @@ class EventStore:
     def close(self) -> None:
         self._factory.close()
         self._writer.close()
+        self._serial.close()
+
+    # -- locks -----------------------------------------------------------------------------
+
+    @contextmanager
+    def serialised(self, name: str) -> Iterator[None]:
+        """Run the block while holding the lock `name`, across threads and processes.
+
+        For a check that reads other streams than the one its command appends to (which
+        optimistic concurrency cannot see): every writer whose check could conflict takes
+        the same lock around its read, check and append. On PostgreSQL a session advisory
+        lock per name (released with the session if the process dies); on SQLite, which
+        has one writer at a time anyway, one flock on a side file for all names. Raises
+        StoreUnavailableError after waiting SERIALISED_WAIT_S.
+        """
+        if not self.is_postgres:
+            with self._serial:
+                yield
+            return
+        # One waiting or holding connection per process (whatever the name): threads queue
+        # here without taking a pool connection, so the holder always finds one for its
+        # reads and append. The blocks are short (a few reads and one append).
+        if not self._serial_threads.acquire(timeout=SERIALISED_WAIT_S):
+            raise StoreUnavailableError(f"timed out waiting for the lock {name!r}")
+        try:
+            with self._advisory_lock(name):
+                yield
+        finally:
+            self._serial_threads.release()
+
+    @contextmanager
+    def _advisory_lock(self, name: str) -> Iterator[None]:
+        recorder = self.recorder
+        assert isinstance(recorder, PostgresApplicationRecorder)
+        # Advisory locks are database-wide: the schema keeps two deployments (or test runs)
+        # sharing a database from waiting on each other.
+        scoped = f"{recorder.datastore.schema}\x00{name}".encode()
+        key = int.from_bytes(hashlib.sha256(scoped).digest()[:8], "big", signed=True)
+        failed_inside = False
+        try:
+            with recorder.datastore.get_connection() as conn:
+                try:
+                    # SET LOCAL bounds this wait only. The session lock outlives the
+                    # transaction, so the connection is idle (not idle in a transaction)
+                    # while the block works on other connections.
+                    with conn.transaction():
+                        conn.execute(f"SET LOCAL lock_timeout = '{SERIALISED_WAIT_S}s'")
+                        conn.execute("SELECT pg_advisory_lock(%s)", (key,))
+                except psycopg.errors.LockNotAvailable:
+                    raise StoreUnavailableError(
+                        f"timed out waiting for the lock {name!r}"
+                    ) from None
+                try:
+                    yield
+                except BaseException:
+                    failed_inside = True
+                    raise
+                finally:
+                    try:
+                        conn.execute("SELECT pg_advisory_unlock(%s)", (key,))
+                    except psycopg.Error:
+                        conn.close()  # the pool drops it; the session's end frees the lock
+        except (OperationalError, PersistenceError) as exc:
+            if failed_inside:  # the block's own error, not the lock's
+                raise
+            raise StoreUnavailableError(str(exc)) from exc
 
     # -- writing ---------------------------------------------------------------------------
 

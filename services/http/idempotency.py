@@ -6,10 +6,13 @@ SQLite file in OKR_DATA_DIR, or the PostgreSQL schema) for RETENTION_S.
 Protocol and the crash window. `begin` records the key as *pending* with the request's
 fingerprint before the command runs; `complete` stores the answer after the append has
 committed. A crash between the two leaves the key pending. Commands therefore derive every
-new id (resources and events) from (organisation, key): a retry after STALE_PENDING_S
-re-runs the command, finds the events it committed the first time by their derived event
-ids, and answers from them instead of appending again. Readings are idempotent by their own
-reading ids, so a re-run there only moves the count from `accepted` to `duplicates`.
+new id (resources and events) from (organisation, key, fingerprint): a retry after
+STALE_PENDING_S re-runs the command, finds the events it committed the first time by their
+derived event ids, and answers from them instead of appending again. The fingerprint is
+part of the seed because records expire: after RETENTION_S the same key with another
+request is a new command with new ids (the same request again still finds its events).
+Readings are idempotent by their own reading ids, so a re-run there only moves the count
+from `accepted` to `duplicates`.
 """
 
 from __future__ import annotations

@@ -2,18 +2,32 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
+from fastapi.testclient import TestClient
 
 import events
+from services.command import app as command_app
+from services.command import objective as objective_aggregate
 from services.command.decisions import Context, Ids, Refused
 from services.command.service import CommandService, Stale
-from services.eventstore import EventStore
-from services.http.idempotency import Answer, IdempotencyStore, run_once
+from services.eventstore import EventStore, StoreUnavailableError
+from services.eventstore import store as eventstore_module
+from services.http.app import service_app
+from services.http.idempotency import (
+    RETENTION_S,
+    STALE_PENDING_S,
+    Answer,
+    IdempotencyStore,
+    run_once,
+)
 from services.ingest.service import ReadingsService
 from services.settings import Settings
 
@@ -106,6 +120,153 @@ def test_idempotent_retry_after_a_crash_finds_the_committed_events(
     assert run_once(keys, "acme", "key", "fp", produce).body == {"n": 1}
     assert run_once(keys, "other-org", "key", "fp", produce).body == {"n": 2}
     keys.close()
+
+
+def test_an_expired_idempotency_key_with_another_request_is_a_new_command(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app = service_app(settings, "commands", [command_app.install])
+    clock = [time.time()]
+    app.state.idempotency.clock = lambda: clock[0]
+    store: EventStore = app.state.event_store
+    auth = {"Authorization": f"Bearer {app.state.tokens.create('acme', ['write'])}"}
+    later = RETENTION_S + 3600  # the key's record has been purged
+    with TestClient(app, raise_server_exceptions=False) as client:
+
+        def post(path: str, body: dict[str, Any], key: str | None = None) -> Any:
+            headers = {**auth, **({"Idempotency-Key": key} if key else {})}
+            return client.post(path, json=body, headers=headers)
+
+        objective = post("/v1/objectives", {"title": "O", "owner": "a", "level": "team",
+                         "period": PERIOD}, key="nightly-sync")  # fmt: skip
+        assert objective.status_code == 201, objective.text
+        clock[0] += later
+        kpi = post("/v1/kpis", {"name": "Revenue", "direction": "increase", "target": 10,
+                   "interval": "day", "aggregation": "sum"}, key="nightly-sync")  # fmt: skip
+        assert kpi.status_code == 201, kpi.text
+        assert kpi.json()["id"] != objective.json()["id"], "not the objective's answer"
+        assert [e.type for e in store.read_stream(uuid.UUID(kpi.json()["id"]))] == ["kpi.defined"]
+
+        oid = objective.json()["id"]
+        metric = {"title": "K", "kind": "metric", "start": 0, "target": 10}
+        kr = post(f"/v1/objectives/{oid}/key-results", metric).json()["id"]
+        check_ins = f"/v1/objectives/{oid}/key-results/{kr}/check-ins"
+
+        def values() -> list[float | None]:
+            stream = store.read_stream(uuid.UUID(oid))
+            return [e.value for e in stream if isinstance(e, events.KeyResultCheckedIn)]
+
+        first = post(check_ins, {"value": 3}, key="ci")
+        clock[0] += later
+        second = post(check_ins, {"value": 7}, key="ci")
+        assert second.status_code == 201, second.text
+        assert second.json()["version"] == first.json()["version"] + 1
+        assert values() == [3.0, 7.0]
+
+        # What the derived ids are for still works: a crash between the append and
+        # recording the answer, then a retry of the same request, gets the same answer.
+        real_complete = IdempotencyStore.complete
+
+        def crash_once(*args: Any) -> None:
+            monkeypatch.setattr(IdempotencyStore, "complete", real_complete)
+            raise RuntimeError("crashed before recording the answer")
+
+        monkeypatch.setattr(IdempotencyStore, "complete", crash_once)
+        assert post(check_ins, {"value": 9}, key="ci-2").status_code == 500
+        assert values() == [3.0, 7.0, 9.0]
+        clock[0] += STALE_PENDING_S + 1
+        retried = post(check_ins, {"value": 9}, key="ci-2")
+        assert retried.status_code == 201, retried.text
+        assert retried.json()["version"] == second.json()["version"] + 1
+        assert values() == [3.0, 7.0, 9.0], "the retry appended nothing"
+
+
+def test_concurrent_reparentings_cannot_make_a_cycle(
+    store: EventStore, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Two workers on one database, as two front door processes: each has its own store.
+    other = EventStore.from_settings(settings)
+    workers = [CommandService(store), CommandService(other)]
+    a, b = uuid.uuid4(), uuid.uuid4()
+    for oid in (a, b):
+        workers[0].create_objective(ctx(), oid, {"title": "O", "owner": "a", "level": "team",
+                                                 "period": PERIOD})  # fmt: skip
+    # Force the losing interleaving: each check waits until the other has checked too,
+    # before either appends. Serialised, the second check cannot start before the first
+    # append, so the wait times out and the first goes on alone.
+    checked = threading.Barrier(2, timeout=1.5)
+    real_check = objective_aggregate.check_parent
+
+    def check_then_wait(*args: Any) -> None:
+        real_check(*args)
+        with contextlib.suppress(threading.BrokenBarrierError):
+            checked.wait()
+
+    monkeypatch.setattr(objective_aggregate, "check_parent", check_then_wait)
+    outcomes: dict[uuid.UUID, str] = {}
+
+    def reparent(worker: CommandService, child: uuid.UUID, parent: uuid.UUID) -> None:
+        try:
+            worker.revise_objective(ctx(), child, None, {"parent_id": parent})
+            outcomes[child] = "realigned"
+        except Refused as exc:
+            outcomes[child] = str(exc)
+
+    threads = [
+        threading.Thread(target=reparent, args=(workers[0], a, b)),
+        threading.Thread(target=reparent, args=(workers[1], b, a)),
+    ]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+    finally:
+        other.close()
+    assert sorted(outcomes.values()) == ["realigned", "this parent would make a cycle"]
+    parents = {
+        oid: objective_aggregate.fold(store.read_stream(oid)).parent_id  # type: ignore[union-attr]
+        for oid in (a, b)
+    }
+    assert parents in ({a: b, b: None}, {a: None, b: a}), "no cycle was stored"
+
+
+def test_serialised_excludes_other_processes_and_gives_up_after_a_while(
+    store: EventStore, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    other = EventStore.from_settings(settings)  # another process's store, in effect
+    entered = threading.Event()
+
+    def enter() -> None:
+        with other.serialised("hierarchy:acme"):
+            entered.set()
+
+    try:
+        with store.serialised("hierarchy:acme"):
+            waiter = threading.Thread(target=enter)
+            waiter.start()
+            assert not entered.wait(0.5), "the lock is held elsewhere"
+            if store.is_postgres:  # other names do not wait; SQLite has one lock for all
+                third = EventStore.from_settings(settings)
+                with third.serialised("hierarchy:globex"):
+                    pass
+                third.close()
+        waiter.join(10)
+        assert entered.is_set(), "released at the end of the block"
+        with pytest.raises(KeyError), store.serialised("hierarchy:acme"):
+            raise KeyError("the block's own error passes through")
+        if store.is_postgres:
+            monkeypatch.setattr(eventstore_module, "SERIALISED_WAIT_S", 1)
+            with (
+                store.serialised("hierarchy:acme"),
+                pytest.raises(StoreUnavailableError),
+                other.serialised("hierarchy:acme"),
+            ):
+                pass
+        with other.serialised("hierarchy:acme"):
+            pass  # free again after the error and the timeout
+    finally:
+        other.close()
 
 
 def test_readings_batch_with_good_bad_and_duplicate_items(store: EventStore) -> None:
