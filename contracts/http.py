@@ -7,13 +7,14 @@ time, RFC 3339 with an offset). Imports nothing internal.
 from __future__ import annotations
 
 import math
-from datetime import UTC, date, datetime
+from datetime import date
+from fractions import Fraction
 from typing import Annotated, Literal
 from uuid import UUID
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
-from contracts.readings import Rfc3339
+from contracts.readings import MAX_MAGNITUDE, JsonNumber, Rfc3339, number_text
 
 Level = Literal["company", "department", "team", "individual"]
 KeyResultKind = Literal["metric", "milestone", "maintain"]
@@ -22,11 +23,18 @@ Aggregation = Literal["last", "sum", "avg", "min", "max", "count"]
 Direction = Literal["increase", "decrease"]
 Interval = Literal["day", "week", "month"]
 
-
-def _finite(value: float) -> float:
-    if not math.isfinite(value):
-        raise ValueError("must be a finite number")
-    return value
+# Limits of the numbers and dates a command takes (README, "Input limits"): what the
+# scoring arithmetic can always evaluate. Numbers are JSON numbers within ±MAX_MAGNITUDE.
+MIN_NONZERO_MEASURE = 1e-12
+"""A key result's start and target are 0 or at least this in magnitude: metric progress
+divides by (target − start), and a difference of subnormal size would make it infinite."""
+MIN_WEIGHT = 1e-6
+MAX_WEIGHT = 1e6
+MAX_AMBER = MAX_MAGNITUDE * 11 / 10  # 1.1e15, exactly
+"""An amber threshold may reach 110 % of the largest target: the default amber of a
+decreasing KPI whose target is MAX_MAGNITUDE, so that it can be given back as it is."""
+FIRST_PERIOD_DATE = date(1900, 1, 1)
+LAST_PERIOD_DATE = date(2999, 12, 31)
 
 
 def _no_nul(value: str) -> str:
@@ -37,12 +45,41 @@ def _no_nul(value: str) -> str:
     return value
 
 
-def _utc(value: datetime) -> datetime:
-    return value.astimezone(UTC)
+def _measurable(value: float) -> float:
+    if value != 0 and abs(value) < MIN_NONZERO_MEASURE:
+        raise ValueError(f"must be 0 or at least {number_text(MIN_NONZERO_MEASURE)} in magnitude")
+    return value
 
 
-Number = Annotated[float, AfterValidator(_finite)]
-Weight = Annotated[float, AfterValidator(_finite), Field(gt=0)]
+def _amber_bounded(value: float) -> float:
+    if -MAX_AMBER <= value <= MAX_AMBER:  # False for NaN too
+        return value
+    if not math.isfinite(value):
+        raise ValueError("must be a finite number")
+    raise ValueError(f"must be between {number_text(-MAX_AMBER)} and {number_text(MAX_AMBER)}")
+
+
+def _date_text(value: object) -> object:
+    # A bare number is not a date (pydantic's lax mode would read it as a Unix time).
+    if isinstance(value, int | float):
+        raise ValueError("must be a date as YYYY-MM-DD text")
+    return value
+
+
+def _period_date(value: date) -> date:
+    if not FIRST_PERIOD_DATE <= value <= LAST_PERIOD_DATE:
+        raise ValueError(
+            f"must lie between {FIRST_PERIOD_DATE.isoformat()} and {LAST_PERIOD_DATE.isoformat()}"
+        )
+    return value
+
+
+Number = JsonNumber
+Measure = Annotated[JsonNumber, AfterValidator(_measurable)]
+"""A key result's start or target."""
+Amber = Annotated[float, Field(strict=True), AfterValidator(_amber_bounded)]
+Weight = Annotated[float, Field(strict=True, allow_inf_nan=False, ge=MIN_WEIGHT, le=MAX_WEIGHT)]
+PeriodDate = Annotated[date, BeforeValidator(_date_text), AfterValidator(_period_date)]
 Title = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(_no_nul)]
 Owner = Annotated[str, Field(min_length=1, max_length=100), AfterValidator(_no_nul)]
 Text = Annotated[str, Field(max_length=10_000), AfterValidator(_no_nul)]
@@ -61,8 +98,8 @@ class PeriodIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    start: date
-    end: date
+    start: PeriodDate
+    end: PeriodDate
 
     @model_validator(mode="after")
     def _ordered(self) -> PeriodIn:
@@ -110,8 +147,8 @@ class ObjectiveTransition(_Command):
 class KeyResultCreate(_Command):
     title: Title
     kind: KeyResultKind
-    start: Number | None = None
-    target: Number | None = None
+    start: Measure | None = None
+    target: Measure | None = None
     comparison: Comparison | None = None
     unit: Unit | None = None
     weight: Weight = 1.0
@@ -144,8 +181,8 @@ class KeyResultCreate(_Command):
 
 class KeyResultUpdate(_Command):
     title: Title | None = None
-    start: Number | None = None
-    target: Number | None = None
+    start: Measure | None = None
+    target: Measure | None = None
     weight: Weight | None = None
     reason: Text | None = None
 
@@ -165,7 +202,7 @@ class CheckInCreate(_Command):
 
 class PromoteCreate(_Command):
     interval: Interval | None = None
-    amber: Number | None = None
+    amber: Amber | None = None
 
 
 class KpiCreate(_Command):
@@ -173,7 +210,7 @@ class KpiCreate(_Command):
     unit: Unit | None = None
     direction: Direction
     target: Number
-    amber: Number | None = None
+    amber: Amber | None = None
     interval: Interval
     aggregation: Aggregation
     owner: Owner | None = None
@@ -189,7 +226,7 @@ class KpiCreate(_Command):
 class KpiUpdate(_Command):
     name: Title | None = None
     target: Number | None = None
-    amber: Number | None = None
+    amber: Amber | None = None
     owner: Owner | None = None
     description: Text | None = None
     reason: Text | None = None
@@ -214,9 +251,20 @@ def check_amber(direction: str, target: float, amber: float) -> None:
         raise ValueError("amber must not be below the target of a decreasing KPI")
 
 
+_NINE_TENTHS = Fraction(9, 10)
+_ELEVEN_TENTHS = Fraction(11, 10)
+
+
 def default_amber(direction: str, target: float) -> float:
-    """90 % of the target for increasing KPIs, 110 % for decreasing ones (API.md)."""
-    return target * (0.9 if direction == "increase" else 1.1)
+    """The default amber threshold (API.md): 90 % of a positive target for an increasing
+    KPI, 110 % for a decreasing one; for any target, the target moved by a tenth of its
+    magnitude to the losing side (increase target − |target|/10, decrease
+    target + |target|/10), so it always passes `check_amber` (for an increasing KPI with
+    target -100: -110, not -90). A target of 0 gives 0: no amber band unless one is given.
+    Correctly rounded: 90 % of 13 is 11.7, not 13 * 0.9 = 11.700000000000001.
+    """
+    below = (direction == "increase") == (target >= 0)
+    return float(Fraction(target) * (_NINE_TENTHS if below else _ELEVEN_TENTHS))
 
 
 class WritePublic(BaseModel):

@@ -12,12 +12,33 @@ from pydantic import AfterValidator, AwareDatetime, BaseModel, BeforeValidator, 
 
 MAX_READINGS_PER_REQUEST = 10_000
 MAX_FUTURE_SKEW_S = 300  # observed_at may be at most 5 minutes in the future
+MAX_MAGNITUDE = 1e15
+"""The largest magnitude of a number the platform takes (reading values, key result and
+KPI targets, check-in values, …). Below 2**53, so whole numbers up to it are exact, and far
+enough from the float limit (~1.8e308) that the scoring arithmetic (differences, ratios,
+weighted sums) can never overflow."""
 
 
-def _finite(value: float) -> float:
+def number_text(value: float) -> str:
+    """A limit as people write it: 1e15, -1.1e15, 1e-12 (for error messages)."""
+    return format(value, "g").replace("e+", "e").replace("e-0", "e-").replace("e0", "e")
+
+
+def bounded(value: float) -> float:
+    """`value` when it is finite and at most MAX_MAGNITUDE in magnitude (ValueError
+    otherwise)."""
+    if -MAX_MAGNITUDE <= value <= MAX_MAGNITUDE:  # False for NaN too
+        return value
     if not math.isfinite(value):
-        raise ValueError("value must be a finite number")
-    return value
+        raise ValueError("must be a finite number")
+    raise ValueError(
+        f"must be between {number_text(-MAX_MAGNITUDE)} and {number_text(MAX_MAGNITUDE)}"
+    )
+
+
+JsonNumber = Annotated[float, Field(strict=True), AfterValidator(bounded)]
+"""A JSON number (integer or not) within ±MAX_MAGNITUDE. Strict: true/false and numeric
+strings are refused, not read as 1.0/0.0 or parsed."""
 
 
 def no_nul(value: str) -> str:
@@ -29,7 +50,14 @@ def no_nul(value: str) -> str:
 
 
 def _utc(value: datetime) -> datetime:
-    return value.astimezone(UTC)
+    # A time near year 1 or 9999 with an offset has no UTC equivalent in `datetime`:
+    # astimezone raises OverflowError, which pydantic does not turn into a validation error.
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError(
+            "must lie between 0001-01-01T00:00:00Z and 9999-12-31T23:59:59.999999Z"
+        ) from None
 
 
 def rfc3339_text(value: object) -> object:
@@ -50,7 +78,7 @@ class ReadingIn(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     kpi_id: UUID
-    value: Annotated[float, AfterValidator(_finite)]
+    value: JsonNumber
     observed_at: Rfc3339
     reading_id: (
         Annotated[str, Field(min_length=1, max_length=200), AfterValidator(no_nul)] | None

@@ -85,7 +85,8 @@ def _amber_fits(direction: str, target: float, amber: float) -> None:
 
 
 def define(fields: Mapping[str, Any]) -> list[Pending]:
-    """kpi.defined; amber defaults to 90 % (increase) / 110 % (decrease) of the target."""
+    """kpi.defined; amber defaults to `default_amber`: 90 % (increase) / 110 % (decrease) of
+    a positive target, and on the losing side of any target (increase with -100: -110)."""
     payload = dict(fields)
     if payload.get("amber") is None:
         payload["amber"] = default_amber(payload["direction"], payload["target"])

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, date, datetime
+from fractions import Fraction
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import events
+from contracts.http import KpiCreate, check_amber, default_amber
 from services.command import kpi as kpis
 from services.command import objective as objectives
 from services.command.decisions import Context, Ids, Invalid, NotFound, Refused, stamp
@@ -225,6 +229,51 @@ def kpi_state(direction: str = "increase", **kw: Any) -> Kpi:
 def test_define_defaults_amber_by_direction(direction: str, amber: float) -> None:
     assert kpi_state(direction).amber == pytest.approx(amber)
     assert kpi_state(direction, amber=95.0 if direction == "increase" else 105.0).amber != amber
+
+
+@pytest.mark.parametrize(
+    ("direction", "target", "amber"),
+    [
+        ("increase", 100.0, 90.0),
+        ("decrease", 100.0, 110.0),
+        ("increase", -100.0, -110.0),  # 90 % of the magnitude below, not -90 (above it)
+        ("decrease", -100.0, -90.0),
+        ("increase", 0.0, 0.0),  # no magnitude: no amber band unless one is given
+        ("decrease", -0.0, 0.0),
+        ("increase", 13.0, 11.7),  # correctly rounded: 13 * 0.9 is 11.700000000000001
+        ("decrease", 3.0, 3.3),  # and 3 * 1.1 is 3.3000000000000003
+    ],
+)
+def test_default_amber_is_90_or_110_percent_of_the_magnitude(
+    direction: str, target: float, amber: float
+) -> None:
+    state = kpi_state(direction, target=target)
+    assert state.amber == amber
+    assert str(state.amber) == str(amber)
+    # The default passes the server's own amber rule: giving it back is accepted.
+    [(cls, payload)] = kpis.revise(state, {"amber": state.amber})
+    assert (cls, payload["amber"]) == (events.KpiRetargeted, amber)
+    # A retarget without an amber gets the default too.
+    [(_, payload)] = kpis.revise(kpi_state(direction), {"target": target})
+    assert payload["amber"] == amber
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    direction=st.sampled_from(["increase", "decrease"]),
+    target=st.floats(min_value=-1e15, max_value=1e15),  # the limit of a target
+)
+def test_default_amber_always_lies_on_the_losing_side(direction: str, target: float) -> None:
+    amber = default_amber(direction, target)
+    check_amber(direction, target, amber)
+    magnitude = abs(Fraction(target))
+    step = magnitude / 10 if direction == "decrease" else -magnitude / 10
+    assert amber == float(Fraction(target) + step)  # target ∓ |target|/10, rounded once
+    if target > 0:  # API.md's words exactly: 90 % / 110 % of the target
+        assert amber == float(Fraction(target) * (9 if direction == "increase" else 11) / 10)
+    # Within the limit of an explicit amber, so the default can always be given back.
+    KpiCreate.model_validate({"name": "K", "direction": direction, "target": target,
+                              "amber": amber, "interval": "day", "aggregation": "sum"})  # fmt: skip
 
 
 def test_revise_splits_names_from_targets_and_defaults_amber() -> None:

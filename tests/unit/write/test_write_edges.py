@@ -1,4 +1,5 @@
-"""Idempotency keys, token hashing and scopes, the readings fast path, relay records."""
+"""Idempotency keys, token hashing and scopes, the readings fast path, relay records, and
+request validation at the HTTP edge (JSON numbers within limits, 4xx never 500)."""
 
 from __future__ import annotations
 
@@ -11,14 +12,28 @@ import orjson
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from pydantic import BaseModel, ValidationError
 
 import events
+from contracts.http import (
+    CheckInCreate,
+    KeyResultCreate,
+    KeyResultUpdate,
+    KpiCreate,
+    KpiUpdate,
+    PromoteCreate,
+)
 from contracts.readings import ReadingIn
 from services.auth.tokens import TokenStore, hash_token
+from services.command import app as command_app
 from services.eventstore import StoredNotification
+from services.http.app import service_app
 from services.http.idempotency import Answer, IdempotencyStore, fingerprint, run_once
 from services.http.problems import Problem, install_problem_handlers
 from services.http.security import Ingester, Reader, Writer
+from services.ingest import app as ingest_app
 from services.ingest.kpis import KpiFacts
 from services.ingest.readings import canonical_reading, judge
 from services.kafka.partitioning import partition_of
@@ -155,7 +170,7 @@ def test_scope_dependencies_answer_401_and_403(tmp_path: Path) -> None:
     [
         ("2026-01-02T03:04:05Z", 1.0, None),
         ("2026-01-02T03:04:05.123+02:00", -0.1, "crm"),
-        ("2026-01-02T03:04:05.000001-07:30", 1e300, 'ünï"code'),
+        ("2026-01-02T03:04:05.000001-07:30", 1e15, 'ünï"code'),
         ("2026-01-02T03:04:05Z", 42, ""),
     ],
 )
@@ -295,3 +310,206 @@ def test_relay_records_pack_readings_per_partition_and_keep_positions_rising() -
 def test_watermark_shape() -> None:
     assert orjson.loads(watermark_value(42)) == {"watermark": 42}
     assert dict(watermark_headers(42)) == {"okr-content": b"watermark", "okr-watermark": b"42"}
+
+
+# -- request numbers: JSON numbers within documented limits -------------------------------
+
+PERIOD = {"start": "2026-01-01", "end": "2026-03-31"}
+KR = {"title": "k", "kind": "metric", "start": 0, "target": 10}
+KPI_BODY = {"name": "k", "direction": "increase", "target": 10, "interval": "day",
+            "aggregation": "sum"}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("model", "body"),
+    [
+        (KeyResultCreate, {**KR, "start": "0"}),
+        (KeyResultCreate, {**KR, "target": True}),
+        (KeyResultCreate, {**KR, "target": "1e3"}),
+        (KeyResultCreate, {**KR, "weight": True}),
+        (KeyResultCreate, {**KR, "weight": "2"}),
+        (KeyResultUpdate, {"start": False}),
+        (KeyResultUpdate, {"weight": "1"}),
+        (CheckInCreate, {"value": True}),
+        (CheckInCreate, {"value": "5"}),
+        (CheckInCreate, {"confidence": True}),
+        (CheckInCreate, {"confidence": "0.5"}),
+        (PromoteCreate, {"amber": "1"}),
+        (KpiCreate, {**KPI_BODY, "target": "10"}),
+        (KpiCreate, {**KPI_BODY, "amber": False}),
+        (KpiUpdate, {"target": True}),
+        (KpiUpdate, {"amber": "9"}),
+    ],
+)
+def test_numbers_must_be_json_numbers(model: type[BaseModel], body: dict[str, Any]) -> None:
+    with pytest.raises(ValidationError, match="valid number"):
+        model.model_validate(body)
+    with pytest.raises(ValidationError, match="valid number"):
+        model.model_validate_json(orjson.dumps(body))
+
+
+@pytest.mark.parametrize(
+    ("model", "body", "problem"),
+    [
+        (KeyResultCreate, {"title": "k", "kind": "milestone", "weight": 1e308}, "less than"),
+        (KeyResultCreate, {**KR, "weight": 1_000_001}, "less than"),
+        (KeyResultCreate, {**KR, "weight": 1e-7}, "greater than"),
+        (KeyResultCreate, {**KR, "weight": 0}, "greater than"),
+        (KeyResultCreate, {**KR, "start": -1.7e308, "target": 1.7e308}, "between -1e15 and 1e15"),
+        (KeyResultCreate, {**KR, "target": 10**15 + 1}, "between -1e15 and 1e15"),
+        (KeyResultCreate, {**KR, "target": 5e-324}, "0 or at least 1e-12 in magnitude"),
+        (KeyResultCreate, {**KR, "start": -1e-13}, "0 or at least 1e-12 in magnitude"),
+        (KeyResultUpdate, {"weight": 2e6}, "less than"),
+        (KeyResultUpdate, {"target": 1e16}, "between -1e15 and 1e15"),
+        (KeyResultUpdate, {"start": 1e-300}, "0 or at least 1e-12 in magnitude"),
+        (CheckInCreate, {"value": -1e16}, "between -1e15 and 1e15"),
+        (PromoteCreate, {"amber": 1.2e15}, "between -1.1e15 and 1.1e15"),
+        (KpiCreate, {**KPI_BODY, "target": 1.7e308}, "between -1e15 and 1e15"),
+        (KpiCreate, {**KPI_BODY, "target": -1e15, "amber": -1.2e15}, "between -1.1e15 and 1.1e15"),
+        (KpiUpdate, {"target": -2e15}, "between -1e15 and 1e15"),
+        (KpiUpdate, {"amber": 2e15}, "between -1.1e15 and 1.1e15"),
+    ],
+)
+def test_numbers_beyond_the_limits_are_refused(
+    model: type[BaseModel], body: dict[str, Any], problem: str
+) -> None:
+    with pytest.raises(ValidationError, match=problem):
+        model.model_validate(body)
+
+
+@pytest.mark.parametrize(
+    ("model", "body"),
+    [
+        (KeyResultCreate, {**KR, "start": -1e15, "target": 10**15, "weight": 1e6}),
+        (KeyResultCreate, {**KR, "start": 1e-12, "weight": 1e-6}),
+        (KeyResultCreate, {**KR, "start": -0.0}),
+        (CheckInCreate, {"value": 1e-300, "confidence": 1}),
+        (KpiCreate, {**KPI_BODY, "direction": "decrease", "target": 1e15, "amber": 1.1e15}),
+        (KpiUpdate, {"target": -1e15, "amber": -1.1e15}),
+    ],
+)
+def test_numbers_at_the_limits_are_accepted(model: type[BaseModel], body: dict[str, Any]) -> None:
+    parsed = model.model_validate(body)
+    for name, given_value in body.items():
+        if isinstance(given_value, int | float):
+            value = getattr(parsed, name)
+            assert type(value) is float
+            assert value == given_value
+
+
+JSON_SCALARS = st.one_of(
+    st.floats(),
+    st.floats(min_value=-2e15, max_value=2e15),
+    st.integers(),
+    st.integers(min_value=-(2 * 10**15), max_value=2 * 10**15),
+    st.booleans(),
+    st.text(alphabet="0123456789.e-+ ", max_size=6),
+    st.none(),
+)
+
+
+def _number_in(value: Any, limit: float) -> bool:
+    return type(value) in (int, float) and -limit <= value <= limit
+
+
+@settings(max_examples=500, deadline=None)
+@given(value=JSON_SCALARS)
+def test_number_fields_take_exactly_the_bounded_json_numbers(value: Any) -> None:
+    """Strict and bounded, in every model: a JSON number within the limit is taken as that
+    float; anything else (booleans, numeric strings, huge or non-finite numbers) is a
+    validation error, never another exception."""
+    reading = {"kpi_id": str(uuid.uuid4()), "value": value, "observed_at": "2026-01-02T00:00:00Z"}
+    cases: list[tuple[Any, str, dict[str, Any], bool]] = [
+        (ReadingIn, "value", reading, _number_in(value, 1e15)),
+        (CheckInCreate, "value", {"value": value}, value is None or _number_in(value, 1e15)),
+        (KpiCreate, "target", {**KPI_BODY, "target": value}, _number_in(value, 1e15)),
+        (KpiUpdate, "amber", {"name": "n", "amber": value},
+         value is None or _number_in(value, 1.1e15)),
+        (KeyResultUpdate, "target", {"title": "t", "target": value}, value is None or (
+            _number_in(value, 1e15) and (value == 0 or abs(value) >= 1e-12))),
+        (KeyResultUpdate, "weight", {"title": "t", "weight": value}, value is None or (
+            _number_in(value, 1e6) and value >= 1e-6)),
+    ]  # fmt: skip
+    for model, name, body, valid in cases:
+        try:
+            parsed = model.model_validate(body)
+        except ValidationError:
+            assert not valid, (model, body)
+            continue
+        assert valid, (model, body)
+        if value is not None:
+            assert type(getattr(parsed, name)) is float
+            assert getattr(parsed, name) == value
+
+
+# -- the HTTP edge: bad input is a 4xx and takes nothing already accepted with it ---------
+
+
+@pytest.fixture
+def front(tmp_path: Path) -> Any:
+    app = service_app(Settings(data_dir=tmp_path), "t", [command_app.install, ingest_app.install])
+    token = app.state.tokens.create("acme", ["read", "write", "ingest"])
+    with TestClient(app, raise_server_exceptions=False) as client:
+        client.headers["Authorization"] = f"Bearer {token}"
+        yield app, client
+
+
+def problem(answer: Any, status: int = 422) -> dict[str, Any]:
+    assert answer.status_code == status, answer.text
+    assert answer.headers["content-type"] == "application/problem+json"
+    body: dict[str, Any] = answer.json()
+    return body
+
+
+def test_out_of_range_input_is_a_422_not_a_500(front: Any) -> None:
+    app, client = front
+    objective = {"title": "T", "owner": "o", "level": "team", "period": PERIOD}
+    for when in ("9999-12-31T23:59:59-01:00", "0001-01-01T00:00:00+01:00"):
+        body = problem(client.post("/v1/objectives", json={**objective, "occurred_at": when}))
+        assert body["errors"][0]["loc"] == ["body", "occurred_at"]
+    far = {"start": "9999-12-31", "end": "9999-12-31"}
+    body = problem(client.post("/v1/objectives", json={**objective, "period": far}))
+    assert {tuple(e["loc"]) for e in body["errors"]} == {
+        ("body", "period", "start"), ("body", "period", "end")
+    }  # fmt: skip
+    oid = client.post("/v1/objectives", json=objective).json()["id"]
+    kr_path = f"/v1/objectives/{oid}/key-results"
+    problem(client.post(kr_path, json={"title": "k", "kind": "milestone", "weight": 1e308}))
+    problem(client.post(kr_path, json={**KR, "start": -1.7e308, "target": 1.7e308}))
+    problem(client.post(kr_path, json={**KR, "start": "0", "target": True}))
+    problem(client.post("/v1/kpis", json={**KPI_BODY, "target": "10"}))
+    stream = app.state.event_store.read_stream(uuid.UUID(oid))
+    assert [e.type for e in stream] == ["objective.drafted"]
+
+
+def test_a_bad_reading_is_rejected_and_the_valid_ones_are_stored(front: Any) -> None:
+    _, client = front
+    kpi = client.post("/v1/kpis", json=KPI_BODY).json()["id"]
+    ok = {"kpi_id": kpi, "value": 1, "observed_at": "2026-01-01T00:00:00Z"}
+    readings = [
+        ok,
+        {**ok, "value": 2, "observed_at": "0001-01-01T00:00:00+01:00"},
+        {**ok, "value": True},
+        {**ok, "value": "5"},
+        {**ok, "value": 1e16},
+    ]
+    answer = client.post("/v1/readings", json={"readings": readings})
+    assert answer.status_code == 202, answer.text
+    body = answer.json()
+    assert body["accepted"] == 1
+    assert [r["index"] for r in body["rejected"]] == [1, 2, 3, 4]
+    assert "observed_at" in body["rejected"][0]["error"]
+    # The valid reading is stored: sent again, it is a duplicate.
+    again = client.post("/v1/readings", json={"readings": [ok]}).json()
+    assert (again["accepted"], again["duplicates"]) == (0, 1)
+
+
+def test_the_default_amber_of_a_negative_target_can_be_given_back(front: Any) -> None:
+    app, client = front
+    answer = client.post("/v1/kpis", json={**KPI_BODY, "target": -100})
+    assert answer.status_code == 201, answer.text
+    kpi = answer.json()["id"]
+    [defined] = app.state.event_store.read_stream(uuid.UUID(kpi))
+    assert defined.amber == -110.0  # below the target of an increasing KPI, not -90
+    answer = client.patch(f"/v1/kpis/{kpi}", json={"amber": defined.amber})
+    assert answer.status_code == 200, answer.text

@@ -61,6 +61,16 @@ BASE = {"kpi_id": KPI, "value": 1.5, "observed_at": "2026-01-02T03:04:05Z"}
         {"value": 2**60},
         {"value": 10**400},
         {"value": None},
+        {"value": False},
+        {"value": "5"},
+        {"value": 1e15},
+        {"value": -1e15},
+        {"value": 10**15},
+        {"value": -(10**15) - 1},
+        {"value": 1.0000000000000002e15},
+        {"value": -1e16},
+        {"value": 1.7e308},
+        {"value": 5e-324},
         {"observed_at": "2026-01-02T03:04:05+02:00"},
         {"observed_at": "2026-01-02T03:04:05-07:30"},
         {"observed_at": "2026-01-02T03:04:05.1Z"},
@@ -79,6 +89,11 @@ BASE = {"kpi_id": KPI, "value": 1.5, "observed_at": "2026-01-02T03:04:05Z"}
         {"observed_at": "2026-01-02T03:04:05+23:59"},
         {"observed_at": "2026-01-02T03:04:05+00:60"},
         {"observed_at": "0000-01-02T03:04:05Z"},
+        {"observed_at": "0001-01-01T00:00:00+01:00"},  # no UTC equivalent (before year 1)
+        {"observed_at": "0001-01-01T00:59:59+01:00"},
+        {"observed_at": "0001-01-01T01:00:00+01:00"},
+        {"observed_at": "9999-12-31T23:59:59-01:00"},  # nor after year 9999
+        {"observed_at": "9999-12-31T22:59:59.999999-01:00"},
         {"observed_at": "2026-01-02"},
         {"observed_at": 1767323045},
         {"observed_at": "٢٠٢٦-01-02T03:04:05Z"},
@@ -123,6 +138,54 @@ def test_fast_path_property(value: Any, observed: str, reading_id: Any, source: 
         item["reading_id"] = reading_id
     item["source"] = source
     same(item)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    value=st.one_of(
+        st.floats(min_value=-2e15, max_value=2e15),
+        st.integers(min_value=-(2 * 10**15), max_value=2 * 10**15),
+        st.sampled_from([True, False, "1", "1e3", " 2 ", 1.7e308, -1.7e308]),
+    ),
+    at=st.one_of(
+        st.datetimes(max_value=datetime(1, 1, 2)), st.datetimes(min_value=datetime(9999, 12, 30))
+    ),
+    offset=st.integers(-(23 * 60 + 59), 23 * 60 + 59),
+)
+def test_fast_path_property_at_the_limits(value: Any, at: datetime, offset: int) -> None:
+    """Values around ±1e15 and non-numbers, times whose offset reaches past year 1 or 9999:
+    both paths give the same answer, and neither raises."""
+    sign, minutes = ("-" if offset < 0 else "+"), abs(offset)
+    observed = (
+        f"{at.year:04d}{at.strftime('-%m-%dT%H:%M:%S')}{sign}{minutes // 60:02d}:{minutes % 60:02d}"
+    )
+    same({"kpi_id": KPI, "value": value, "observed_at": observed})
+
+
+def test_a_reading_out_of_range_is_rejected_alone() -> None:
+    """One bad reading does not lose the batch: before, an observed_at without a UTC
+    equivalent raised OverflowError out of the fast path (a 500 for the whole batch), and
+    non-numbers and huge numbers were accepted."""
+    kpi = uuid.UUID(KPI)
+    items = [
+        BASE,
+        {**BASE, "observed_at": "0001-01-01T00:00:00+01:00"},
+        {**BASE, "observed_at": "9999-12-31T23:59:59-01:00"},
+        {**BASE, "value": True},
+        {**BASE, "value": "5"},
+        {**BASE, "value": 1e16},
+        {**BASE, "value": -1.7e308},
+        {**BASE, "value": 2},
+    ]
+    judged = judge("acme", items, {kpi: KpiFacts("acme", False, 1)}.get, NOW)
+    assert len(judged.rows) == 2
+    errors = {r["index"]: r["error"] for r in judged.rejected}
+    assert sorted(errors) == [1, 2, 3, 4, 5, 6]
+    assert errors[1].startswith("observed_at: ")
+    assert "0001-01-01T00:00:00Z" in errors[1]
+    assert errors[3] == errors[4] == "value: Input should be a valid number"
+    assert "between -1e15 and 1e15" in errors[5]
+    assert [events.decode(row[3]).value for row in judged.rows] == [1.5, 2.0]
 
 
 @settings(max_examples=300, deadline=None)
