@@ -95,7 +95,8 @@ class KeyResultState:
 
 @dataclass(frozen=True, slots=True)
 class ObjectiveState:
-    """An objective's state after the events up to `version` of its stream."""
+    """An objective's state after the events up to `version` of its stream (of those up to
+    `version` that a time-travel cut keeps, for `fold_cut`)."""
 
     id: str
     org_id: str
@@ -158,6 +159,10 @@ def apply(state: ObjectiveState | None, event: events.Event) -> ObjectiveState:
     """
     if state is not None and event.stream_version != state.version + 1:
         return state
+    return _handle(state, event)
+
+
+def _handle(state: ObjectiveState | None, event: events.Event) -> ObjectiveState:
     handler = _HANDLERS.get(event.type)
     if handler is None:
         raise NotThisObjectiveError(f"{event.type} is not an objective event")
@@ -169,6 +174,30 @@ def fold(events_in_order: Iterable[events.Event]) -> ObjectiveState | None:
     state: ObjectiveState | None = None
     for event in events_in_order:
         state = apply(state, event)
+    return state
+
+
+def fold_cut(cut: Iterable[events.Event]) -> ObjectiveState | None:
+    """The state from a cut of the stream: the events, in stream order, that a time-travel
+    read keeps (occurred_at <= as_of for valid time, recorded_at <= known_at for knowledge
+    time).
+
+    A cut may skip versions where `fold` would wait for a lost record: history imports
+    backdate occurred_at, so a check-in recorded after another can have occurred before
+    it, and a cut between the two instants keeps the later version only. Every event of
+    the cut counts, applied in stream order as the processor applies the whole stream (so
+    the cut of all events gives the live state). `version` is then the greatest
+    stream_version of the cut: the newest event the state reflects, not a count of
+    events. None when the drafting is not in the cut (the objective did not exist yet);
+    an event not above the version already applied is a repeat and changes nothing.
+    """
+    state: ObjectiveState | None = None
+    for event in cut:
+        if state is None and not isinstance(event, events.ObjectiveDrafted):
+            continue
+        if state is not None and event.stream_version <= state.version:
+            continue
+        state = _handle(state, event)
     return state
 
 

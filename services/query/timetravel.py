@@ -2,19 +2,29 @@
 
 The objective's goal events (canonical JSON in goal_events) and the raw readings are cut
 at the requested instants and folded with the same projections/ functions the processor
-uses (projections.objective.fold / measure / evaluate), so a view as of T equals what a
-replay of the log cut at T gives.
+uses (projections.objective's event handlers through fold_cut, measure, evaluate), so a
+view as of T equals what a replay of the log cut at T gives.
 
 - as_of: events with occurred_at ≤ as_of and readings with observed_at ≤ as_of, evaluated
   at as_of.
 - known_at: events and readings recorded ≤ known_at, evaluated at known_at (or at as_of
   when both are given).
+
+Every event in the cut counts, also one recorded after an event left out (a backdated
+import): the cut is folded with `fold_cut`, in stream order, and the view's `version` is
+the greatest stream_version in the cut (the newest event the view reflects). The children
+are the objectives whose parent was this one at the cut (objective.drafted /
+objective.realigned), not today's parent links. Instants are taken in UTC whatever offset
+the caller wrote, since days and buckets are UTC days.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import date, datetime
+from datetime import UTC, date, datetime, time
+from functools import cached_property
+from itertools import groupby
+from operator import itemgetter
 from typing import Any
 
 import events
@@ -24,10 +34,11 @@ from projections.objective import (
     Measurement,
     ObjectiveState,
     evaluate,
-    fold,
+    fold_cut,
     latest_confidence,
     measure,
 )
+from projections.periods import as_utc
 from projections.scoring import rollup_score
 from services.projectionstore.schema import iso, parse_iso
 from services.query.reads import Reads
@@ -36,23 +47,80 @@ from services.query.views import DAY_COLUMNS, accumulator_of
 MAX_TREE_DEPTH = 8
 
 
+def _cut(as_of: datetime | None, known_at: datetime | None) -> tuple[str, list[str]]:
+    """SQL conditions (with a leading AND) and parameters keeping the goal events of the
+    cut: occurred_at ≤ as_of, recorded_at ≤ known_at."""
+    where, params = "", []
+    if as_of is not None:
+        where += " AND occurred_at <= ?"
+        params.append(iso(as_of))
+    if known_at is not None:
+        where += " AND recorded_at <= ?"
+        params.append(iso(known_at))
+    return where, params
+
+
 def _events(
     r: Reads, stream_id: str, as_of: datetime | None, known_at: datetime | None
 ) -> list[events.Event]:
-    where, params = ["stream_id = ?", "org_id = ?"], [stream_id, r.org]
-    if as_of is not None:
-        where.append("occurred_at <= ?")
-        params.append(iso(as_of))
-    if known_at is not None:
-        where.append("recorded_at <= ?")
-        params.append(iso(known_at))
+    """The stream's events in the cut, in stream order."""
+    where, params = _cut(as_of, known_at)
     rows = r.rows(
-        f"SELECT body FROM {r.t.goal_events} WHERE "
-        + " AND ".join(where)
-        + " ORDER BY stream_version",
-        params,
+        f"SELECT body FROM {r.t.goal_events} WHERE stream_id = ? AND org_id = ?{where}"
+        " ORDER BY stream_version",
+        [stream_id, r.org, *params],
     )
     return [events.decode(body) for (body,) in rows]
+
+
+class _ParentsAt:
+    """Which objectives were whose children at one cut.
+
+    Only objective.realigned changes an objective's parent, so one never realigned has had
+    its drafted parent all along and the live parent_id (indexed) finds it. The few ever
+    realigned are folded from their drafted and realigned events within the cut, once per
+    read: their parent today says nothing about their parent then.
+    """
+
+    def __init__(self, r: Reads, as_of: datetime | None, known_at: datetime | None) -> None:
+        self._r = r
+        self._as_of = as_of
+        self._known_at = known_at
+
+    @cached_property
+    def _realigned(self) -> dict[str, str | None]:
+        """The parent at the cut of each objective ever realigned that was drafted by then."""
+        r = self._r
+        drafted, realigned = (
+            events.ObjectiveDrafted.type_name(),
+            events.ObjectiveRealigned.type_name(),
+        )
+        where, params = _cut(self._as_of, self._known_at)
+        rows = r.rows(
+            f"SELECT stream_id, body FROM {r.t.goal_events}"
+            f" WHERE org_id = ? AND type IN (?, ?){where} AND stream_id IN"
+            f" (SELECT stream_id FROM {r.t.goal_events} WHERE org_id = ? AND type = ?)"
+            " ORDER BY stream_id, stream_version",
+            [r.org, drafted, realigned, *params, r.org, realigned],
+        )
+        parents: dict[str, str | None] = {}
+        for stream_id, stream in groupby(rows, key=itemgetter(0)):
+            state = fold_cut(events.decode(body) for _, body in stream)
+            if state is not None:
+                parents[str(stream_id)] = state.parent_id
+        return parents
+
+    def children(self, parent_id: str) -> list[str]:
+        """Ids of the objectives whose parent was `parent_id` at the cut, in id order (with
+        some drafted only after it: their view as of the cut is None)."""
+        r = self._r
+        live = r.rows(
+            f"SELECT objective_id FROM {r.t.objectives} WHERE parent_id = ? AND org_id = ?",
+            (parent_id, r.org),
+        )
+        found = {str(c) for (c,) in live} - self._realigned.keys()
+        found.update(c for c, parent in self._realigned.items() if parent == parent_id)
+        return sorted(found)
 
 
 def _day_accumulators(rows: Iterable[tuple[Any, ...]]) -> dict[date, Accumulator]:
@@ -85,9 +153,10 @@ def kpi_days_at(
     at: datetime,
     known_at: datetime | None,
 ) -> dict[date, Accumulator]:
-    """Day accumulators of the KPI's readings observed in [first_day, at] (and recorded ≤
-    known_at). For valid time alone the complete days come from kpi_days and only the day
-    of `at` is read reading by reading."""
+    """Day accumulators of the KPI's readings observed in [first_day 00:00Z, at] (and
+    recorded ≤ known_at), by UTC day. For valid time alone the complete days come from
+    kpi_days and only the UTC day of `at` is read reading by reading."""
+    at = as_utc(at, "at")
     at_text, at_day = iso(at), at.date()
     if known_at is None:
         days = {
@@ -102,7 +171,7 @@ def kpi_days_at(
             rows = r.rows(
                 f"SELECT value, observed_at, reading_id FROM {r.t.readings}"
                 " WHERE kpi_id = ? AND observed_at >= ? AND observed_at <= ?",
-                (kpi_id, iso(datetime.combine(at_day, datetime.min.time(), at.tzinfo)), at_text),
+                (kpi_id, iso(datetime.combine(at_day, time(), UTC)), at_text),
             )
             days.update(_day_accumulators(rows))
         return days
@@ -111,7 +180,7 @@ def kpi_days_at(
         " WHERE kpi_id = ? AND observed_at >= ? AND observed_at <= ? AND recorded_at <= ?",
         (
             kpi_id,
-            iso(datetime.combine(first_day, datetime.min.time(), at.tzinfo)),
+            iso(datetime.combine(first_day, time(), UTC)),
             at_text,
             iso(known_at),
         ),
@@ -179,12 +248,13 @@ def _view(
     objective_id: str,
     as_of: datetime | None,
     known_at: datetime | None,
+    parents: _ParentsAt,
     depth: int,
 ) -> dict[str, Any] | None:
-    state = fold(_events(r, objective_id, as_of, known_at))
+    state = fold_cut(_events(r, objective_id, as_of, known_at))
     if state is None:
         return None
-    at = as_of or known_at or r.now
+    at = as_of or known_at or as_utc(r.now, "now")
     if state.state == "closed" and state.closed_at is not None and state.closed_at < at:
         at_eval = state.closed_at  # the final score is fixed at closing
     else:
@@ -193,17 +263,9 @@ def _view(
     children: list[str] = []
     child_rollups: list[float] = []
     if depth < MAX_TREE_DEPTH:
-        for (child_id,) in r.rows(
-            f"SELECT objective_id FROM {r.t.objectives} WHERE parent_id = ? AND org_id = ?"
-            " ORDER BY objective_id",
-            (objective_id, r.org),
-        ):
-            child = _view(r, str(child_id), as_of, known_at, depth + 1)
-            if (
-                child is not None
-                and child["parent_id"] == objective_id
-                and child["state"] != "archived"
-            ):
+        for child_id in parents.children(objective_id):
+            child = _view(r, child_id, as_of, known_at, parents, depth + 1)
+            if child is not None and child["state"] != "archived":
                 children.append(child["id"])
                 child_rollups.append(child["rollup_score"])
     own = score.score if state.active_key_results else None
@@ -241,11 +303,14 @@ def objective_at(
 ) -> dict[str, Any] | None:
     """The objective view as it stood at valid time `as_of` / knowledge time `known_at`;
     None when it did not exist then (or belongs to another organisation)."""
-    return _view(r, objective_id, as_of, known_at, 0)
+    as_of = None if as_of is None else as_utc(as_of, "as_of")
+    known_at = None if known_at is None else as_utc(known_at, "known_at")
+    return _view(r, objective_id, as_of, known_at, _ParentsAt(r, as_of, known_at), 0)
 
 
 def kpi_at(r: Reads, kpi_id: str, as_of: datetime) -> dict[str, Any] | None:
     """The KPI view at valid time `as_of`: definition in force, current bucket, status."""
+    as_of = as_utc(as_of, "as_of")
     stream = _events(r, kpi_id, as_of, None)
     if not stream or not isinstance(stream[0], events.KpiDefined):
         return None

@@ -2,19 +2,25 @@
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, timedelta
+from collections.abc import Callable
+from datetime import UTC, date, datetime, timedelta, timezone
+from typing import TypeVar
 from uuid import uuid4
 
 import pytest
 
 import events
 from projections.kpi import Accumulator
-from projections.objective import evaluate, fold, measure
+from projections.objective import evaluate, fold_cut, measure
+from services.query import timetravel
+from services.query.reads import Reads
 from tests.integration.query.conftest import World
 
 pytestmark = pytest.mark.integration
 
 D = datetime(2026, 1, 1, tzinfo=UTC)
+HOURS_5 = timedelta(hours=5)
+T = TypeVar("T")
 
 
 def _worked_example(world: World) -> dict[str, object]:
@@ -113,7 +119,7 @@ def test_as_of_equals_a_replay_cut_there(world: World, days: int) -> None:
             f"SELECT value, observed_at, reading_id FROM {world.tables.readings} WHERE kpi_id = ?",
             (ids["kpi"],),
         ).fetchall()
-    state = fold(e for e in stream if e.occurred_at <= at)
+    state = fold_cut(e for e in stream if e.occurred_at <= at)
     assert state is not None
     days_acc: dict[date, Accumulator] = {}
     for value, observed, rid in readings:
@@ -154,3 +160,144 @@ def test_as_of_now_matches_the_current_view(world: World) -> None:
     assert now["version"] == current["version"]
     assert now["children"] == current["children"]
     assert [kr["id"] for kr in now["key_results"]] == [kr["id"] for kr in current["key_results"]]
+
+
+PERIOD = {"start": date(2026, 1, 1), "end": date(2026, 3, 31)}
+
+
+def _live_row(world: World, oid: str, version: int, parent_id: str | None = None) -> None:
+    """The objective's row in the live view as the processor leaves it today."""
+    with world.db.transaction() as cur:
+        cur.execute(
+            f"INSERT INTO {world.tables.objectives} (objective_id, org_id, title, owner, level,"
+            " parent_id, period_start, period_end, state, version, score, progress,"
+            " rollup_score, expected, status, zone, policy_version, evaluated_at, created_at,"
+            " updated_at, position) VALUES"
+            " (?,?,?,?,?,?,?,?,?,?,0,0,0,0,'not_started','fail','v1',?,?,?,0)",
+            (oid, "acme", "O", "ana", "company", parent_id, "2026-01-01", "2026-03-31",
+             "active", version, "2026-01-01T00:00:00.000000Z", "2026-01-01T00:00:00.000000Z",
+             "2026-01-01T00:00:00.000000Z"),
+        )  # fmt: skip
+
+
+def _daily_sum_objective(world: World) -> tuple[str, str]:
+    """A daily sum KPI read 5 on Jan 1st 02:00Z, 1 on Jan 15th 02:00Z and 100 on Jan 15th
+    22:00Z, and an objective whose one KR (0 → 200) is linked to it: (objective, kpi)."""
+    s = world.seeder
+    kpi = s.kpi("acme", "Orders", interval="day", aggregation="sum", created=D)
+    s.readings("acme", kpi, [(datetime(2026, 1, 1, 2, tzinfo=UTC), 5.0),
+                             (datetime(2026, 1, 15, 2, tzinfo=UTC), 1.0),
+                             (datetime(2026, 1, 15, 22, tzinfo=UTC), 100.0)])  # fmt: skip
+    oid = str(uuid4())
+    s.event(events.ObjectiveDrafted, oid, "acme", D, title="O", owner="ana",
+            level="company", period=PERIOD)  # fmt: skip
+    s.event(events.KeyResultAdded, oid, "acme", D, kr_id=str(uuid4()), title="Orders",
+            kind="metric", start=0.0, target=200.0, kpi_id=kpi)  # fmt: skip
+    _live_row(world, oid, 2)
+    return oid, kpi
+
+
+def _at(world: World, read: Callable[[Reads], T]) -> T:
+    """`read` over the world's store, called as the app calls it (any offset reaches the
+    module when a caller other than the HTTP edge passes one)."""
+    with world.db.transaction(write=False) as cur:
+        return read(Reads(cur, world.tables, "acme", datetime.now(UTC)))
+
+
+# One instant, Jan 15th 21:00Z (before the reading of 22:00Z), with three offsets.
+JAN_15_2100Z = [
+    datetime(2026, 1, 15, 21, tzinfo=UTC),
+    datetime(2026, 1, 16, 2, tzinfo=timezone(HOURS_5)),
+    datetime(2026, 1, 15, 16, tzinfo=timezone(-HOURS_5)),
+]
+
+
+@pytest.mark.parametrize("as_of", JAN_15_2100Z, ids=["Z", "+05", "-05"])
+def test_as_of_with_any_offset_reads_the_same_utc_days(world: World, as_of: datetime) -> None:
+    """Days and buckets are UTC days: the caller's offset must not move them."""
+    oid, kpi = _daily_sum_objective(world)
+    k = _at(world, lambda r: timetravel.kpi_at(r, kpi, as_of))
+    assert k is not None
+    assert k["current"] == 1.0  # Jan 15th's bucket holds only the reading of 02:00Z yet
+    v = _at(world, lambda r: timetravel.objective_at(r, oid, as_of, None))
+    assert v is not None
+    assert v["key_results"][0]["current"] == 6.0  # 5 + 1
+    assert v["score"] == pytest.approx(6.0 / 200)
+    assert v["evaluated_at"] == "2026-01-15T21:00:00.000000Z"
+
+
+@pytest.mark.parametrize(
+    "known_at",
+    [datetime(2026, 1, 1, 17, tzinfo=UTC), datetime(2026, 1, 1, 12, tzinfo=timezone(-HOURS_5))],
+    ids=["Z", "-05"],
+)
+def test_known_at_with_any_offset_counts_the_periods_first_utc_day(
+    world: World, known_at: datetime
+) -> None:
+    oid, _ = _daily_sum_objective(world)
+    v = _at(world, lambda r: timetravel.objective_at(r, oid, None, known_at))
+    assert v is not None
+    assert v["key_results"][0]["current"] == 5.0  # the reading of Jan 1st 02:00Z
+
+
+def test_as_of_counts_a_backdated_import_recorded_after_a_later_check_in(world: World) -> None:
+    """Checked in 90 on Mar 1st (v3), then 40 imported as of Feb 1st (v4): as of Feb 15th
+    the 40 is a fact (v3 is not yet), and the view reflects the stream up to v4."""
+    s = world.seeder
+    oid, kr = str(uuid4()), str(uuid4())
+    s.event(events.ObjectiveDrafted, oid, "acme", D, title="O", owner="ana",
+            level="company", period=PERIOD)  # fmt: skip
+    s.event(events.KeyResultAdded, oid, "acme", D, kr_id=kr, title="A", kind="metric",
+            start=0.0, target=100.0)  # fmt: skip
+    march, february = datetime(2026, 3, 1, tzinfo=UTC), datetime(2026, 2, 1, tzinfo=UTC)
+    s.event(events.KeyResultCheckedIn, oid, "acme", march, march, kr_id=kr, value=90.0)
+    s.event(events.KeyResultCheckedIn, oid, "acme", february, march + timedelta(days=1),
+            kr_id=kr, value=40.0)  # fmt: skip
+    _live_row(world, oid, 4)
+    r = world.get(f"/v1/objectives/{oid}", as_of="2026-02-15T00:00:00Z")
+    v = r.json()
+    assert v["version"] == 4
+    assert r.headers["ETag"] == '"4"'
+    assert v["key_results"][0]["current"] == 40.0
+    assert v["score"] == pytest.approx(0.4)
+    later = world.get(f"/v1/objectives/{oid}", as_of="2026-03-15T00:00:00Z").json()
+    assert later["key_results"][0]["current"] == 90.0  # the latest by occurred_at
+    before = world.get(f"/v1/objectives/{oid}", as_of="2026-01-15T00:00:00Z").json()
+    assert before["version"] == 2
+    assert before["key_results"][0]["current"] == 0.0
+
+
+def test_as_of_children_follow_the_parent_links_of_the_cut(world: World) -> None:
+    """C was drafted under P1 and realigned to P2 on Feb 20th (recorded Feb 25th); the live
+    rows only know P2. As of Feb 15th (or known on Feb 22nd) C is P1's child. N, drafted
+    under P1 on Mar 1st and never realigned, is its child from then on."""
+    s = world.seeder
+    p1, p2, c, n, kr = (str(uuid4()) for _ in range(5))
+    for parent in (p1, p2):
+        s.event(events.ObjectiveDrafted, parent, "acme", D, title="P", owner="ana",
+                level="company", period=PERIOD)  # fmt: skip
+        _live_row(world, parent, 1)
+    s.event(events.ObjectiveDrafted, c, "acme", D, title="C", owner="bo", level="team",
+            parent_id=p1, period=PERIOD)  # fmt: skip
+    s.event(events.KeyResultAdded, c, "acme", D, kr_id=kr, title="M", kind="milestone")
+    s.event(events.KeyResultCheckedIn, c, "acme", D + timedelta(days=10), kr_id=kr, done=True)
+    s.event(events.ObjectiveRealigned, c, "acme", datetime(2026, 2, 20, tzinfo=UTC),
+            datetime(2026, 2, 25, tzinfo=UTC), parent_id=p2)  # fmt: skip
+    _live_row(world, c, 4, parent_id=p2)
+    s.event(events.ObjectiveDrafted, n, "acme", datetime(2026, 3, 1, tzinfo=UTC), title="N",
+            owner="cy", level="team", parent_id=p1, period=PERIOD)  # fmt: skip
+    _live_row(world, n, 1, parent_id=p1)
+
+    def children(oid: str, **at: str) -> tuple[list[str], float]:
+        v = world.get(f"/v1/objectives/{oid}", **at).json()
+        return v["children"], v["rollup_score"]
+
+    feb_15 = {"as_of": "2026-02-15T00:00:00Z"}
+    assert children(p1, **feb_15) == ([c], 1.0)
+    assert children(p2, **feb_15) == ([], 0.0)
+    known_feb_22 = {"known_at": "2026-02-22T00:00:00Z"}
+    assert children(p1, **known_feb_22) == ([c], 1.0)
+    assert children(p2, **known_feb_22) == ([], 0.0)
+    mar_2 = {"as_of": "2026-03-02T00:00:00Z"}
+    assert children(p1, **mar_2) == ([n], 0.0)
+    assert children(p2, **mar_2) == ([c], 1.0)
