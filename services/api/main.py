@@ -6,14 +6,23 @@ functions add their routes and state to one app, served by uvicorn on OKR_HTTP_P
 
 from __future__ import annotations
 
+import logging
+import time
+
 import uvicorn
 from fastapi import FastAPI
 
 from services.command import app as command
+from services.eventstore import StoreUnavailableError
 from services.http.app import service_app
 from services.ingest import app as ingest
+from services.projectionstore.db import DatabaseUnavailableError
 from services.query import app as query
 from services.settings import Settings, load_settings
+
+log = logging.getLogger("okrstream.api")
+BACKOFF_MIN_S = 0.5  # waiting for an unreachable database at start-up
+BACKOFF_MAX_S = 10.0
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -26,12 +35,32 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
 
 
+def create_app_when_ready(settings: Settings | None = None) -> FastAPI:
+    """create_app once its stores can be opened: a database that is unreachable is logged
+    and tried again with backoff (exiting would have `okrstream up` restart the API over
+    and over, and give up on the whole stack during an outage of a minute)."""
+    settings = settings or load_settings()
+    backoff = BACKOFF_MIN_S
+    while True:
+        try:
+            return create_app(settings)
+        except (StoreUnavailableError, DatabaseUnavailableError) as exc:
+            log.warning("a store is unavailable (%s); retrying in %.1f s", exc, backoff)
+        time.sleep(backoff)
+        backoff = min(backoff * 2, BACKOFF_MAX_S)
+
+
 def main() -> None:
     """Serve the front door; with OKR_HTTP_WORKERS > 1, that many processes share the port
     (each builds its app from the environment; the stores take concurrent writers)."""
     settings = load_settings()
+    logging.basicConfig(
+        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
     uvicorn.run(
-        "services.api.main:create_app" if settings.http_workers > 1 else create_app(settings),
+        "services.api.main:create_app_when_ready"
+        if settings.http_workers > 1
+        else create_app_when_ready(settings),
         factory=settings.http_workers > 1,
         workers=settings.http_workers if settings.http_workers > 1 else None,
         host=settings.http_host,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Sequence
 
 from fastapi import FastAPI
@@ -25,6 +26,14 @@ def service_app(
     app.router.on_shutdown.append(app.state.tokens.close)
     install_problem_handlers(app)
     install_body_limit(app, settings)
-    for install in installers:
-        install(app, settings)
+    try:
+        for install in installers:
+            install(app, settings)
+    except BaseException:
+        # A store that cannot be opened: close those opened already (their pools and
+        # files), so that building the app again later leaks nothing.
+        for close in reversed(app.router.on_shutdown):
+            with contextlib.suppress(Exception):
+                close()
+        raise
     return app
