@@ -5,10 +5,11 @@ Validated at start-up: a bad value stops the process with a message that names t
 
 from __future__ import annotations
 
+import re
 from functools import cached_property
 from pathlib import Path
 from typing import Literal
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -58,12 +59,7 @@ class Settings(BaseSettings):
     def _known_database(cls, value: str | None) -> str | None:
         if value is None or value == "":
             return None
-        scheme = urlsplit(value).scheme
-        if scheme not in ("postgresql", "postgres"):
-            raise ValueError(
-                f"unsupported scheme {scheme!r}: use postgresql://user@host:port/dbname "
-                "or leave OKR_DATABASE_URL unset for SQLite"
-            )
+        PostgresParams.from_url(value)  # the whole URL is checked here, not on first use
         return value
 
     @field_validator("kafka_bootstrap")
@@ -114,6 +110,12 @@ class Settings(BaseSettings):
         return self.data_dir / "tokens.sqlite"
 
 
+URL_FORM = "postgresql://user[:password]@host[:port]/dbname[?schema=name]"
+# Lowercase only: the event store quotes the schema name and the projection stores name it
+# unquoted in search_path (where PostgreSQL folds it to lowercase); both must mean one schema.
+SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+
+
 class PostgresParams:
     """host, port, user, password, dbname and schema of a postgresql:// URL."""
 
@@ -125,15 +127,46 @@ class PostgresParams:
 
     @classmethod
     def from_url(cls, url: str) -> PostgresParams:
+        """Parse and check `url`; ValueError says what is wrong with it (never the password)."""
         parts = urlsplit(url)
-        query = parse_qs(parts.query)
+        if parts.scheme not in ("postgresql", "postgres"):
+            raise ValueError(
+                f"unsupported scheme {parts.scheme!r}: use {URL_FORM} "
+                "or leave OKR_DATABASE_URL unset for SQLite"
+            )
+        try:
+            port = parts.port
+        except ValueError:
+            port = 0
+        if port == 0:  # also what a malformed or out-of-range port gave
+            given = parts.netloc.rpartition("@")[2].rpartition(":")[2]
+            raise ValueError(f"port {given!r} is not a number from 1 to 65535 (use {URL_FORM})")
+        dbname = unquote(parts.path.lstrip("/"))
+        if "/" in dbname:
+            raise ValueError(f"database name {dbname!r} contains '/' (use {URL_FORM})")
+        schema = "public"
+        seen: set[str] = set()
+        for name, value in parse_qsl(parts.query, keep_blank_values=True):
+            if name != "schema":
+                raise ValueError(f"unknown option {name!r}: the only option is ?schema=name")
+            if name in seen:
+                raise ValueError("?schema= is given more than once")
+            seen.add(name)
+            if not SCHEMA_NAME.fullmatch(value):
+                raise ValueError(
+                    f"schema {value!r} is not a lowercase SQL name "
+                    "(letters, digits and _, at most 63, not starting with a digit)"
+                )
+            schema = value
+        if parts.query and not seen:
+            raise ValueError(f"options {parts.query!r} are not name=value (use {URL_FORM})")
         return cls(
             host=parts.hostname or "127.0.0.1",
-            port=parts.port or 5432,
+            port=port or 5432,
             user=unquote(parts.username or "postgres"),
             password=unquote(parts.password or ""),
-            dbname=(parts.path or "/").lstrip("/") or "postgres",
-            schema=query.get("schema", ["public"])[0],
+            dbname=dbname or "postgres",
+            schema=schema,
         )
 
     def conninfo(self) -> str:
@@ -157,5 +190,19 @@ def load_settings() -> Settings:
         lines = ["okrstream: invalid configuration:"]
         for error in exc.errors():
             name = "OKR_" + "_".join(str(p) for p in error["loc"]).upper()
-            lines.append(f"  {name}={error.get('input')!r}: {error['msg']}")
+            given = error.get("input")
+            if name == "OKR_DATABASE_URL" and isinstance(given, str):
+                given = without_password(given)
+            message = str(error["msg"]).removeprefix("Value error, ")
+            lines.append(f"  {name}={given!r}: {message}")
         raise SettingsError("\n".join(lines)) from None
+
+
+def without_password(url: str) -> str:
+    """`url` with its password (if any) replaced by `***`, for messages and logs."""
+    parts = urlsplit(url)
+    userinfo, at, host = parts.netloc.rpartition("@")
+    user, colon, _password = userinfo.partition(":")
+    if not at or not colon:
+        return url
+    return parts._replace(netloc=f"{user}:***@{host}").geturl()

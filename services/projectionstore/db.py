@@ -11,6 +11,7 @@ import contextlib
 import fcntl
 import hashlib
 import logging
+import re
 import sqlite3
 import threading
 import time
@@ -89,15 +90,39 @@ class DatabaseUnavailableError(Exception):
     """The store cannot be reached or written (unreachable, disk full, read-only)."""
 
 
+def _postgres_target(conninfo: str) -> str:
+    where = conninfo_to_dict(conninfo)
+    return f"{where.get('host', '?')}:{where.get('port', 5432)}/{where.get('dbname', '?')}"
+
+
+def postgres_schema_missing(conn: psycopg.Connection[Any], conninfo: str) -> str | None:
+    """A one-line message when the schema `conninfo` selects (its `-c search_path=` option,
+    from OKR_DATABASE_URL's ?schema=) does not exist in the database; else None."""
+    options = str(conninfo_to_dict(conninfo).get("options") or "")
+    found = re.search(r"search_path=(\S+)", options)
+    if found is None:
+        return None
+    schema = found.group(1)
+    row = conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (schema,)).fetchone()
+    if row is not None:
+        return None
+    return (
+        f"PostgreSQL at {_postgres_target(conninfo)} has no schema {schema!r} "
+        "(create it, or name another with ?schema= in OKR_DATABASE_URL)"
+    )
+
+
 def postgres_unreachable(conninfo: str) -> str:
     """A one-line reason why PostgreSQL at `conninfo` cannot be used (never the password)."""
-    where = conninfo_to_dict(conninfo)
-    target = f"{where.get('host', '?')}:{where.get('port', 5432)}/{where.get('dbname', '?')}"
     try:
-        psycopg.connect(conninfo, connect_timeout=3).close()
+        with psycopg.connect(conninfo, connect_timeout=3, autocommit=True) as conn:
+            missing = postgres_schema_missing(conn, conninfo)
+        if missing is not None:
+            return missing
         reason = "connections time out"
     except psycopg.Error as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    target = _postgres_target(conninfo)
     return f"PostgreSQL at {target} is unreachable: {reason} (check OKR_DATABASE_URL)"
 
 
@@ -176,6 +201,15 @@ class Database:
             except PoolTimeout:
                 self._pool.close()
                 raise DatabaseUnavailableError(postgres_unreachable(conninfo)) from None
+            # Without its schema every statement fails later, less clearly: say so now.
+            try:
+                with self._pool.connection() as conn:
+                    missing = postgres_schema_missing(conn, conninfo)
+            except psycopg.Error:
+                missing = postgres_unreachable(conninfo)
+            if missing is not None:
+                self._pool.close()
+                raise DatabaseUnavailableError(missing)
 
     @staticmethod
     def _configure_pg(conn: psycopg.Connection[Any]) -> None:

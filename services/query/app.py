@@ -7,27 +7,28 @@ the routes to the front door; `create_app()` runs the service alone.
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 from uuid import UUID
 
 from fastapi import APIRouter, Depends, FastAPI, Query, Request, Response
 from fastapi.responses import FileResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
-from pydantic import AwareDatetime
+from pydantic import AfterValidator, AwareDatetime
 
 from services.http.app import service_app
 from services.http.problems import Problem
 from services.http.security import verify_bearer
-from services.projectionstore.db import Database
+from services.projectionstore.db import Cursor, Database
+from services.projectionstore.schema import Tables
 from services.query import live, ops, timetravel
 from services.query.reads import Reads
-from services.query.store import ReadStore
+from services.query.store import GenerationMovedError, ReadStore
 from services.settings import Settings, load_settings
 
 STATIC_DIR = Path(__file__).parent / "static"
@@ -46,7 +47,21 @@ MinPosition = Annotated[
     int | None,
     Query(ge=0, le=2**62, description="answer only once projections include this position"),
 ]
-Instant = Annotated[AwareDatetime | None, Query()]
+T = TypeVar("T")
+
+
+def utc_instant(value: datetime) -> datetime:
+    """A query parameter's instant in UTC. One whose UTC form falls outside the years
+    1-9999 (0001-01-01T00:00:00+05:00) is a ValueError, so a 422 problem, not a 500."""
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("the instant is out of range once converted to UTC") from None
+
+
+UtcInstant = Annotated[AwareDatetime, AfterValidator(utc_instant)]
+Instant = Annotated[UtcInstant | None, Query()]
+From = Annotated[UtcInstant | None, Query(alias="from")]
 
 
 class ReadRequest:
@@ -68,8 +83,11 @@ class ReadRequest:
             return
         deadline = time.monotonic() + self.wait_s
         delay = 0.005
+        position = 0
         while True:
-            position = self.store.current_position()
+            # Replays swapping one after another: poll again.
+            with contextlib.suppress(GenerationMovedError):
+                position = self.store.current_position()
             if position >= self.min_position:
                 return
             if time.monotonic() >= deadline:
@@ -81,14 +99,22 @@ class ReadRequest:
             time.sleep(delay)
             delay = min(delay * 2, 0.1)
 
-    @contextmanager
-    def reads(self) -> Iterator[Reads]:
-        """A read transaction scoped to the caller's organisation, at the current instant."""
+    def run(self, fn: Callable[[Reads], T]) -> T:
+        """`fn` over one read transaction scoped to the caller's organisation, at the current
+        instant. Run again when a replay's swap moves the live generation during it."""
         self._wait()
-        with self.store.reading() as (cur, tables):
+
+        def once(cur: Cursor, tables: Tables) -> T:
             self.position = self.store.position(cur, tables)
             self.response.headers[POSITION_HEADER] = str(self.position)
-            yield Reads(cur, tables, self.org, datetime.now(UTC))
+            return fn(Reads(cur, tables, self.org, datetime.now(UTC)))
+
+        try:
+            return self.store.read(once)
+        except GenerationMovedError as exc:
+            raise Problem(
+                503, f"projections are being swapped ({exc})", headers={"Retry-After": "1"}
+            ) from exc
 
     def not_found(self, what: str) -> Problem:
         return Problem(404, f"no such {what}", headers={POSITION_HEADER: str(self.position)})
@@ -140,8 +166,8 @@ def build_router() -> APIRouter:
         limit: Limit = 100,
         cursor: PageCursor = None,
     ) -> dict[str, Any]:
-        with read.reads() as r:
-            return r.objectives(
+        return read.run(
+            lambda r: r.objectives(
                 owner=owner,
                 level=level,
                 status=status,
@@ -150,12 +176,12 @@ def build_router() -> APIRouter:
                 limit=limit,
                 cursor=cursor,
             )
+        )
 
     # Declared before /{objective_id} so "tree" is not taken for an id.
     @router.get("/v1/objectives/tree", summary="Nested objective views with rollup_score")
     def objective_tree(read: Read, root: UUID | None = None) -> dict[str, Any]:
-        with read.reads() as r:
-            found = r.tree(str(root) if root else None)
+        found = read.run(lambda r: r.tree(str(root) if root else None))
         if found is None:
             raise read.not_found("objective")
         return {"items": found, "next_cursor": None}
@@ -169,11 +195,12 @@ def build_router() -> APIRouter:
         as_of: Instant = None,
         known_at: Instant = None,
     ) -> Any:
-        with read.reads() as r:
+        def view_of(r: Reads) -> dict[str, Any] | None:
             if as_of is None and known_at is None:
-                view = r.objective(str(objective_id))
-            else:
-                view = timetravel.objective_at(r, str(objective_id), as_of, known_at)
+                return r.objective(str(objective_id))
+            return timetravel.objective_at(r, str(objective_id), as_of, known_at)
+
+        view = read.run(view_of)
         if view is None:
             raise read.not_found("objective")
         _etag(response, int(view["version"]))
@@ -183,31 +210,38 @@ def build_router() -> APIRouter:
     def objective_history(
         objective_id: UUID,
         read: Read,
-        from_: Annotated[AwareDatetime | None, Query(alias="from")] = None,
+        from_: From = None,
         to: Instant = None,
         limit: Limit = 100,
         cursor: PageCursor = None,
     ) -> dict[str, Any]:
-        with read.reads() as r:
+        def history(r: Reads) -> dict[str, Any]:
             if r.objective_row(str(objective_id)) is None:
                 raise read.not_found("objective")
             return r.history(str(objective_id), from_, to, limit, cursor)
+
+        return read.run(history)
 
     @router.get("/v1/objectives/{objective_id}/events", summary="An objective's raw events")
     def objective_events(
         objective_id: UUID, read: Read, limit: Limit = 100, cursor: PageCursor = None
     ) -> dict[str, Any]:
-        with read.reads() as r:
+        def stream(r: Reads) -> dict[str, Any]:
             if r.objective_row(str(objective_id)) is None:
                 raise read.not_found("objective")
             return r.events(str(objective_id), limit, cursor)
+
+        return read.run(stream)
 
     @router.get("/v1/kpis/{kpi_id}", summary="A KPI view")
     def get_kpi(
         kpi_id: UUID, read: Read, request: Request, response: Response, as_of: Instant = None
     ) -> Any:
-        with read.reads() as r:
-            view = r.kpi(str(kpi_id)) if as_of is None else timetravel.kpi_at(r, str(kpi_id), as_of)
+        view = read.run(
+            lambda r: (
+                r.kpi(str(kpi_id)) if as_of is None else timetravel.kpi_at(r, str(kpi_id), as_of)
+            )
+        )
         if view is None:
             raise read.not_found("KPI")
         _etag(response, int(view["version"]))
@@ -217,13 +251,12 @@ def build_router() -> APIRouter:
     def kpi_series(
         kpi_id: UUID,
         read: Read,
-        from_: Annotated[AwareDatetime | None, Query(alias="from")] = None,
+        from_: From = None,
         to: Instant = None,
         limit: Limit = 100,
         cursor: PageCursor = None,
     ) -> dict[str, Any]:
-        with read.reads() as r:
-            found = r.series(str(kpi_id), from_, to, limit, cursor)
+        found = read.run(lambda r: r.series(str(kpi_id), from_, to, limit, cursor))
         if found is None:
             raise read.not_found("KPI")
         return found
@@ -247,8 +280,8 @@ def build_router() -> APIRouter:
         limit: Limit = 100,
         cursor: PageCursor = None,
     ) -> dict[str, Any]:
-        with read.reads() as r:
-            return r.detections(
+        return read.run(
+            lambda r: r.detections(
                 kind=kind,
                 reason=reason,
                 subject_id=subject_id,
@@ -256,6 +289,7 @@ def build_router() -> APIRouter:
                 limit=limit,
                 cursor=cursor,
             )
+        )
 
     return router
 

@@ -8,6 +8,10 @@ other clients. Heartbeat comment lines keep proxies from closing idle connection
 
 EventSource cannot set headers: the token may be given as `?access_token=` on this route
 only (over TLS in production; it appears in access logs otherwise).
+
+A stream never ends by itself, and uvicorn's graceful shutdown waits for every response to
+end: so the feed chains onto the server's SIGINT/SIGTERM handlers and ends its streams when
+the server is told to stop (the clients reconnect, after `retry`, to whichever server runs).
 """
 
 from __future__ import annotations
@@ -15,8 +19,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import signal
+import threading
 from collections import OrderedDict
 from collections.abc import AsyncIterator
+from types import FrameType
 from typing import Annotated, Any
 
 from fastapi import APIRouter, FastAPI, Query, Request
@@ -25,6 +32,8 @@ from fastapi.responses import StreamingResponse
 from services.auth.tokens import Principal, TokenStore
 from services.http.problems import Problem
 from services.http.security import CHALLENGE
+from services.projectionstore.db import Cursor
+from services.projectionstore.schema import Tables
 from services.query.store import ReadStore
 
 log = logging.getLogger("okrstream.query.live")
@@ -33,6 +42,7 @@ HEARTBEAT_S = 15.0
 POLL_S = 0.1
 MAX_PENDING = 1000
 KINDS = ("objective.updated", "kpi.updated", "detection.raised", "detection.resolved")
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 class Subscriber:
@@ -44,6 +54,11 @@ class Subscriber:
         self.pending: OrderedDict[tuple[str, str], tuple[int, str, str]] = OrderedDict()
         self.wake = asyncio.Event()
         self.dropped = 0
+        self.closed = False  # the server is stopping: end the stream once drained
+
+    def close(self) -> None:
+        self.closed = True
+        self.wake.set()
 
     def offer(self, seq: int, kind: str, subject_id: str, payload: str) -> None:
         key = (kind, subject_id)
@@ -71,31 +86,47 @@ class Feed:
         self.subscribers: set[Subscriber] = set()
         self._task: asyncio.Task[None] | None = None
         self._cursor: tuple[int, int] | None = None  # (generation, last seq)
+        self.closing = False  # the server is stopping
 
     def subscribe(self, org: str) -> Subscriber:
+        """A new subscriber of `org`'s changes (call on the server's event loop)."""
+        loop = asyncio.get_running_loop()
+        if _ServerStopWatch.install(self, loop):
+            self.closing = False  # a server (re)started serving this app
         sub = Subscriber(org)
+        if self.closing:
+            sub.close()
         self.subscribers.add(sub)
         if self._task is None or self._task.done():
-            self._task = asyncio.get_running_loop().create_task(self._run())
+            self._task = loop.create_task(self._run())
         return sub
+
+    def close_streams(self) -> None:
+        """End every stream (after what is pending): the server is shutting down."""
+        self.closing = True
+        for sub in list(self.subscribers):
+            sub.close()
 
     def unsubscribe(self, sub: Subscriber) -> None:
         self.subscribers.discard(sub)
 
     def _read(self) -> list[tuple[Any, ...]]:
-        tables = self.store.tables()
-        with self.store.reading() as (cur, t):
-            if self._cursor is None or self._cursor[0] != tables.generation:
-                # Start at the head: subscribers get what happens from now on.
-                row = ReadStore.one(cur, f"SELECT MAX(seq) FROM {t.changes}")
-                self._cursor = (tables.generation, int(row[0] or 0) if row else 0)
-                return []
-            return ReadStore.rows(
-                cur,
-                f"SELECT seq, org_id, kind, subject_id, payload FROM {t.changes}"
-                " WHERE seq > ? ORDER BY seq LIMIT 5000",
-                (self._cursor[1],),
-            )
+        return self.store.read(self._changes)
+
+    def _changes(self, cur: Cursor, t: Tables) -> list[tuple[Any, ...]]:
+        """The changes after the cursor, in the generation live in this read transaction."""
+        if self._cursor is None or self._cursor[0] != t.generation:
+            # Start at the head: subscribers get what happens from now on.
+            row = ReadStore.one(cur, f"SELECT MAX(seq) FROM {t.changes}", (), t.generation)
+            self._cursor = (t.generation, int(row[0] or 0) if row else 0)
+            return []
+        return ReadStore.rows(
+            cur,
+            f"SELECT seq, org_id, kind, subject_id, payload FROM {t.changes}"
+            " WHERE seq > ? ORDER BY seq LIMIT 5000",
+            (self._cursor[1],),
+            t.generation,
+        )
 
     async def poll_once(self) -> int:
         rows = await asyncio.to_thread(self._read)
@@ -117,6 +148,38 @@ class Feed:
             except Exception:  # a store hiccup must not end the feed
                 log.exception("change feed poll failed")
                 await asyncio.sleep(1.0)
+
+
+class _ServerStopWatch:
+    """A SIGINT/SIGTERM handler that tells a feed the server is stopping, then calls the
+    server's own handler (uvicorn's sets should_exit). uvicorn restores the handlers it
+    replaced when it has stopped, which removes this one with its own."""
+
+    def __init__(self, feed: Feed, loop: asyncio.AbstractEventLoop, previous: Any) -> None:
+        self.feed, self.loop, self.previous = feed, loop, previous
+
+    def __call__(self, signum: int, frame: FrameType | None) -> None:
+        with contextlib.suppress(RuntimeError):  # the loop has closed meanwhile
+            self.loop.call_soon_threadsafe(self.feed.close_streams)
+        self.previous(signum, frame)
+
+    @classmethod
+    def install(cls, feed: Feed, loop: asyncio.AbstractEventLoop) -> bool:
+        """Chain onto the current handlers unless done already; whether it was done now.
+        Only a process's main thread receives signals: a server run in another thread is
+        stopped by its owner, and there is no handler to chain onto without a server."""
+        if threading.current_thread() is not threading.main_thread():
+            return False
+        installed = False
+        for signum in STOP_SIGNALS:
+            previous = signal.getsignal(signum)
+            if not callable(previous):
+                continue
+            if isinstance(previous, cls) and previous.feed is feed:
+                continue
+            signal.signal(signum, cls(feed, loop, previous))
+            installed = True
+        return installed
 
 
 def feed_of(app: FastAPI) -> Feed:
@@ -171,11 +234,11 @@ def build_router() -> APIRouter:
         async def events() -> AsyncIterator[str]:
             try:
                 yield "retry: 2000\n: connected\n\n"
-                while True:
+                while not sub.closed:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(sub.wake.wait(), heartbeat_s)
                     items = sub.drain()
-                    if not items:
+                    if not items and not sub.closed:
                         yield ": heartbeat\n\n"
                     for seq, kind, payload in items:
                         yield format_event(seq, kind, payload)

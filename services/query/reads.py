@@ -6,16 +6,19 @@ Lists page by keyset: the opaque cursor is the base64 of the last item's sort ke
 from __future__ import annotations
 
 import base64
-from collections.abc import Iterable
+import re
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import orjson
 
 import events
 from projections.kpi import (
+    Interval,
     KpiTarget,
+    bucket_end,
     bucket_judged_at,
     bucket_start,
     kpi_status,
@@ -47,8 +50,50 @@ def encode_cursor(key: list[Any]) -> str:
     return base64.urlsafe_b64encode(orjson.dumps(key)).decode().rstrip("=")
 
 
-def decode_cursor(cursor: str | None, arity: int) -> list[Any] | None:
-    """The sort key inside `cursor`; 422 when it is not one of ours."""
+# What each element of a cursor's sort key may be. A cursor is opaque but not trusted: an
+# element of another type or out of range is refused here, before it reaches SQL.
+KeyPart = Callable[[Any], bool]
+MAX_KEY_TEXT = 200
+INT64_MAX = 2**63 - 1
+_DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
+_STORED_INSTANT = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z")
+
+
+def key_text(value: Any) -> bool:
+    """An id: text that a PostgreSQL text column can hold."""
+    return isinstance(value, str) and len(value) <= MAX_KEY_TEXT and "\x00" not in value
+
+
+def key_count(value: Any) -> bool:
+    """A sequence number or stream version: an int that fits a signed 64-bit column."""
+    return type(value) is int and 0 <= value <= INT64_MAX
+
+
+def key_day(value: Any) -> bool:
+    """A kpi_days day: YYYY-MM-DD."""
+    if not (isinstance(value, str) and _DAY.fullmatch(value)):
+        return False
+    try:
+        date.fromisoformat(value)
+    except ValueError:
+        return False
+    return True
+
+
+def key_instant(value: Any) -> bool:
+    """A stored timestamp (services.projectionstore.schema.iso)."""
+    if not (isinstance(value, str) and _STORED_INSTANT.fullmatch(value)):
+        return False
+    try:
+        datetime.fromisoformat(value)
+    except ValueError:
+        return False
+    return True
+
+
+def decode_cursor(cursor: str | None, *parts: KeyPart) -> list[Any] | None:
+    """The sort key inside `cursor`, one element per `parts` check; 422 when it is not one
+    of ours."""
     if cursor is None:
         return None
     try:
@@ -56,7 +101,11 @@ def decode_cursor(cursor: str | None, arity: int) -> list[Any] | None:
         key = orjson.loads(raw)
     except (ValueError, orjson.JSONDecodeError):
         key = None
-    if not isinstance(key, list) or len(key) != arity:
+    if (
+        not isinstance(key, list)
+        or len(key) != len(parts)
+        or not all(ok(v) for ok, v in zip(parts, key, strict=True))
+    ):
         raise Problem(
             422, "cursor is not valid", errors=[{"loc": ["query", "cursor"], "msg": "not a cursor"}]
         )
@@ -83,7 +132,7 @@ class Reads:
     now: datetime
 
     def rows(self, sql: str, params: Iterable[Any] = ()) -> list[tuple[Any, ...]]:
-        return ReadStore.rows(self.cur, sql, list(params))
+        return ReadStore.rows(self.cur, sql, list(params), self.t.generation)
 
     # -- objectives -------------------------------------------------------------------
 
@@ -141,7 +190,7 @@ class Reads:
         limit: int,
         cursor: str | None,
     ) -> Page:
-        after = decode_cursor(cursor, 1)
+        after = decode_cursor(cursor, key_text)
         where, params = ["org_id = ?"], [self.org]
         if owner is not None:
             where.append("owner = ?")
@@ -191,9 +240,9 @@ class Reads:
         self, objective_id: str, start: datetime | None, end: datetime | None, limit: int,
         cursor: str | None,
     ) -> Page:  # fmt: skip
-        after = decode_cursor(cursor, 1)
+        after = decode_cursor(cursor, key_count)
         where, params = ["objective_id = ?", "org_id = ?", "seq > ?"], [
-            objective_id, self.org, int(after[0]) if after else -1,
+            objective_id, self.org, after[0] if after else -1,
         ]  # fmt: skip
         if start is not None:
             where.append("occurred_at >= ?")
@@ -229,12 +278,12 @@ class Reads:
         return result
 
     def events(self, stream_id: str, limit: int, cursor: str | None) -> Page:
-        after = decode_cursor(cursor, 1)
+        after = decode_cursor(cursor, key_count)
         rows = self.rows(
             f"SELECT stream_version, position, body FROM {self.t.goal_events}"
             " WHERE stream_id = ? AND org_id = ? AND stream_version > ?"
             " ORDER BY stream_version LIMIT ?",
-            (stream_id, self.org, int(after[0]) if after else 0, limit + 1),
+            (stream_id, self.org, after[0] if after else 0, limit + 1),
         )
         items = [{**orjson.loads(body), "position": position} for _v, position, body in rows]
         return page(items, limit, lambda v: [v["stream_version"]])
@@ -284,18 +333,19 @@ class Reads:
         # (The row's target when its events are not in this generation: cannot happen in
         # one transaction, but a view must never fail on it.)
         targets = self.kpi_targets(kpi_id) or (KpiTarget(EPOCH, row[5], row[6]),)
-        after = decode_cursor(cursor, 1)
+        after = decode_cursor(cursor, key_day)
         where, params = ["kpi_id = ?"], [kpi_id]
+        # Whole buckets only, so each value is complete: those from the bucket holding
+        # `start` to the bucket holding `end` (UTC, whatever offset they were given in).
         if start is not None:
-            # The whole bucket holding `start`, so its value is complete.
             where.append("day >= ?")
             params.append(bucket_start(start, interval).date().isoformat())
         if end is not None:
             where.append("day <= ?")
-            params.append(end.date().isoformat())
+            params.append(_last_day_of_bucket(end, interval).isoformat())
         if after is not None:
             where.append("day > ?")
-            params.append(str(after[0]))
+            params.append(after[0])
         buckets: dict[str, list[tuple[Any, ...]]] = {}
         for day in self.rows(
             f"SELECT {DAY_COLUMNS} FROM {self.t.kpi_days} WHERE "
@@ -336,7 +386,7 @@ class Reads:
         self, *, kind: str | None, reason: str | None, subject_id: str | None,
         active: bool | None, limit: int, cursor: str | None,
     ) -> Page:  # fmt: skip
-        after = decode_cursor(cursor, 2)
+        after = decode_cursor(cursor, key_instant, key_text)
         where, params = ["org_id = ?"], [self.org]
         for column, value in (("kind", kind), ("reason", reason), ("subject_id", subject_id)):
             if value is not None:
@@ -356,6 +406,14 @@ class Reads:
             (*params, limit + 1),
         )
         return page([detection_view(r) for r in rows], limit, lambda v: [v["detected_at"], v["id"]])
+
+
+def _last_day_of_bucket(at: datetime, interval: Interval) -> date:
+    """The last UTC day of the bucket holding instant `at` (date.max at the calendar's end)."""
+    try:
+        return (bucket_end(at, interval) - timedelta(days=1)).date()
+    except (OverflowError, ValueError):  # the bucket after December 9999
+        return date.max
 
 
 def _last_day_of(item: dict[str, Any]) -> str:

@@ -3,11 +3,15 @@
 Each service is its own process, logging to OKR_DATA_DIR/logs/<name>.log. A process that
 exits unexpectedly is announced and restarted (never silently); more than MAX_RESTARTS
 within RESTART_WINDOW_S stops the whole stack. SIGINT/SIGTERM stop everything, newest first.
-Children get PR_SET_PDEATHSIG, so even a SIGKILLed supervisor leaves no orphan.
+Each service runs in a session (process group) of its own: a service that does not stop
+within STOP_TIMEOUT_S is SIGKILLed with everything it started (uvicorn's workers, say), and
+whatever a stopped or crashed service left behind in its group is killed too. Children get
+PR_SET_PDEATHSIG, so even a SIGKILLed supervisor leaves no orphan.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import importlib.util
 import os
@@ -60,25 +64,36 @@ class Child:
             env=self.env,
             preexec_fn=_die_with_parent,
             # Its own session: Ctrl-C reaches only the supervisor, which then stops the
-            # services newest first (the relay flushes while the broker is still up).
+            # services newest first (the relay flushes while the broker is still up); and
+            # its own process group, which stop() can kill whole.
             start_new_session=True,
         )
 
     def exited(self) -> int | None:
         return None if self.process is None else self.process.poll()
 
-    def stop(self) -> None:
+    def stop(self) -> bool:
+        """SIGTERM the service and give it STOP_TIMEOUT_S seconds; then SIGKILL its process
+        group, which ends the service if it is still running and anything it started that
+        outlived it. Returns whether the service itself had to be killed."""
+        killed = False
         process = self.process
-        if process is not None and process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        if process is not None:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+                try:
+                    process.wait(STOP_TIMEOUT_S)
+                except subprocess.TimeoutExpired:
+                    killed = True
+            # The group is the service's pid (start_new_session), and that number is not
+            # reused while any member of the group lives: this reaches only what it started.
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
         if self._log is not None:
             self._log.close()
             self._log = None
+        return killed
 
 
 def service_modules(settings: Settings) -> list[tuple[str, str]]:
@@ -191,7 +206,8 @@ class Supervisor:
     def stop(self) -> None:
         self.stopping = True
         for child in reversed(self.children):
-            child.stop()
+            if child.stop():
+                self.say(f"WARNING {child.name} did not stop within {STOP_TIMEOUT_S:.0f} s; killed")
             self.say(f"stopped {child.name}")
 
 

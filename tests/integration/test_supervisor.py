@@ -1,15 +1,22 @@
-"""`okrstream up`: starts the broker under supervision; SIGTERM leaves no orphan."""
+"""`okrstream up`: starts the broker under supervision; SIGTERM/SIGINT stop it promptly and
+leave no orphan, even with an SSE stream open or a service that ignores SIGTERM."""
 
 from __future__ import annotations
 
+import signal
+import sys
+import threading
 import time
 from pathlib import Path
 
+import httpx
 import psutil
 import pytest
 
 from contracts.topics import ALL_TOPICS
 from services.kafka.admin import topic_partitions
+from services.supervisor import up
+from services.supervisor.up import STOP_TIMEOUT_S, Child
 from tests.support.stack import Stack
 
 pytestmark = pytest.mark.integration
@@ -52,3 +59,115 @@ def test_a_crashed_service_is_announced_and_restarted(tmp_path: Path) -> None:
             except Exception:
                 time.sleep(0.3)
         assert all(s.name in topic_partitions(stack.bootstrap) for s in ALL_TOPICS)
+
+
+def _listen(
+    url: str, token: str, connected: threading.Event, ended: threading.Event, seen: list[str]
+) -> None:
+    """Hold an SSE stream open (as the dashboard does) until the server ends it."""
+    try:
+        headers = {"Authorization": f"Bearer {token}"}
+        with httpx.stream("GET", url, headers=headers, timeout=60) as response:
+            seen.append(f"status {response.status_code}")
+            for line in response.iter_lines():
+                if line == ": connected":
+                    connected.set()
+    except httpx.HTTPError as exc:
+        seen.append(repr(exc))
+    finally:
+        ended.set()
+
+
+def test_sigint_with_an_open_stream_stops_promptly_and_leaves_no_process(
+    tmp_path: Path,
+) -> None:
+    # Two workers: uvicorn's manager, its spawned workers and their resource tracker.
+    stack = Stack(tmp_path / "data", OKR_HTTP_WORKERS="2").start()
+    connected, ended = threading.Event(), threading.Event()
+    seen: list[str] = []
+    try:
+        listener = threading.Thread(
+            target=_listen,
+            args=(f"{stack.url}/v1/stream", stack.dev_token(), connected, ended, seen),
+            daemon=True,
+        )
+        listener.start()
+        assert connected.wait(30), f"the stream did not open: {seen}"
+        pids = [p.pid for p in stack.descendants()]
+        assert stack.process is not None
+        started = time.monotonic()
+        stack.process.send_signal(signal.SIGINT)  # Ctrl-C
+        code = stack.process.wait(STOP_TIMEOUT_S + 20)
+        took = time.monotonic() - started
+    finally:
+        stack.stop()
+    assert code == 0, "".join(stack.lines)
+    # Well under the point where a stuck child would be SIGKILLed.
+    assert took < STOP_TIMEOUT_S - 2, f"stopping took {took:.1f} s:\n{''.join(stack.lines)}"
+    assert ended.wait(5), "the stream is still open after the stack stopped"
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and _alive(pids):
+        time.sleep(0.1)
+    assert _alive(pids) == [], "processes outlived the supervisor"
+
+
+def _alive(pids: list[int]) -> list[str]:
+    alive = []
+    for pid in pids:
+        try:
+            process = psutil.Process(pid)
+            if process.status() != psutil.STATUS_ZOMBIE:
+                alive.append(f"{pid} {' '.join(process.cmdline()[-3:])}")
+        except psutil.NoSuchProcess:
+            pass
+    return alive
+
+
+# A service that ignores SIGTERM and has a child (a worker) that ignores it too.
+_STUBBORN = """
+import signal, subprocess, sys, time
+signal.signal(signal.SIGTERM, signal.SIG_IGN)
+worker = subprocess.Popen([sys.executable, "-c",
+    "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(120)"])
+print(worker.pid, flush=True)
+time.sleep(120)
+"""
+
+
+def _worker_pid(log: Path) -> int:
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        text = log.read_text().strip() if log.exists() else ""
+        if text:
+            return int(text)
+        time.sleep(0.05)
+    raise AssertionError("the service printed no worker pid")
+
+
+def test_a_child_that_ignores_sigterm_is_killed_with_its_whole_group(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(up, "STOP_TIMEOUT_S", 0.5)
+    child = Child("stubborn", [sys.executable, "-c", _STUBBORN], tmp_path / "s.log", {})
+    child.start()
+    worker = _worker_pid(tmp_path / "s.log")
+    started = time.monotonic()
+    child.stop()
+    assert time.monotonic() - started < 5
+    assert _alive([worker]) == [], "the service's own child was orphaned"
+
+
+def test_a_crashed_childs_leftover_processes_are_killed_before_a_restart(tmp_path: Path) -> None:
+    # A service whose main process died (as a crashed uvicorn manager would) while its
+    # worker lives on: the restart must not leave the worker holding the port.
+    child = Child("crashed", [sys.executable, "-c", _STUBBORN], tmp_path / "c.log", {})
+    child.start()
+    worker = _worker_pid(tmp_path / "c.log")
+    assert child.process is not None
+    child.process.kill()
+    child.process.wait()
+    child.stop()
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and _alive([worker]):
+        time.sleep(0.05)
+    assert _alive([worker]) == [], "the crashed service's worker was left running"

@@ -62,3 +62,43 @@ def test_postgres_url_defaults() -> None:
     pg = PostgresParams.from_url("postgresql://127.0.0.1/test")
     assert (pg.port, pg.user, pg.schema) == (5432, "postgres", "public")
     assert "dbname=test" in pg.conninfo()
+
+
+@pytest.mark.parametrize(
+    ("url", "needle"),
+    [
+        ("postgresql://okr:s3cret@127.0.0.1:54x2/db", "port '54x2' is not a number"),
+        ("postgresql://okr:s3cret@127.0.0.1:0/db", "port '0' is not a number"),
+        ("postgresql://okr:s3cret@127.0.0.1:99999/db", "port '99999' is not a number"),
+        ("postgresql://okr:s3cret@db/okr?sslmode=require", "unknown option 'sslmode'"),
+        ("postgresql://okr:s3cret@db/okr?schema=a&schema=b", "more than once"),
+        ("postgresql://okr:s3cret@db/okr?schema=", "schema '' is not a lowercase SQL name"),
+        ("postgresql://okr:s3cret@db/okr?schema=x;drop", "is not a lowercase SQL name"),
+        ("postgresql://okr:s3cret@db/okr?schema=Mixed", "is not a lowercase SQL name"),
+        ("postgresql://okr:s3cret@db/okr/extra", "contains '/'"),
+        ("postgres+psycopg://okr:s3cret@db/okr", "unsupported scheme"),
+    ],
+)
+def test_a_malformed_database_url_is_refused_at_start_up(
+    monkeypatch: pytest.MonkeyPatch, url: str, needle: str
+) -> None:
+    monkeypatch.setenv("OKR_DATABASE_URL", url)
+    with pytest.raises(SettingsError) as raised:
+        load_settings()  # not later, when something first connects
+    message = str(raised.value)
+    assert needle in message
+    assert "OKR_DATABASE_URL=" in message
+    assert "s3cret" not in message
+
+
+def test_a_well_formed_database_url_is_accepted() -> None:
+    s = Settings(database_url="postgres://u:p%40ss@[::1]:6000/okr_1?schema=s_1")
+    pg = s.postgres
+    assert (pg.host, pg.port, pg.user, pg.password, pg.dbname, pg.schema) == (
+        "::1",
+        6000,
+        "u",
+        "p@ss",
+        "okr_1",
+        "s_1",
+    )

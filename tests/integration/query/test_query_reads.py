@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import itertools
+import json
 import time
 from datetime import UTC, datetime, timedelta
 
@@ -10,6 +12,8 @@ import pytest
 from fastapi.routing import APIRoute
 
 import events
+from services.projectionstore.meta import create_tables, drop_tables, write_lock, write_meta
+from services.projectionstore.schema import Tables
 from tests.integration.query.conftest import World
 
 pytestmark = pytest.mark.integration
@@ -357,3 +361,175 @@ def test_series_judges_each_bucket_by_the_target_in_force_then(world: World) -> 
     status = {item["bucket_start"][:10]: item["status"] for item in items}
     day = lambda d: (today - timedelta(days=d)).date().isoformat()  # noqa: E731
     assert status == {day(3): "red", day(2): "red", day(1): "green", day(0): "green"}
+
+
+# -- a replay's swap ----------------------------------------------------------------------
+
+
+def _swap_in_generation_2(world: World) -> None:
+    """What a replay does (services/processor/replay.py): generation 2 (here generation 1's
+    rows, objectives retitled) made live in one transaction, then generation 1's tables
+    dropped in the next."""
+    built = Tables(2)
+    with world.db.transaction() as cur:
+        write_lock(cur)
+        create_tables(cur, built)
+        for live, new in zip(world.tables.all(), built.all(), strict=True):
+            cur.execute(f"INSERT INTO {new} SELECT * FROM {live}")
+        cur.execute(f"UPDATE {built.objectives} SET title = title || ' (rebuilt)'")
+        write_meta(cur, "generation", str(built.generation))
+    with world.db.transaction() as cur:
+        write_lock(cur)
+        drop_tables(cur, world.tables)
+
+
+def test_reads_right_after_a_replay_swap_answer_the_new_generation(world: World) -> None:
+    """The live generation is read with the data: no 404, [] or 503 while a cached
+    generation names dropped tables."""
+    assert world.get(f"/v1/objectives/{world.company}").status_code == 200
+    _swap_in_generation_2(world)
+    r = world.get(f"/v1/objectives/{world.company}")
+    assert r.status_code == 200, r.text
+    assert r.json()["title"].endswith(" (rebuilt)")
+    assert r.headers["X-Projection-Position"] == str(world.position)
+    listed = world.get("/v1/objectives").json()["items"]
+    assert world.company in [v["id"] for v in listed]
+    waited = world.get(f"/v1/objectives/{world.company}", min_position=world.position)
+    assert waited.status_code == 200, waited.text
+    assert world.get(f"/v1/kpis/{world.kpi}/series").json()["items"]
+    assert world.get("/v1/detections").json()["items"]
+
+
+def test_a_read_the_swap_overtakes_is_read_again(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The swap and the drop commit after a read took its generation but before it touched
+    a table. SQLite's snapshot still holds generation 1; PostgreSQL's catalog does not, so
+    the read is run again over generation 2. Never a 404."""
+    store = world.client.app.state.query_store  # type: ignore[attr-defined]
+    position = store.position
+    swapped = []
+
+    def overtaken(cur, tables):  # type: ignore[no-untyped-def]
+        if not swapped:
+            swapped.append(tables.generation)
+            _swap_in_generation_2(world)
+        return position(cur, tables)
+
+    monkeypatch.setattr(store, "position", overtaken)
+    r = world.get(f"/v1/objectives/{world.company}")
+    assert swapped == [1]
+    assert r.status_code == 200, r.text
+    assert r.headers["X-Projection-Position"] == str(world.position)
+    rebuilt = r.json()["title"].endswith(" (rebuilt)")
+    assert rebuilt is (world.db.dialect == "postgres")
+
+
+# -- series ranges ------------------------------------------------------------------------
+
+
+def test_series_range_selects_whole_utc_buckets(world: World) -> None:
+    """from/to pick the buckets whose start lies between the buckets holding them, in UTC
+    whatever the offset; a bucket is never cut."""
+    kpi = world.seeder.kpi(
+        "acme", "Weekly", interval="week", aggregation="sum", target=10.0, amber=9.0
+    )
+    world.seeder.readings(
+        "acme",
+        kpi,
+        [(datetime(2026, 1, 13, 9, tzinfo=UTC), 5.0), (datetime(2026, 1, 16, 9, tzinfo=UTC), 6.0)],
+    )
+    week = [
+        {"bucket_start": "2026-01-12T00:00:00.000000Z", "value": 11.0, "count": 2,
+         "status": "green"}
+    ]  # fmt: skip
+
+    def series(**params: object) -> list[dict[str, object]]:
+        r = world.get(f"/v1/kpis/{kpi}/series", **params)
+        assert r.status_code == 200, r.text
+        return list(r.json()["items"])
+
+    assert series() == week
+    for to in (
+        "2026-01-14T00:00:00Z",
+        "2026-01-15T03:00:00Z",
+        "2026-01-14T22:00:00-05:00",  # the same instant
+        "2026-01-12T00:30:00Z",
+        "2026-01-19T00:30:00+01:00",  # 2026-01-18T23:30Z: still that week
+    ):
+        assert series(to=to) == week, to
+    for start in ("2026-01-12T00:00:00Z", "2026-01-18T23:59:59Z", "2026-01-18T20:00:00-03:00"):
+        assert series(**{"from": start}) == week, start
+    assert series(to="2026-01-12T00:30:00+01:00") == []  # 2026-01-11T23:30Z: the week before
+    assert series(**{"from": "2026-01-18T23:00:00-05:00"}) == []  # 2026-01-19T04:00Z
+    assert series(**{"from": "2026-01-14T00:00:00Z", "to": "2026-01-14T00:00:00Z"}) == week
+
+
+# -- hostile input --------------------------------------------------------------------------
+
+
+def _cursor(key: object) -> str:
+    # json, not orjson: a client may write integers beyond 64 bits.
+    return base64.urlsafe_b64encode(json.dumps(key).encode()).decode().rstrip("=")
+
+
+def test_a_crafted_cursor_is_a_422_problem(world: World) -> None:
+    """A cursor is opaque but not trusted: each element is checked for its endpoint."""
+    history = f"/v1/objectives/{world.company}/history"
+    events_ = f"/v1/objectives/{world.company}/events"
+    series = f"/v1/kpis/{world.kpi}/series"
+    day = (world.now - timedelta(days=3)).date().isoformat()
+    for path, key in (
+        (history, ["x"]),
+        (history, [2**70]),
+        (history, [1.5]),
+        (history, [True]),
+        (history, [-5]),
+        (events_, [None]),
+        (events_, [2**63]),
+        (events_, ["1"]),
+        ("/v1/objectives", [{"a": 1}]),
+        ("/v1/objectives", [1]),
+        ("/v1/objectives", ["a\x00b"]),
+        ("/v1/detections", [[1], [2]]),
+        ("/v1/detections", ["2026-01-01T00:00:00.000000Z", None]),
+        ("/v1/detections", ["yesterday", world.detections[0]]),
+        (series, [{"a": 1}]),
+        (series, ["2026-02-30"]),
+        (series, [day, day]),
+        (series, [f"{day}T00:00:00Z"]),
+    ):
+        r = world.get(path, cursor=_cursor(key))
+        assert r.status_code == 422, (path, key, r.status_code, r.text)
+        assert r.headers["content-type"] == "application/problem+json", (path, key)
+        assert r.json()["errors"] == [{"loc": ["query", "cursor"], "msg": "not a cursor"}]
+    # Well-formed keys still page.
+    assert world.get(history, cursor=_cursor([1])).json()["items"]
+    assert world.get(series, cursor=_cursor([day])).json()["items"]
+
+
+def test_an_instant_out_of_range_in_utc_is_a_422_problem(world: World) -> None:
+    """Aware instants whose UTC form is before year 1 or after year 9999."""
+    objective, kpi = f"/v1/objectives/{world.company}", f"/v1/kpis/{world.kpi}"
+    early, late = "0001-01-01T00:00:00+05:00", "9999-12-31T23:00:00-05:00"
+    for path, params in (
+        (objective, {"as_of": early}),
+        (objective, {"known_at": late}),
+        (kpi, {"as_of": "0001-01-01T00:00:00+01:00"}),
+        (f"{kpi}/series", {"from": "0001-01-01T00:00:00+01:00"}),
+        (f"{kpi}/series", {"to": late}),
+        (f"{objective}/history", {"to": late}),
+        (f"{objective}/history", {"from": early}),
+    ):
+        r = world.get(path, **params)
+        assert r.status_code == 422, (path, params, r.status_code, r.text)
+        assert r.headers["content-type"] == "application/problem+json", (path, params)
+        name = next(iter(params))
+        assert [e["loc"] for e in r.json()["errors"]] == [["query", name]], r.text
+    # The extremes themselves are instants like any other.
+    for path, params in (
+        (objective, {"as_of": "9999-12-31T23:59:59.999999Z"}),
+        (f"{kpi}/series", {"from": "0001-01-01T00:00:00Z", "to": "9999-12-31T23:59:59Z"}),
+        (f"{objective}/history", {"from": "0001-01-01T00:00:00Z", "to": "9999-12-31T23:00Z"}),
+    ):
+        assert world.get(path, **params).status_code == 200, (path, params)

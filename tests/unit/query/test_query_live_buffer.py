@@ -1,10 +1,16 @@
-"""A slow SSE client's buffer is bounded and coalesces; it never blocks the feed."""
+"""A slow SSE client's buffer is bounded and coalesces; it never blocks the feed; a server
+told to stop ends the streams."""
 
 from __future__ import annotations
 
 import asyncio
+import signal
+from collections.abc import Callable
+from types import FrameType
+from typing import Any, cast
 
-from services.query.live import Subscriber, format_event
+from services.query.live import Feed, Subscriber, format_event
+from services.query.store import ReadStore
 
 
 def test_coalesces_per_subject_and_keeps_order() -> None:
@@ -36,3 +42,39 @@ def test_format_event_splits_lines() -> None:
     assert (
         format_event(5, "kpi.updated", "a\nb") == "id: 5\nevent: kpi.updated\ndata: a\ndata: b\n\n"
     )
+
+
+class _EmptyStore:
+    def read(self, fn: Callable[..., Any]) -> list[tuple[Any, ...]]:
+        return []
+
+
+def test_a_stop_signal_ends_the_streams_and_still_reaches_the_servers_handler() -> None:
+    received: list[int] = []
+
+    def server_handler(signum: int, frame: FrameType | None) -> None:  # uvicorn's, say
+        received.append(signum)
+
+    saved = {s: signal.signal(s, server_handler) for s in (signal.SIGINT, signal.SIGTERM)}
+
+    async def run() -> None:
+        feed = Feed(cast(ReadStore, _EmptyStore()), poll_s=0.01)
+        first, second = feed.subscribe("acme"), feed.subscribe("other")
+        assert not first.closed
+        signal.raise_signal(signal.SIGTERM)
+        await asyncio.sleep(0.05)
+        assert received == [signal.SIGTERM]
+        assert first.closed
+        assert second.closed
+        assert first.wake.is_set()
+        late = feed.subscribe("acme")  # a request that was already in flight
+        assert late.closed
+        for sub in (first, second, late):
+            feed.unsubscribe(sub)
+        await asyncio.sleep(0.05)  # the poller ends with its last subscriber
+
+    try:
+        asyncio.run(run())
+    finally:
+        for signum, handler in saved.items():
+            signal.signal(signum, handler)
