@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
+from datetime import time as dt_time
 from typing import Any, NamedTuple
 from uuid import UUID, uuid4
 
@@ -44,6 +45,7 @@ from projections.objective import (
     key_result_input,
     latest_confidence,
     latest_done,
+    measure,
 )
 from projections.periods import Period
 from projections.policy import DEFAULT_POLICY, ScoringPolicy
@@ -1543,9 +1545,51 @@ class Projector:
             group.append((at_change[s.id], kr.id, min(at, kr.targets[-1].since)))
         for (kpi_id, aggregation, interval, period), wanted in groups.items():
             series = self._series(tx, kpis.get(kpi_id), kpi_id, days, aggregation, interval, period)
+            kpi_days = days.get(kpi_id, {})
             for into, kr_id, at in wanted:
-                into[kr_id] = series.at(at)
+                day = kpi_days.get(at.astimezone(UTC).date())
+                if day is not None and day.last_at is not None and day.last_at > at:
+                    # Readings observed later on the day of `at` (a close at 10:00 and a
+                    # reading at 20:00): the series counts whole days, so measure with
+                    # that day cut at `at` (rare: the last reading is rarely after `at`).
+                    into[kr_id] = self._measure_cut(
+                        tx, kpi_id, kpi_days, aggregation, interval, period, at
+                    )
+                else:
+                    into[kr_id] = series.at(at)
         return found, at_change
+
+    def _measure_cut(
+        self,
+        tx: Tx,
+        kpi_id: str,
+        kpi_days: dict[date, Accumulator],
+        aggregation: str,
+        interval: str,
+        period: Period,
+        at: datetime,
+    ) -> Measurement:
+        """The measurement at `at` counting only the readings observed up to `at` on its
+        day (API.md: readings up to the evaluation time), from the stored readings."""
+        day = at.date()
+        rows = tx.cur.execute(
+            f"SELECT value, observed_at, reading_id FROM {tx.tables.readings}"
+            " WHERE kpi_id = ? AND observed_at >= ? AND observed_at <= ?",
+            (kpi_id, iso(datetime.combine(day, dt_time(), tzinfo=UTC)), iso(at)),
+        ).fetchall()
+        cut = {d: acc for d, acc in kpi_days.items() if d != day}
+        if rows:
+            last_at, last_key, last_value = max((str(o), str(k), float(v)) for v, o, k in rows)
+            cut[day] = Accumulator.of_values(
+                [float(v) for v, _, _ in rows], parse_iso(last_at), last_key, last_value
+            )
+        return measure(
+            cut.items(),
+            aggregation,  # type: ignore[arg-type]
+            interval,  # type: ignore[arg-type]
+            period,
+            at,
+        )
 
     def _series(
         self,
