@@ -1548,10 +1548,13 @@ class Projector:
             kpi_days = days.get(kpi_id, {})
             for into, kr_id, at in wanted:
                 day = kpi_days.get(at.astimezone(UTC).date())
-                if day is not None and day.last_at is not None and day.last_at > at:
-                    # Readings observed later on the day of `at` (a close at 10:00 and a
-                    # reading at 20:00): the series counts whole days, so measure with
-                    # that day cut at `at` (rare: the last reading is rarely after `at`).
+                if at < tx.now and day is not None and day.last_at is not None and day.last_at > at:
+                    # Readings observed after a past evaluation time on its day (a close at
+                    # 10:00 and a reading at 20:00): the series counts whole days, so
+                    # measure with that day cut at `at` (rare). An evaluation now counts
+                    # today whole: a reading observed a little ahead (up to 5 minutes is
+                    # accepted) counts at once, as later notices count one of tomorrow
+                    # once its day comes, and no pass would count it later.
                     into[kr_id] = self._measure_cut(
                         tx, kpi_id, kpi_days, aggregation, interval, period, at
                     )

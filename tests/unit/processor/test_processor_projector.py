@@ -309,10 +309,10 @@ def test_readings_notify_only_the_objectives_whose_period_holds_them(tmp_path: P
 
 
 def test_readings_after_an_objectives_close_day_leave_it_alone(tmp_path: Path) -> None:
-    """A closed objective is evaluated at its close, so it measures the days up to the one
-    it closed: a later day's reading does not notify it (its scores cannot change) until it
-    is reopened, while one of its close day, even after the close time, does (days count
-    whole). The tables equal those of re-evaluating both objectives."""
+    """A closed objective is evaluated at its close, so it measures the readings up to its
+    close: a later day's reading does not notify it (its scores cannot change) until it is
+    reopened, while one of its close day does (and counts only if observed by the close
+    time). The tables equal those of re-evaluating both objectives."""
     log = Log()
     kpi, closing, running = uuid4(), uuid4(), uuid4()
     log.kpi(kpi, name="NPS", target=50.0, amber=40.0, interval="day", aggregation="avg")
@@ -335,7 +335,8 @@ def test_readings_after_an_objectives_close_day_leave_it_alone(tmp_path: Path) -
         [], [Notice(str(o), str(june.event_id), july, july) for o in (closing, running)]
     )
     assert tables_hash(skipping, strict=False) == tables_hash(everyone, strict=False)
-    assert _currents(skipping)[str(closing)] == pytest.approx(35.0)  # May 9 and 10
+    # May 9 only: May 10's reading at 18:00 came after the close at 12:00.
+    assert _currents(skipping)[str(closing)] == pytest.approx(30.0)
 
     log.reading(kpi, 50.0, datetime(2026, 6, 6, 9, tzinfo=UTC), "june6")
     notified = skipping.apply_readings(log.reading_rows()[-1:])
