@@ -1,1 +1,2 @@
-"""Tamper evidence: verify every stream's hash chain, export an objective's history."""
+"""Tamper evidence: verify every stream's hash chain and the log's seals, export an
+objective's history as stored."""

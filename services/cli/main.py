@@ -47,7 +47,7 @@ def _replay(args: argparse.Namespace) -> int:
 def _audit_verify(args: argparse.Namespace) -> int:
     from services.audit.main import verify
 
-    return verify()
+    return verify(args.expect_head)
 
 
 def _audit_export(args: argparse.Namespace) -> int:
@@ -93,9 +93,15 @@ def parser() -> argparse.ArgumentParser:
     audit = sub.add_parser("audit", help="tamper evidence").add_subparsers(
         dest="action", required=True
     )
-    audit.add_parser("verify", help="check the hash chain of every stream").set_defaults(
-        run=_audit_verify
+    check = audit.add_parser(
+        "verify", help="check every stream's hash chain and the log's seals; print the head"
     )
+    check.add_argument(
+        "--expect-head",
+        metavar="POSITION:DIGEST",
+        help="a head printed by an earlier verify: fail if the log up to it changed",
+    )
+    check.set_defaults(run=_audit_verify)
     export = audit.add_parser("export", help="an objective's full history as JSON lines")
     export.add_argument("--objective", required=True, help="objective id")
     export.set_defaults(run=_audit_export)

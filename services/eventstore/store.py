@@ -10,6 +10,7 @@ from __future__ import annotations
 import fcntl
 import functools
 import hashlib
+import logging
 import os
 import sqlite3
 import threading
@@ -32,12 +33,17 @@ from eventsourcing.postgres import PostgresApplicationRecorder, PostgresFactory
 from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteFactory
 
 import events
+from events.hashing import LogEntry, LogSeal, next_seal
 from services.projectionstore.db import postgres_unreachable
 from services.settings import Settings
 
 EVENTS_TABLE = "stored_events"
+SEALS_TABLE = "log_seals"  # tamper evidence of the whole log (events/hashing.py)
+SEAL_LOCK_TIMEOUT_S = 5  # PostgreSQL: longest wait for the writers' lock to seal
 SERIALISED_WAIT_S = 10  # longest wait for a `serialised` lock before giving up (503)
 SQLITE_CHUNK = 2_000  # rows per INSERT statement (4 variables each; SQLite allows 32,766)
+
+_log = logging.getLogger(__name__)
 
 
 @functools.lru_cache(maxsize=64)
@@ -179,6 +185,20 @@ def to_stored(event: events.Event) -> StoredEvent:
     )
 
 
+def _inserted_entries(
+    group: list[_Waiting], found: list[dict[tuple[str, int], int]]
+) -> list[LogEntry]:
+    """The log entries a group commit inserted, in position order: each row that came back
+    with a rowid, its first occurrence (the one INSERT OR IGNORE stored)."""
+    entries: dict[int, LogEntry] = {}
+    for waiting, inserted in zip(group, found, strict=True):
+        for stream_id, version, topic, state in waiting.rows:
+            position = inserted.get((stream_id, version))
+            if position is not None and position not in entries:
+                entries[position] = (position, stream_id, version, topic, state)
+    return [entries[p] for p in sorted(entries)]
+
+
 class EventStore:
     """okrstream events on SQLite (a file in the data dir) or PostgreSQL."""
 
@@ -315,6 +335,7 @@ class EventStore:
             stored = [to_stored(e) for e in new_events]
             with self._writer:
                 ids = self.recorder.insert_events(stored)
+                self._seal_appended(ids)
         except IntegrityError as exc:
             raise ConcurrencyError(str(exc)) from exc
         except (OperationalError, PersistenceError) as exc:
@@ -390,6 +411,7 @@ class EventStore:
         assert isinstance(self.recorder, SQLiteApplicationRecorder)
         found: list[dict[tuple[str, int], int]] = []
         try:
+            self._ensure_seals()
             with self.recorder.datastore.transaction(commit=True) as cursor:
                 raw = cursor.sqlite_cursor
                 for waiting in group:
@@ -400,6 +422,7 @@ class EventStore:
                         for stream_id, version, position in raw.fetchall():
                             inserted[(stream_id, version)] = position
                     found.append(inserted)
+                self._seal_sqlite(raw, _inserted_entries(group, found))
         except BaseException as exc:
             for waiting in group:
                 waiting.error = str(exc) or type(exc).__name__
@@ -416,6 +439,7 @@ class EventStore:
         schema = recorder.datastore.schema
         table = f'"{schema}"."{EVENTS_TABLE}"'
         positions: list[int | None] = []
+        self._ensure_seals()
         with (
             recorder.datastore.get_connection() as conn,
             conn.transaction(),
@@ -432,6 +456,9 @@ class EventStore:
                 )
                 row: Any = cursor.fetchone()
                 positions.append(row["notification_id"] if row else None)
+            inserted = zip(rows, positions, strict=True)
+            mine = [(p, s.hex, v, t, b) for (s, v, t, b), p in inserted if p is not None]
+            self._seal_postgres(cursor, sorted(mine))
         return positions
 
     # -- reading ---------------------------------------------------------------------------
@@ -505,3 +532,211 @@ class EventStore:
                 ((after or UUID(int=0)).hex, limit),
             )
             return [UUID(r[0]) for r in cursor.fetchall()]
+
+    # -- log seals: tamper evidence of the whole log (the scheme: events/hashing.py) ----------
+    # Every write transaction ends by sealing the entries after the newest seal, holding the
+    # writers' lock (so no entry can commit below them later). Per batch: one read of the
+    # newest seal, one insert, and a read of entries only when other writers' lie between
+    # the seal and this transaction's own (a command's append, which eventsourcing commits on
+    # its own, is sealed right after in a transaction of its own: _seal_appended). Every
+    # writer must hold that lock: the relay's ordering relies on it too.
+
+    _seals_ready = False  # this store has made sure the seals table exists
+
+    def _pg_name(self, table: str) -> str:
+        recorder = self.recorder
+        assert isinstance(recorder, PostgresApplicationRecorder)
+        return f'"{recorder.datastore.schema}"."{table}"'
+
+    def _ensure_seals(self) -> None:
+        """Create the seals table on this store's first write (an older release's store has
+        none), in a transaction of its own: before, never inside, a write transaction."""
+        if self._seals_ready:
+            return
+        if self.is_postgres:
+            recorder = self.recorder
+            assert isinstance(recorder, PostgresApplicationRecorder)
+            with recorder.datastore.transaction(commit=True) as cursor:
+                # Under the writers' lock: two processes creating it at once would collide.
+                cursor.execute(f"SET LOCAL lock_timeout = '{SEAL_LOCK_TIMEOUT_S}s'")
+                cursor.execute(f"LOCK TABLE {self._pg_name(EVENTS_TABLE)} IN EXCLUSIVE MODE")
+                cursor.execute(
+                    f"CREATE TABLE IF NOT EXISTS {self._pg_name(SEALS_TABLE)} "
+                    "(position bigint PRIMARY KEY, digest text NOT NULL, base bigint NOT NULL)"
+                )
+        else:
+            assert isinstance(self.recorder, SQLiteApplicationRecorder)
+            with self.recorder.datastore.transaction(commit=True) as cursor:
+                cursor.execute(
+                    f"CREATE TABLE IF NOT EXISTS {SEALS_TABLE} "
+                    "(position INTEGER PRIMARY KEY, digest TEXT NOT NULL, base INTEGER NOT NULL)"
+                )
+        self._seals_ready = True
+
+    def _seal_sqlite(
+        self, raw: sqlite3.Cursor, mine: list[LogEntry], first_new: int | None = None
+    ) -> None:
+        """Seal every entry after the newest seal, in the caller's write transaction.
+
+        `mine`: the entries this transaction inserted, in position order (their bytes are at
+        hand: only entries of other writers, between the newest seal and them, are read
+        back). `first_new`: the lowest position inserted, when `mine` is not given; in a
+        store without seals yet, the entries before it stay unanchored (the chain's base)."""
+        raw.row_factory = None
+        raw.execute(
+            f"SELECT position, digest, base FROM {SEALS_TABLE} ORDER BY position DESC LIMIT 1"
+        )
+        found = raw.fetchone()
+        last = None if found is None else LogSeal(*found)
+        after = self._seal_after(last, mine, first_new)
+        if after is None:
+            return
+        between: list[LogEntry] = []
+        if not mine or mine[0][0] > after + 1:
+            raw.execute(
+                "SELECT rowid, originator_id, originator_version, topic, state "
+                f"FROM {EVENTS_TABLE} WHERE rowid > ? AND rowid < ? ORDER BY rowid",
+                (after, mine[0][0] if mine else 2**63 - 1),
+            )
+            between = raw.fetchall()
+        seal = next_seal(last, [*between, *mine], after)
+        if seal is not None:
+            raw.execute(
+                f"INSERT INTO {SEALS_TABLE} (position, digest, base) VALUES (?, ?, ?)",
+                (seal.position, seal.digest, seal.base),
+            )
+
+    @staticmethod
+    def _seal_after(
+        last: LogSeal | None, mine: list[LogEntry], first_new: int | None
+    ) -> int | None:
+        """The position the next seal starts after (None: nothing to seal)."""
+        if last is not None:
+            return last.position
+        if mine:
+            return mine[0][0] - 1
+        return None if first_new is None else first_new - 1
+
+    def _seal_postgres(
+        self, cursor: Any, mine: list[LogEntry], first_new: int | None = None
+    ) -> None:
+        """_seal_sqlite on PostgreSQL: `cursor` is in a transaction holding the writers'
+        lock (LOCK TABLE … IN EXCLUSIVE MODE)."""
+        cursor.execute(
+            f"SELECT position, digest, base FROM {self._pg_name(SEALS_TABLE)} "
+            "ORDER BY position DESC LIMIT 1"
+        )
+        found: Any = cursor.fetchone()
+        last = None if found is None else LogSeal(found["position"], found["digest"], found["base"])
+        after = self._seal_after(last, mine, first_new)
+        if after is None:
+            return
+        between: list[LogEntry] = []
+        if not mine or mine[0][0] > after + 1:
+            cursor.execute(
+                "SELECT notification_id, originator_id, originator_version, topic, state "
+                f"FROM {self._pg_name(EVENTS_TABLE)} "
+                "WHERE notification_id > %s AND notification_id < %s ORDER BY notification_id",
+                (after, mine[0][0] if mine else 2**63 - 1),
+            )
+            between = [
+                (
+                    r["notification_id"],
+                    UUID(str(r["originator_id"])).hex,  # as notifications() gives it
+                    r["originator_version"],
+                    r["topic"],
+                    bytes(r["state"]),
+                )
+                for r in cursor.fetchall()
+            ]
+        seal = next_seal(last, [*between, *mine], after)
+        if seal is not None:
+            cursor.execute(
+                f"INSERT INTO {self._pg_name(SEALS_TABLE)} (position, digest, base) "
+                "VALUES (%s, %s, %s)",
+                (seal.position, seal.digest, seal.base),
+            )
+
+    def _seal_appended(self, positions: Sequence[int] | None) -> None:
+        """Seal after append(), whose events eventsourcing's recorder committed on its own.
+        A failure is logged, not raised: the events are stored, and the next seal (any
+        writer's) covers them; until then verify counts them as not sealed yet."""
+        first_new = min(positions) if positions else None
+        try:
+            self._ensure_seals()
+            if self.is_postgres:
+                recorder = self.recorder
+                assert isinstance(recorder, PostgresApplicationRecorder)
+                with recorder.datastore.transaction(commit=True) as cursor:
+                    cursor.execute(f"SET LOCAL lock_timeout = '{SEAL_LOCK_TIMEOUT_S}s'")
+                    cursor.execute(f"LOCK TABLE {self._pg_name(EVENTS_TABLE)} IN EXCLUSIVE MODE")
+                    self._seal_postgres(cursor, [], first_new)
+            else:
+                assert isinstance(self.recorder, SQLiteApplicationRecorder)
+                with self.recorder.datastore.transaction(commit=True) as cursor:
+                    self._seal_sqlite(cursor.sqlite_cursor, [], first_new)
+        except Exception:
+            _log.warning(
+                "could not seal the log after an append; the next write will", exc_info=True
+            )
+
+    def _seals_exist(self) -> bool:
+        if self.is_postgres:
+            recorder = self.recorder
+            assert isinstance(recorder, PostgresApplicationRecorder)
+            with recorder.datastore.transaction(commit=False) as cursor:
+                cursor.execute("SELECT to_regclass(%s) AS found", (self._pg_name(SEALS_TABLE),))
+                row: Any = cursor.fetchone()
+                return row["found"] is not None
+        assert isinstance(self.recorder, SQLiteApplicationRecorder)
+        with self.recorder.datastore.transaction(commit=False) as cursor:
+            cursor.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (SEALS_TABLE,)
+            )
+            return cursor.fetchone() is not None
+
+    def log_seals(self, after: int = 0, limit: int = 1000) -> list[LogSeal]:
+        """Up to `limit` seals with position > `after`, in order ([] when the store has
+        none: an older release's store)."""
+        if not self._seals_exist():
+            return []
+        if self.is_postgres:
+            recorder = self.recorder
+            assert isinstance(recorder, PostgresApplicationRecorder)
+            with recorder.datastore.transaction(commit=False) as cursor:
+                cursor.execute(
+                    f"SELECT position, digest, base FROM {self._pg_name(SEALS_TABLE)} "
+                    "WHERE position > %s ORDER BY position LIMIT %s",
+                    (after, limit),
+                )
+                return [LogSeal(r["position"], r["digest"], r["base"]) for r in cursor.fetchall()]
+        assert isinstance(self.recorder, SQLiteApplicationRecorder)
+        with self.recorder.datastore.transaction(commit=False) as cursor:
+            cursor.execute(
+                f"SELECT position, digest, base FROM {SEALS_TABLE} "
+                "WHERE position > ? ORDER BY position LIMIT ?",
+                (after, limit),
+            )
+            return [LogSeal(r[0], r[1], r[2]) for r in cursor.fetchall()]
+
+    def newest_log_seal(self) -> LogSeal | None:
+        """The seal with the highest position (None when the store has none)."""
+        if not self._seals_exist():
+            return None
+        if self.is_postgres:
+            recorder = self.recorder
+            assert isinstance(recorder, PostgresApplicationRecorder)
+            with recorder.datastore.transaction(commit=False) as cursor:
+                cursor.execute(
+                    f"SELECT position, digest, base FROM {self._pg_name(SEALS_TABLE)} "
+                    "ORDER BY position DESC LIMIT 1"
+                )
+                r: Any = cursor.fetchone()
+                return None if r is None else LogSeal(r["position"], r["digest"], r["base"])
+        assert isinstance(self.recorder, SQLiteApplicationRecorder)
+        with self.recorder.datastore.transaction(commit=False) as cursor:
+            cursor.execute(
+                f"SELECT position, digest, base FROM {SEALS_TABLE} ORDER BY position DESC LIMIT 1"
+            )
+            r = cursor.fetchone()
+            return None if r is None else LogSeal(r[0], r[1], r[2])
