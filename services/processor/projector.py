@@ -1809,8 +1809,30 @@ class Projector:
         active: Sequence[ObjectiveState],
         owners: set[tuple[str, str]],
     ) -> None:
-        """Closed objectives' final scores per owner; reopened ones leave the list."""
+        """Closed objectives' final scores per owner; reopened ones leave the list, and a
+        closed one is listed under its current owner only. Every owner whose list changed
+        (the one a row left too: a reopen and an owner change in one batch) is in `owners`
+        for the chronic rules."""
         t = tx.tables.owner_closures
+        now_closed = {s.id: s for s, _ in closed if s.closed_at}
+        by_id = {s.id: s for s in active} | now_closed
+        gone: list[tuple[str, str, str]] = []
+        for chunk in _chunks(sorted(by_id)):
+            for org, owner, oid in tx.cur.execute(
+                f"SELECT org_id, owner, objective_id FROM {t}"
+                f" WHERE objective_id IN ({_marks(len(chunk))})",
+                chunk,
+            ).fetchall():
+                state = by_id[str(oid)]
+                if state.org_id != org:
+                    continue
+                if str(oid) not in now_closed or state.owner != owner:
+                    gone.append((str(org), str(owner), str(oid)))
+        gone.sort()
+        tx.cur.executemany(
+            f"DELETE FROM {t} WHERE org_id = ? AND owner = ? AND objective_id = ?", gone
+        )
+        owners.update((org, owner) for org, owner, _ in gone)
         tx.cur.executemany(
             f"INSERT INTO {t} (org_id, owner, objective_id, closed_at, score)"
             " VALUES (?, ?, ?, ?, ?) ON CONFLICT (org_id, owner, objective_id) DO UPDATE"
@@ -1822,20 +1844,6 @@ class Projector:
             ],
         )
         owners.update((s.org_id, s.owner) for s, _ in closed)
-        by_id = {s.id: s for s in active}
-        stored: set[tuple[str, str]] = set()
-        for chunk in _chunks(sorted(by_id)):
-            stored.update(
-                (str(org), str(oid))
-                for org, oid in tx.cur.execute(
-                    f"SELECT org_id, objective_id FROM {t}"
-                    f" WHERE objective_id IN ({_marks(len(chunk))})",
-                    chunk,
-                ).fetchall()
-            )
-        gone = sorted(k for k in stored if by_id[k[1]].org_id == k[0])
-        tx.cur.executemany(f"DELETE FROM {t} WHERE org_id = ? AND objective_id = ?", gone)
-        owners.update((org, by_id[oid].owner) for org, oid in gone)
 
     def _chronic(self, tx: Tx, owners: set[tuple[str, str]]) -> None:
         holding: list[rules.Finding] = []

@@ -1,0 +1,75 @@
+"""Owners' closed objectives (the chronic over/under-reach rules): an objective is listed
+under its current owner only, and every owner whose list changes is judged again, however
+the goal events are split into batches."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from uuid import UUID, uuid4
+
+import pytest
+
+from services.processor.projector import Projector
+from services.projectionstore.db import Database
+from services.projectionstore.meta import ensure_schema
+from tests.unit.processor.builders import Log
+
+NOW = datetime(2026, 2, 15, 22, tzinfo=UTC)
+T = datetime(2026, 1, 5, tzinfo=UTC)
+PERIOD = {"start": "2026-01-01", "end": "2026-03-31"}
+
+
+def _two_closed(log: Log) -> tuple[UUID, UUID]:
+    """ana closes two objectives at score 0: chronic over-reach."""
+    a, b = uuid4(), uuid4()
+    for o in (a, b):
+        log.emit("objective.drafted", o, at=T, title="O", owner="ana", level="team", period=PERIOD)
+        log.emit("key_result.added", o, at=T, kr_id=uuid4(), title="K", kind="milestone")
+    log.emit("objective.closed", a, at=T + timedelta(days=1))
+    log.emit("objective.closed", b, at=T + timedelta(days=2))
+    return a, b
+
+
+def _state(p: Projector) -> tuple[set[tuple[str, str]], set[tuple[str, str]]]:
+    """(owner, objective) closures, and (owner, reason) of the active owner detections."""
+    with p.db.transaction(write=False) as cur:
+        closures = {
+            (str(o), str(i))
+            for o, i in cur.execute("SELECT owner, objective_id FROM g1_owner_closures").fetchall()
+        }
+        active = {
+            (str(s), str(r))
+            for s, r in cur.execute(
+                "SELECT subject_id, reason FROM g1_detections"
+                " WHERE subject_type = 'owner' AND resolved_at IS NULL"
+            ).fetchall()
+        }
+    return closures, active
+
+
+@pytest.mark.parametrize("close_again", [False, True])
+@pytest.mark.parametrize("one_batch", [True, False])
+def test_a_reopen_and_a_new_owner_move_the_closure_and_rejudge_both_owners(
+    tmp_path: Path, close_again: bool, one_batch: bool
+) -> None:
+    log = Log()
+    a, b = _two_closed(log)
+    db = Database("sqlite", path=tmp_path / "p.sqlite")
+    ensure_schema(db)
+    p = Projector(db, clock=lambda: NOW)
+    p.apply_goal_batch(log.goal_items())
+    assert _state(p)[1] == {("ana", "chronic")}
+    n = len(log.entries)
+    log.emit("objective.reopened", b, at=T + timedelta(days=3))
+    log.emit("objective.revised", b, at=T + timedelta(days=3), owner="bob")
+    if close_again:
+        log.emit("objective.closed", b, at=T + timedelta(days=4))
+    later = log.goal_items()[n:]
+    for batch in [later] if one_batch else [[item] for item in later]:
+        p.apply_goal_batch(batch)
+    closures, active = _state(p)
+    expected = {("ana", str(a))} | ({("bob", str(b))} if close_again else set())
+    assert closures == expected
+    assert active == set(), "ana has one closed objective left, bob at most one"
+    db.close()
