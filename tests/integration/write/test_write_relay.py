@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-import psycopg
 import pytest
 from kafka import KafkaConsumer, TopicPartition
 
@@ -35,6 +34,7 @@ from services.relay.progress import ProgressStore
 from services.settings import Settings
 from tests.support import postgres
 from tests.support.ports import free_port
+from tests.support.processes import wait_for_log
 
 PARTITIONS = Settings.model_fields["kafka_partitions"].default  # the relays' here
 
@@ -295,56 +295,44 @@ def test_relay_rides_out_a_postgresql_outage(
     """PostgreSQL refuses connections for a while: the relay logs, waits and goes on where
     it was (it used to die on the event store's first OperationalError, its thread gone)."""
     caplog.set_level(logging.WARNING, logger="services.relay.main")
-    url = postgres.create_database()
-    name = url.rsplit("/", 1)[1]
-
-    def admin(sql: str) -> None:
-        with psycopg.connect(postgres.ADMIN_URL, autocommit=True) as conn:
-            conn.execute(sql)
-
-    settings = Settings(data_dir=tmp_path / "data", database_url=url)
-    config = relay_settings(settings, broker.bootstrap, relay_poll_interval_s=0.05)
-    store = EventStore.from_settings(config)
-    try:
-        org = f"org-{uuid.uuid4().hex[:8]}"
-        seed(store, org, kpis=2, readings=100)
-        relay = Relay(config, store, ProgressStore.from_settings(config))
-        thread = threading.Thread(target=relay.run, daemon=True)
-        thread.start()
+    with postgres.fresh_database() as url:
+        settings = Settings(data_dir=tmp_path / "data", database_url=url)
+        config = relay_settings(settings, broker.bootstrap, relay_poll_interval_s=0.05)
+        store = EventStore.from_settings(config)
         try:
-            deadline = time.monotonic() + 30
-            while relay.progress.position < store.max_position():
-                assert time.monotonic() < deadline, "relay never caught up"
-                time.sleep(0.05)
-            admin(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
-            admin(
-                f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'"
-            )
-            # Until a poll of the store failed (the pool gives up on connecting after a while).
-            deadline = time.monotonic() + 90
-            while thread.is_alive() and not any(
-                "store unavailable" in r.getMessage() for r in caplog.records
-            ):
-                assert time.monotonic() < deadline, "no poll failed"
-                time.sleep(0.1)
-            assert thread.is_alive(), "the relay died with the database"
-            admin(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
-            seed(store, org, kpis=1, readings=50)
-            end = store.max_position()
-            deadline = time.monotonic() + 60
-            while relay.progress.position < end:
-                assert time.monotonic() < deadline, f"relay stuck at {relay.progress.position}"
-                assert thread.is_alive(), "the relay died"
-                time.sleep(0.05)
+            org = f"org-{uuid.uuid4().hex[:8]}"
+            seed(store, org, kpis=2, readings=100)
+            relay = Relay(config, store, ProgressStore.from_settings(config))
+            thread = threading.Thread(target=relay.run, daemon=True)
+            thread.start()
+            try:
+                deadline = time.monotonic() + 30
+                while relay.progress.position < store.max_position():
+                    assert time.monotonic() < deadline, "relay never caught up"
+                    time.sleep(0.05)
+                with postgres.refusing_connections(url):
+                    # Until a poll failed (the pool gives up on connecting after a while).
+                    deadline = time.monotonic() + 90
+                    while thread.is_alive() and not any(
+                        "store unavailable" in r.getMessage() for r in caplog.records
+                    ):
+                        assert time.monotonic() < deadline, "no poll failed"
+                        time.sleep(0.1)
+                    assert thread.is_alive(), "the relay died with the database"
+                seed(store, org, kpis=1, readings=50)
+                end = store.max_position()
+                deadline = time.monotonic() + 60
+                while relay.progress.position < end:
+                    assert time.monotonic() < deadline, f"stuck at {relay.progress.position}"
+                    assert thread.is_alive(), "the relay died"
+                    time.sleep(0.05)
+            finally:
+                relay.stopping.set()
+                thread.join(15)
+            seen = {str(n.decode().event_id) for n in stored(store)}
+            assert_complete_and_ordered(store, read_topics(broker.bootstrap, org, seen))
         finally:
-            relay.stopping.set()
-            thread.join(15)
-        got = read_topics(broker.bootstrap, org, {str(n.decode().event_id) for n in stored(store)})
-        assert_complete_and_ordered(store, got)
-    finally:
-        admin(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
-        store.close()
-        postgres.drop_database(url)
+            store.close()
 
 
 def test_relay_started_while_postgresql_refuses_waits_for_it(
@@ -353,52 +341,38 @@ def test_relay_started_while_postgresql_refuses_waits_for_it(
     """`python -m services.relay.main` with its database refusing connections: it logs and
     waits (exiting would have `okrstream up` restart it until it gives up on the stack),
     then relays once the database is back, and stops on SIGTERM with exit 0."""
-    url = postgres.create_database()
-    name = url.rsplit("/", 1)[1]
-
-    def admin(sql: str) -> None:
-        with psycopg.connect(postgres.ADMIN_URL, autocommit=True) as conn:
-            conn.execute(sql)
-
-    settings = Settings(data_dir=tmp_path / "data", database_url=url)
-    store = EventStore.from_settings(settings)
-    org = f"org-{uuid.uuid4().hex[:8]}"
-    seed(store, org, kpis=1, readings=20)
-    end = store.max_position()
-    store.close()
-    log_path = tmp_path / "relay.log"
-    admin(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
-    relay: subprocess.Popen[bytes] | None = None
-    try:
-        with log_path.open("wb") as log:
-            relay = subprocess.Popen(
-                [sys.executable, "-m", "services.relay.main"],
-                env=_relay_env(settings, broker.bootstrap),
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        deadline = time.monotonic() + 60
-        while "event store unavailable" not in log_path.read_text():
-            assert relay.poll() is None, log_path.read_text()[-2000:]
-            assert time.monotonic() < deadline, "no retry logged"
-            time.sleep(0.1)
-        time.sleep(1)
-        assert relay.poll() is None, log_path.read_text()[-2000:]
-        admin(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
-        progress = None
-        deadline = time.monotonic() + 60
-        while True:
-            assert relay.poll() is None, log_path.read_text()[-2000:]
-            assert time.monotonic() < deadline, "relay never caught up"
-            with contextlib.suppress(Exception):
-                progress = progress or ProgressStore.from_settings(settings)
-                if progress.load().position >= end:
-                    break
-            time.sleep(0.1)
-        relay.send_signal(signal.SIGTERM)
-        assert relay.wait(20) == 0
-    finally:
-        admin(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
-        if relay is not None and relay.poll() is None:
-            relay.kill()
-        postgres.drop_database(url)
+    with postgres.fresh_database() as url:
+        settings = Settings(data_dir=tmp_path / "data", database_url=url)
+        store = EventStore.from_settings(settings)
+        seed(store, f"org-{uuid.uuid4().hex[:8]}", kpis=1, readings=20)
+        end = store.max_position()
+        store.close()
+        log_path = tmp_path / "relay.log"
+        relay: subprocess.Popen[bytes] | None = None
+        try:
+            with postgres.refusing_connections(url):
+                with log_path.open("wb") as log:
+                    relay = subprocess.Popen(
+                        [sys.executable, "-m", "services.relay.main"],
+                        env=_relay_env(settings, broker.bootstrap),
+                        stdout=log,
+                        stderr=subprocess.STDOUT,
+                    )
+                wait_for_log(log_path, "event store unavailable", relay)
+                time.sleep(1)
+                assert relay.poll() is None, log_path.read_text()[-2000:]
+            progress = None
+            deadline = time.monotonic() + 60
+            while True:
+                assert relay.poll() is None, log_path.read_text()[-2000:]
+                assert time.monotonic() < deadline, "relay never caught up"
+                with contextlib.suppress(Exception):
+                    progress = progress or ProgressStore.from_settings(settings)
+                    if progress.load().position >= end:
+                        break
+                time.sleep(0.1)
+            relay.send_signal(signal.SIGTERM)
+            assert relay.wait(20) == 0
+        finally:
+            if relay is not None and relay.poll() is None:
+                relay.kill()
