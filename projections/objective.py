@@ -10,11 +10,19 @@ from __future__ import annotations
 from bisect import bisect_right
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from datetime import UTC, date, datetime, time
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, Literal, TypeVar
 
 import events
-from projections.kpi import Accumulator, Aggregation, Interval, Running, bucket_day, bucket_start
+from projections.kpi import (
+    Accumulator,
+    Aggregation,
+    Interval,
+    Running,
+    bucket_day,
+    bucket_judged_at,
+    bucket_start,
+)
 from projections.periods import Period, as_utc
 from projections.policy import DEFAULT_POLICY, ScoringPolicy
 from projections.scoring import (
@@ -23,6 +31,7 @@ from projections.scoring import (
     KeyResultKind,
     KeyResultScore,
     ObjectiveScore,
+    Observation,
     score_key_result,
     score_objective,
 )
@@ -421,6 +430,17 @@ def _kr_checked_in(state: ObjectiveState | None, e: events.KeyResultCheckedIn) -
 
 
 @dataclass(frozen=True, slots=True)
+class BucketValue:
+    """A KPI's interval-bucket value inside a period and the instant it is judged at: the
+    bucket's last instant inside the period, or the measurement's instant while the bucket
+    is still open (as `bucket_judged_at`). A maintain key result judges it against the
+    target in force then."""
+
+    judged_at: datetime
+    value: float
+
+
+@dataclass(frozen=True, slots=True)
 class Measurement:
     """What a KPI says about a linked key result at an instant.
 
@@ -430,7 +450,17 @@ class Measurement:
     """
 
     current: float | None
-    observations: tuple[float, ...]
+    observations: tuple[BucketValue, ...]
+
+
+_TICK = timedelta(microseconds=1)
+
+
+def _judged_at(start: datetime, interval: Interval, period: Period, at: datetime) -> datetime:
+    """When the bucket starting at `start` is judged for a key result measured at `at`:
+    `bucket_judged_at`, and no later than the period's last instant (the bucket's days after
+    the period are not in its value, so a target set then is not its target)."""
+    return bucket_judged_at(start, interval, min(at, period.ends_at - _TICK))
 
 
 def measure(
@@ -445,8 +475,9 @@ def measure(
     Uses the days from the period's start to the day of `at` (inclusive) that lie inside the
     period; for an exact `as_of`, pass accumulators of the readings with observed_at <= at.
     """
-    last_day = min(period.end, as_utc(at, "at").date())
-    if as_utc(at, "at") < period.starts_at:
+    at = as_utc(at, "at")
+    last_day = min(period.end, at.date())
+    if at < period.starts_at:
         return Measurement(Accumulator.empty().value(aggregation), ())
     total = Accumulator.empty()
     buckets: dict[datetime, Accumulator] = {}
@@ -457,7 +488,9 @@ def measure(
         start = bucket_start(datetime.combine(day, time(), tzinfo=UTC), interval)
         buckets[start] = buckets.get(start, Accumulator.empty()).merge(acc)
     observations = tuple(
-        v for _, acc in sorted(buckets.items()) if (v := acc.value(aggregation)) is not None
+        BucketValue(_judged_at(start, interval, period, at), v)
+        for start, acc in sorted(buckets.items())
+        if (v := acc.value(aggregation)) is not None
     )
     return Measurement(total.value(aggregation), observations)
 
@@ -474,8 +507,9 @@ class Series:
     totals: tuple[float | None, ...]  # totals[i]: value of the merge of days 0..i
     partial: tuple[float | None, ...]  # partial[i]: value of i's bucket's days up to i
     bucket_of: tuple[int, ...]  # bucket number of day i (0, 1, ... in order)
-    closed: tuple[float, ...]  # values (not None) of complete buckets, in order
+    closed: tuple[BucketValue, ...]  # values (not None) of complete buckets, in order
     closed_before: tuple[int, ...]  # closed_before[k]: how many of `closed` precede bucket k
+    judged_at: tuple[datetime, ...]  # judged_at[k]: bucket k's last instant in the period
 
     @classmethod
     def of(
@@ -492,8 +526,9 @@ class Series:
         totals: list[float | None] = []
         partial: list[float | None] = []
         bucket_of: list[int] = []
-        closed: list[float] = []
+        closed: list[BucketValue] = []
         closed_before: list[int] = []
+        judged_at: list[datetime] = []
         total = Running()
         current = Running()
         start: date | None = None
@@ -501,8 +536,16 @@ class Series:
             bucket = bucket_day(d, interval)
             if bucket != start:
                 if start is not None and (v := current.value(aggregation)) is not None:
-                    closed.append(v)
+                    closed.append(BucketValue(judged_at[-1], v))
                 closed_before.append(len(closed))
+                judged_at.append(
+                    _judged_at(
+                        datetime.combine(bucket, time(), tzinfo=UTC),
+                        interval,
+                        period,
+                        period.ends_at,
+                    )
+                )
                 current = Running()
                 start = bucket
             total.merge(acc)
@@ -519,6 +562,7 @@ class Series:
             tuple(bucket_of),
             tuple(closed),
             tuple(closed_before),
+            tuple(judged_at),
         )
 
     def at(self, at: datetime) -> Measurement:
@@ -527,10 +571,12 @@ class Series:
         i = bisect_right(self.dates, min(self.period.end, at.date())) - 1
         if at < self.period.starts_at or i < 0:
             return Measurement(Accumulator.empty().value(self.aggregation), ())
-        observations = self.closed[: self.closed_before[self.bucket_of[i]]]
+        bucket = self.bucket_of[i]
+        observations = self.closed[: self.closed_before[bucket]]
         last = self.partial[i]
         if last is not None:
-            observations += (last,)
+            # The bucket of `at`'s last day is open at `at` unless it ended before.
+            observations += (BucketValue(min(self.judged_at[bucket], at), last),)
         return Measurement(self.totals[i], observations)
 
 
@@ -558,6 +604,16 @@ def _latest_checkin(checkins: Iterable[CheckIn]) -> CheckIn | None:
     return latest
 
 
+def _checkins_by(state: ObjectiveState, kr_id: str, at: datetime | None) -> list[CheckIn]:
+    """The key result's check-ins that count at the evaluation time `at` (all of them when
+    None). A closed or archived objective's score is final at its close: check-ins that
+    occurred after it do not count. An active one is evaluated now, and every check-in
+    counts: one accepted a little ahead (up to 5 minutes) counts at once, as no later
+    evaluation would come for it, and a valid-time cut (as_of) has left out later events."""
+    cut = None if at is None or state.state == "active" else at
+    return [c for c in state.checkins if c.kr_id == kr_id and (cut is None or c.occurred_at <= cut)]
+
+
 def key_result_input(
     state: ObjectiveState,
     kr: KeyResultState,
@@ -565,22 +621,29 @@ def key_result_input(
     at: datetime,
 ) -> KeyResultInput:
     """What scoring needs of `kr` at `at`: start/target in force then, and its current value
-    (the KPI's measurement when linked and given, else the latest check-in's value)."""
+    (the KPI's measurement when linked and given, else the latest check-in's value). Of a
+    closed objective, only check-ins that occurred by `at` count, for every kind
+    (_checkins_by). A maintain KR's observations
+    (check-ins, or KPI buckets when linked) each carry the target in force at their own
+    time: a later retargeting does not judge them again."""
     force = kr.in_force(at)
-    own = [c for c in state.checkins if c.kr_id == kr.id]
+    own = _checkins_by(state, kr.id, at)
     latest = _latest_checkin(own)
     latest_valued = _latest_checkin(c for c in own if c.value is not None)
     current = latest_valued.value if latest_valued is not None else None
-    observations: tuple[float, ...] = ()
+    observed: list[tuple[datetime, float]] = []
     if kr.kpi_id is not None and measurement is not None:
         current = measurement.current
-        observations = measurement.observations
+        observed = [(b.judged_at, b.value) for b in measurement.observations]
     elif kr.kind == "maintain":
-        observations = tuple(
-            c.value
+        observed = [
+            (c.occurred_at, c.value)
             for c in sorted(own, key=lambda c: (c.occurred_at, c.version))
-            if c.value is not None and state.period.contains(c.occurred_at) and c.occurred_at <= at
-        )
+            if c.value is not None and state.period.contains(c.occurred_at)
+        ]
+    observations: tuple[Observation, ...] = ()
+    if kr.kind == "maintain" and force.target is not None:
+        observations = tuple(Observation(v, _target_at(kr, t, force.target)) for t, v in observed)
     done = latest.done if latest is not None else None
     return KeyResultInput(
         id=kr.id,
@@ -595,17 +658,26 @@ def key_result_input(
     )
 
 
-def latest_done(state: ObjectiveState, kr_id: str) -> bool | None:
-    """`done` of the key result's latest check-in (what `key_result_input` gives)."""
-    latest = _latest_checkin(c for c in state.checkins if c.kr_id == kr_id)
+def _target_at(kr: KeyResultState, t: datetime, fallback: float) -> float:
+    """The target in force at `t`; `fallback` (the one in force at the evaluation time)
+    only if none was set yet then."""
+    target = kr.in_force(t).target
+    return fallback if target is None else target
+
+
+def latest_done(state: ObjectiveState, kr_id: str, at: datetime | None = None) -> bool | None:
+    """`done` of the key result's latest check-in that counts at the evaluation time `at`
+    (_checkins_by; every check-in when None); with `at`, what `key_result_input` gives."""
+    latest = _latest_checkin(_checkins_by(state, kr_id, at))
     return None if latest is None else latest.done
 
 
-def latest_confidence(state: ObjectiveState, kr_id: str) -> float | None:
-    """The confidence of the key result's latest check-in that gave one."""
-    latest = _latest_checkin(
-        c for c in state.checkins if c.kr_id == kr_id and c.confidence is not None
-    )
+def latest_confidence(
+    state: ObjectiveState, kr_id: str, at: datetime | None = None
+) -> float | None:
+    """The confidence of the key result's latest check-in that gave one and counts at the
+    evaluation time `at` (_checkins_by; every check-in when None)."""
+    latest = _latest_checkin(c for c in _checkins_by(state, kr_id, at) if c.confidence is not None)
     return None if latest is None else latest.confidence
 
 

@@ -18,12 +18,23 @@ Zone = Literal["fail", "commit", "target", "stretch"]
 
 
 @dataclass(frozen=True, slots=True)
+class Observation:
+    """One observation of a maintain key result: its `value` and the `target` in force when
+    it was observed (both in the KR's unit), so a later retargeting leaves it judged as it
+    was."""
+
+    value: float
+    target: float
+
+
+@dataclass(frozen=True, slots=True)
 class KeyResultInput:
     """What scoring needs of one key result, as in force at the evaluation time.
 
     `current`: the measured value (KPI aggregation) or latest check-in value; None = none
     yet. `done`: a milestone's latest check-in. `observations`: a maintain KR's bucket
-    values (KPI-linked) or check-in values inside the period.
+    values (KPI-linked) or check-in values inside the period, each with the target in force
+    at its time (`target` is the one in force at the evaluation time).
     """
 
     id: str
@@ -34,7 +45,7 @@ class KeyResultInput:
     comparison: Comparison | None
     current: float | None
     done: bool | None
-    observations: tuple[float, ...] = ()
+    observations: tuple[Observation, ...] = ()
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.weight) and self.weight > 0):
@@ -98,7 +109,8 @@ def score_key_result(kr: KeyResultInput) -> KeyResultScore:
 
     metric: current defaults to start; p = metric_progress(...); score = min(p, 1).
     milestone: score = progress = 1 if the latest check-in is done, else 0.
-    maintain: score = progress = share of observations meeting the threshold; none -> 0.
+    maintain: score = progress = share of observations meeting the threshold in force at
+    their own time (Observation.target); none -> 0.
     """
     if kr.kind == "metric":
         assert kr.start is not None
@@ -110,12 +122,11 @@ def score_key_result(kr: KeyResultInput) -> KeyResultScore:
         s = 1.0 if kr.done else 0.0
         return KeyResultScore(progress=s, score=s, current=kr.current)
     if kr.kind == "maintain":
-        assert kr.target is not None
         assert kr.comparison is not None
-        target, comparison = kr.target, kr.comparison
+        comparison = kr.comparison
         if not kr.observations:
             return KeyResultScore(progress=0.0, score=0.0, current=kr.current)
-        met = sum(1 for v in kr.observations if meets(v, comparison, target))
+        met = sum(1 for o in kr.observations if meets(o.value, comparison, o.target))
         share = met / len(kr.observations)
         return KeyResultScore(progress=share, score=share, current=kr.current)
     assert_never(kr.kind)

@@ -1938,7 +1938,7 @@ class Projector:
         for kr in s.key_results:
             scored = scores.get(kr.id)
             force = kr.in_force(at)
-            done = latest_done(s, kr.id)
+            done = latest_done(s, kr.id, at)
             rows.append(
                 (
                     kr.id,
@@ -1957,7 +1957,7 @@ class Projector:
                     None if scored is None else scored.current,
                     0.0 if scored is None else scored.progress,
                     0.0 if scored is None else scored.score,
-                    latest_confidence(s, kr.id),
+                    latest_confidence(s, kr.id, at),
                     None if done is None else int(done),
                     int(kr.removed),
                     iso(kr.updated_at),

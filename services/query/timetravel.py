@@ -238,7 +238,7 @@ def _kr_view(
         "current": scored.current,
         "progress": scored.progress,
         "score": scored.score,
-        "confidence": latest_confidence(state, kr.id),
+        "confidence": latest_confidence(state, kr.id, at),
         "updated_at": iso(kr.updated_at),
     }
 

@@ -12,7 +12,15 @@ from hypothesis import strategies as st
 
 import events
 from projections.kpi import Accumulator
-from projections.objective import Measurement, apply, evaluate, fold, measure, measure_many
+from projections.objective import (
+    BucketValue,
+    Measurement,
+    apply,
+    evaluate,
+    fold,
+    measure,
+    measure_many,
+)
 from projections.periods import Period
 from tests.unit.processor.builders import T0, Log, worked_example
 
@@ -54,7 +62,12 @@ def test_measure_counts_only_readings_inside_the_period_up_to_at() -> None:
     ]
     assert measure(days, "sum", "week", period, datetime(2026, 1, 10, tzinfo=UTC)).current == 2.0
     later = measure(days, "sum", "week", period, datetime(2026, 3, 1, tzinfo=UTC))
-    assert later == Measurement(6.0, (2.0, 4.0))
+    # Weeks of Jan 5 and Jan 19, each judged at its last instant.
+    week_ends = (datetime(2026, 1, 12, tzinfo=UTC), datetime(2026, 1, 26, tzinfo=UTC))
+    tick = timedelta(microseconds=1)
+    assert later == Measurement(
+        6.0, tuple(BucketValue(t - tick, v) for t, v in zip(week_ends, (2.0, 4.0), strict=True))
+    )
 
 
 def test_target_change_does_not_rewrite_the_past() -> None:

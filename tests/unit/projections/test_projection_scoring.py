@@ -11,6 +11,7 @@ from projections.scoring import (
     Comparison,
     KeyResultInput,
     KeyResultScore,
+    Observation,
     metric_progress,
     rollup_score,
     score_key_result,
@@ -32,7 +33,9 @@ def metric(
 def maintain(
     comparison: Comparison, target: float, observations: tuple[float, ...]
 ) -> KeyResultInput:
-    return KeyResultInput("k", "maintain", 1.0, None, target, comparison, None, None, observations)
+    """A maintain KR whose observations were all made under `target`."""
+    judged = tuple(Observation(v, target) for v in observations)
+    return KeyResultInput("k", "maintain", 1.0, None, target, comparison, None, None, judged)
 
 
 def milestone(done: bool | None) -> KeyResultInput:
@@ -113,6 +116,18 @@ def test_maintain_share_of_observations_meeting_threshold() -> None:
     kr = maintain("at_most", 200.0, (200.0, 150.0, 201.0, 199.0, 250.0))
     assert score_key_result(kr) == KeyResultScore(0.6, 0.6, None)
     assert score_key_result(maintain("at_least", 1.0, ())).score == 0.0
+
+
+def test_maintain_judges_each_observation_by_the_target_in_force_at_its_time() -> None:
+    # Two observations of 90 made under target 100, two under 80; the target now is 80.
+    observations = tuple(Observation(90.0, t) for t in (100.0, 100.0, 80.0, 80.0))
+    kr = KeyResultInput("k", "maintain", 1.0, None, 80.0, "at_least", 90.0, None, observations)
+    assert score_key_result(kr) == KeyResultScore(0.5, 0.5, 90.0)
+    at_most = KeyResultInput(
+        "k", "maintain", 1.0, None, 5.0, "at_most", None, None,
+        (Observation(7.0, 8.0), Observation(7.0, 5.0)),
+    )  # fmt: skip
+    assert score_key_result(at_most).score == 0.5
 
 
 @pytest.mark.parametrize(
