@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from datetime import UTC, datetime
 
 from services.projectionstore.db import Cursor, Database
 from services.projectionstore.meta import (
@@ -22,7 +23,7 @@ from services.projectionstore.meta import (
     write_meta,
 )
 from services.projectionstore.readings import insert_readings
-from services.projectionstore.schema import PROJECTION_SCHEMA_VERSION, Tables
+from services.projectionstore.schema import PROJECTION_SCHEMA_VERSION, Tables, iso
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +68,32 @@ def _v4_to_v5(cur: Cursor, t: Tables) -> None:
     create_tables(cur, t)
 
 
-STEPS: dict[int, Callable[[Cursor, Tables], None]] = {3: _v3_to_v4, 4: _v4_to_v5}
+def _v5_to_v6(cur: Cursor, t: Tables) -> None:
+    """v6 has the tables of v5 and corrected arithmetic (a maintain key result judges each
+    observation against the target in force then; a closed objective counts the readings
+    and check-ins up to its close, not the rest of its closing day; achieved_early holds
+    while the score stays at 1; an owner's closures follow the objective's owner). Every
+    objective is deferred for the next pass with no cause: its view and detections follow
+    the corrected arithmetic, without a history row (the history keeps what was shown
+    then) and without a rebuild."""
+    (seq,) = cur.execute(
+        f"SELECT COALESCE(MAX(seq), 0) + 1 FROM (SELECT MAX(seq) AS seq FROM"
+        f" {t.pending_notices} UNION ALL SELECT MAX(seq) FROM {t.pending_marks}) AS s"
+    ).fetchone() or (1,)
+    epoch = iso(datetime(1970, 1, 1, tzinfo=UTC))
+    cur.execute(
+        f"INSERT INTO {t.pending_notices} (objective_id, event_id, occurred_at, recorded_at,"
+        f" seq) SELECT objective_id, '', ?, ?, ? FROM {t.objectives}"
+        " WHERE true ON CONFLICT (objective_id) DO NOTHING",  # WHERE: SQLite's upsert parse
+        (epoch, epoch, seq),
+    )
+
+
+STEPS: dict[int, Callable[[Cursor, Tables], None]] = {
+    3: _v3_to_v4,
+    4: _v4_to_v5,
+    5: _v5_to_v6,
+}
 """From schema version N to N + 1, in place."""
 
 

@@ -177,3 +177,36 @@ def test_processors_starting_together_rebuild_one_at_a_time(settings: Settings) 
     finally:
         first.close()
         second.close()
+
+
+def test_a_v5_store_is_re_scored_in_place(settings: Settings) -> None:
+    """v6 corrects the arithmetic: every objective is deferred, with no cause, so the next
+    pass re-evaluates it under the new rules without writing a history row."""
+    log = Log()
+    objectives, _ = synthetic(log, objectives=6, kpis=2, readings=30)
+    db = Database.from_settings(settings, settings.projections_db_path)
+    ensure_schema(db)
+    t = Tables(1)
+    try:
+        p = Projector(db)
+        p.apply_goal_batch(log.goal_items(), p.apply_readings(log.reading_rows()))
+        with db.transaction() as cur:
+            (history,) = cur.execute(f"SELECT COUNT(*) FROM {t.score_history}").fetchone()
+            cur.execute(f"UPDATE {t.objectives} SET score = -1")  # as if scored otherwise
+            cur.execute("UPDATE projection_meta SET value = '5' WHERE key = 'schema_version'")
+        assert migrate(db) == PROJECTION_SCHEMA_VERSION == 6
+        with db.transaction(write=False) as cur:
+            found = cur.execute(f"SELECT objective_id FROM {t.pending_notices}").fetchall()
+            pending = {o for (o,) in found}
+        assert pending == {str(o) for o in objectives}
+        p = Projector(db)  # a processor starting after the migration
+        upto = p.pending_bound()
+        assert upto is not None
+        while p.evaluate_pending(upto, 4)[1]:
+            pass
+        with db.transaction(write=False) as cur:
+            assert cur.execute(f"SELECT COUNT(*) FROM {t.pending_notices}").fetchone() == (0,)
+            assert cur.execute(f"SELECT MIN(score) FROM {t.objectives}").fetchone()[0] >= 0
+            assert cur.execute(f"SELECT COUNT(*) FROM {t.score_history}").fetchone() == (history,)
+    finally:
+        db.close()
