@@ -6,8 +6,12 @@ functions add their routes and state to one app, served by uvicorn on OKR_HTTP_P
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import signal
+import threading
 import time
+from collections.abc import Iterator
 
 import uvicorn
 from fastapi import FastAPI
@@ -16,7 +20,7 @@ from services.command import app as command
 from services.eventstore import StoreUnavailableError
 from services.http.app import service_app
 from services.ingest import app as ingest
-from services.projectionstore.db import DatabaseUnavailableError
+from services.projectionstore.db import DatabaseUnavailableError, lasting
 from services.query import app as query
 from services.settings import Settings, load_settings
 
@@ -38,16 +42,41 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 def create_app_when_ready(settings: Settings | None = None) -> FastAPI:
     """create_app once its stores can be opened: a database that is unreachable is logged
     and tried again with backoff (exiting would have `okrstream up` restart the API over
-    and over, and give up on the whole stack during an outage of a minute)."""
+    and over, and give up on the whole stack during an outage of a minute); a
+    misconfiguration (db.lasting: no such database, refused credentials) exits with its
+    message."""
     settings = settings or load_settings()
     backoff = BACKOFF_MIN_S
-    while True:
-        try:
-            return create_app(settings)
-        except (StoreUnavailableError, DatabaseUnavailableError) as exc:
-            log.warning("a store is unavailable (%s); retrying in %.1f s", exc, backoff)
-        time.sleep(backoff)
-        backoff = min(backoff * 2, BACKOFF_MAX_S)
+    with _stoppable():
+        while True:
+            try:
+                return create_app(settings)
+            except (StoreUnavailableError, DatabaseUnavailableError) as exc:
+                if lasting(str(exc)):
+                    raise SystemExit(f"api: {exc}") from None
+                log.warning("a store is unavailable (%s); retrying in %.1f s", exc, backoff)
+            time.sleep(backoff)
+            backoff = min(backoff * 2, BACKOFF_MAX_S)
+
+
+@contextlib.contextmanager
+def _stoppable() -> Iterator[None]:
+    """SIGTERM/SIGINT end the process while the block waits. In a uvicorn worker the
+    server's handlers are already in place and only flag a shutdown, which a wait for the
+    database never looks at: the worker would outlive its stop."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def _exit(signum: int, _frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    previous = {s: signal.signal(s, _exit) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def main() -> None:

@@ -14,7 +14,7 @@ from services.processor.app import build_app
 from services.processor.projector import Projector
 from services.processor.replay import rebuild
 from services.processor.runtime import tune_gc
-from services.projectionstore.db import Database, DatabaseUnavailableError
+from services.projectionstore.db import Database, DatabaseUnavailableError, lasting
 from services.projectionstore.meta import ensure_schema
 from services.projectionstore.migrations import migrate
 from services.projectionstore.schema import PROJECTION_SCHEMA_VERSION
@@ -24,6 +24,13 @@ log = logging.getLogger("okrstream.processor")
 WRITER_CACHE_KIB = 32 * 1024  # SQLite page cache of the projection writer
 BACKOFF_MIN_S = 0.5  # waiting for an unreachable projection store at start-up
 BACKOFF_MAX_S = 10.0
+
+
+def _unavailable(exc: DatabaseUnavailableError, backoff: float) -> None:
+    """Log an outage and let the caller wait; exit on a misconfiguration (lasting)."""
+    if lasting(str(exc)):
+        raise SystemExit(f"processor: {exc}")
+    log.warning("projection store unavailable (%s); retrying in %.1f s", exc, backoff)
 
 
 def open_projection_store(settings: Settings) -> Database:
@@ -38,14 +45,14 @@ def open_projection_store(settings: Settings) -> Database:
                 settings, settings.projections_db_path, sqlite_cache_kib=WRITER_CACHE_KIB
             )
         except DatabaseUnavailableError as exc:
-            log.warning("projection store unavailable (%s); retrying in %.1f s", exc, backoff)
+            _unavailable(exc, backoff)
         else:
             try:
                 ensure_schema(db)
                 return db
             except DatabaseUnavailableError as exc:
                 db.close()
-                log.warning("projection store unavailable (%s); retrying in %.1f s", exc, backoff)
+                _unavailable(exc, backoff)
         time.sleep(backoff)
         backoff = min(backoff * 2, BACKOFF_MAX_S)
 

@@ -112,6 +112,22 @@ def postgres_schema_missing(conn: psycopg.Connection[Any], conninfo: str) -> str
     )
 
 
+# What an unreachable database's message says when waiting cannot help: the URL names a
+# database, role or schema that does not exist, or credentials the server refuses.
+_LASTING = (
+    "does not exist",
+    "password authentication failed",
+    "no pg_hba.conf entry",
+    "has no schema",
+)
+
+
+def lasting(reason: str) -> bool:
+    """Whether a store's unavailability (its message) is a misconfiguration, which waiting
+    will not cure, rather than an outage: a process waiting at start-up exits instead."""
+    return any(marker in reason for marker in _LASTING)
+
+
 def postgres_unreachable(conninfo: str) -> str:
     """A one-line reason why PostgreSQL at `conninfo` cannot be used (never the password)."""
     try:

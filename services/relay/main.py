@@ -24,7 +24,7 @@ from kafka.record.util import crc32c_c
 
 from services.eventstore import EventStore, StoreUnavailableError
 from services.kafka.admin import PartitionMismatchError, ensure_topics
-from services.projectionstore.db import DatabaseUnavailableError
+from services.projectionstore.db import DatabaseUnavailableError, lasting
 from services.relay.progress import Progress, ProgressStore
 from services.relay.records import (
     WATERMARK_TOPICS,
@@ -271,18 +271,23 @@ def open_stores(
     """The event store and the relay's progress, opened as soon as they can be: an
     unreachable database is logged and tried again with backoff (exiting would have the
     supervisor restart the relay over and over, and give up on the whole stack during an
-    outage of a minute). None when `stopping` is set first."""
+    outage of a minute); a misconfiguration (db.lasting: no such database, refused
+    credentials) exits with its message. None when `stopping` is set first."""
     backoff = BACKOFF_MIN_S
     while not stopping.is_set():
         try:
             store = EventStore.from_settings(settings)
         except StoreUnavailableError as exc:
+            if lasting(str(exc)):
+                raise SystemExit(f"relay: {exc}") from None
             log.warning("event store unavailable (%s); retrying in %.1f s", exc, backoff)
         else:
             try:
                 return store, ProgressStore.from_settings(settings)
             except DatabaseUnavailableError as exc:
                 store.close()
+                if lasting(str(exc)):
+                    raise SystemExit(f"relay: {exc}") from None
                 log.warning("relay progress unavailable (%s); retrying in %.1f s", exc, backoff)
         stopping.wait(backoff)
         backoff = min(backoff * 2, BACKOFF_MAX_S)

@@ -245,6 +245,11 @@ def main() -> int:
         say(f"data and logs: {settings.data_dir.resolve()}")
         if supervisor.wait_http_ready():
             say(f"okrstream is up: http://{settings.http_host}:{settings.http_port}/")
+        elif any(c.name == "api" for c in supervisor.children) and not supervisor.stopping:
+            say(
+                "WARNING the API has not answered /healthz yet (a database it waits for?); "
+                f"see {(settings.logs_dir / 'api.log').resolve()}"
+            )
         token = dev_token(settings)
         if token:
             say(f"dev token (org 'dev', scopes read,write,ingest): {token}")
