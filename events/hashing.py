@@ -310,7 +310,12 @@ class _LogWalk:
         self.expect = expect
         self.expect_met = False
         self.current = next(seals, None)  # the seal whose range the next entries fall in
-        self.base = None if self.current is None else self.current.base
+        # A store that started empty holds the genesis seal (position 0): the chain starts
+        # at LOG_GENESIS with every entry anchored (base 0), as the seals after it say.
+        genesis = self.current == LogSeal(0, LOG_GENESIS, 0)
+        if genesis:
+            self.current = next(seals, None)
+        self.base = 0 if genesis else None if self.current is None else self.current.base
         self.hasher = _SealHasher(LOG_GENESIS)
         self.range_start = self.base or 0  # the previous seal's position (or the base)
         self.in_range: int | None = None  # the last position fed to the hasher

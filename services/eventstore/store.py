@@ -33,7 +33,7 @@ from eventsourcing.postgres import PostgresApplicationRecorder, PostgresFactory
 from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteFactory
 
 import events
-from events.hashing import LogEntry, LogSeal, next_seal
+from events.hashing import LOG_GENESIS, LogEntry, LogSeal, next_seal
 from services.projectionstore.db import postgres_unreachable
 from services.settings import Settings
 
@@ -334,6 +334,7 @@ class EventStore:
         try:
             stored = [to_stored(e) for e in new_events]
             with self._writer:
+                self._ensure_seals()  # before the first entry: a new store is sealed from 0
                 ids = self.recorder.insert_events(stored)
                 self._seal_appended(ids)
         except IntegrityError as exc:
@@ -564,6 +565,7 @@ class EventStore:
                     f"CREATE TABLE IF NOT EXISTS {self._pg_name(SEALS_TABLE)} "
                     "(position bigint PRIMARY KEY, digest text NOT NULL, base bigint NOT NULL)"
                 )
+                cursor.execute(self._genesis_sql("%s"), (LOG_GENESIS,))
         else:
             assert isinstance(self.recorder, SQLiteApplicationRecorder)
             with self.recorder.datastore.transaction(commit=True) as cursor:
@@ -571,7 +573,21 @@ class EventStore:
                     f"CREATE TABLE IF NOT EXISTS {SEALS_TABLE} "
                     "(position INTEGER PRIMARY KEY, digest TEXT NOT NULL, base INTEGER NOT NULL)"
                 )
+                cursor.execute(self._genesis_sql("?"), (LOG_GENESIS,))
         self._seals_ready = True
+
+    def _genesis_sql(self, mark: str) -> str:
+        """A store that starts empty gets the genesis seal (position 0, base 0), so every
+        entry it will ever hold is anchored, whichever writer seals first (without it, a
+        readings batch sealing first would leave a command's events committed just before
+        it below the first seal's base for good). A store of an older release, which holds
+        entries already, gets none: those stay unanchored."""
+        seals = self._pg_name(SEALS_TABLE) if self.is_postgres else SEALS_TABLE
+        log = self._pg_name(EVENTS_TABLE) if self.is_postgres else EVENTS_TABLE
+        return (
+            f"INSERT INTO {seals} (position, digest, base) SELECT 0, {mark}, 0"
+            f" WHERE NOT EXISTS (SELECT 1 FROM {log}) AND NOT EXISTS (SELECT 1 FROM {seals})"
+        )
 
     def _seal_sqlite(
         self, raw: sqlite3.Cursor, mine: list[LogEntry], first_new: int | None = None

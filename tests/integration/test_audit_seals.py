@@ -386,3 +386,24 @@ def test_concurrent_writers_leave_every_event_sealed(
     assert report.unsealed == 0
     assert report.entries == 10 + 2 * 2 * 10 * 20 + 2 * 10 * 2
     _verified(capsys)
+
+
+def test_a_new_store_anchors_every_entry_whichever_writer_seals_first(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A command's append commits its events, then seals in a transaction of its own; a
+    readings batch of another process may seal first. On a store that started empty, the
+    command's events are still anchored (the genesis seal): before, the first seal's base
+    left them below it for good."""
+    first, second = EventStore.from_settings(settings), EventStore.from_settings(settings)
+    try:
+        monkeypatch.setattr(first, "_seal_appended", lambda positions: None)  # sealed late
+        first.append(_chain(["objective.drafted", "objective.revised"]))
+        second.append_new(_readings(3))
+        report = check_log(second)
+    finally:
+        first.close()
+        second.close()
+    assert report.broken is None
+    assert (report.base, report.unanchored, report.unsealed) == (0, 0, 0)
+    assert report.entries == 5

@@ -147,6 +147,21 @@ def test_seals_that_disagree_on_their_base_or_precede_it_break() -> None:
     assert verify_log(entries, early).broken is not None
 
 
+def test_the_genesis_seal_anchors_a_store_that_started_empty() -> None:
+    """A store that started empty holds LogSeal(0, LOG_GENESIS, 0): its seals chain from
+    there with base 0, so every entry is anchored; seals with another base break."""
+    entries, _ = log()
+    genesis = LogSeal(0, LOG_GENESIS, 0)
+    sealed = [genesis, next_seal(genesis, entries[:3], 0), None]
+    sealed[2] = next_seal(sealed[1], entries[3:], 0)
+    report = verify_log(entries, sealed)  # type: ignore[arg-type]
+    assert report.broken is None
+    assert (report.base, report.unanchored, report.unsealed) == (0, 0, 0)
+    assert report.seals == 2
+    rebased = next_seal(None, entries[1:], entries[0][0])
+    assert verify_log(entries, [genesis, rebased]).broken is not None  # type: ignore[list-item]
+
+
 def test_an_entry_below_position_1_breaks() -> None:
     """No store gives one: an entry slipped in below every seal's range would hide there."""
     entries, seals = log()
