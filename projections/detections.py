@@ -3,8 +3,6 @@
 Each rule returns the findings whose condition holds now. The caller keeps the active
 detections and calls `diff_findings` to raise the new ones and resolve those that
 stopped holding, so a detection is raised once per (subject, kind, reason, period).
-A hold-only finding keeps an active detection of its key held but never raises one: a
-rule about a moment ("reaches ... while") still holds after the moment has passed.
 """
 
 from __future__ import annotations
@@ -45,15 +43,11 @@ class DetectionKey:
 
 @dataclass(frozen=True, slots=True)
 class Finding:
-    """A condition that holds now, with the numbers that triggered it (`evidence`).
-
-    `hold_only`: keeps an active detection of `key` held, never raises a new one.
-    """
+    """A condition that holds now, with the numbers that triggered it (`evidence`)."""
 
     key: DetectionKey
     evidence: Evidence = field(hash=False)
     policy_version: str = DEFAULT_POLICY.version
-    hold_only: bool = False
 
 
 def _rfc3339(t: datetime) -> str:
@@ -73,8 +67,7 @@ def objective_findings(
 
     over_reach/forecast: active, expected >= 0.25 and forecast < 0.7.
     over_reach/final: closed, or period ended (at >= period.ends_at), with score < 0.7.
-    under_reach/achieved_early: active, score >= 1 while expected < 0.5; once reached it
-    holds while the objective is active with score >= 1, hold-only when expected >= 0.5.
+    under_reach/achieved_early: active, score >= 1 while expected < 0.5.
     under_reach/final: closed, or period ended, with score >= 1.
     Archived objectives hold none.
     """
@@ -91,11 +84,9 @@ def objective_findings(
         "forecast": score.forecast,
     }
 
-    def finding(
-        kind: DetectionKind, reason: DetectionReason, threshold: float, hold_only: bool = False
-    ) -> Finding:
+    def finding(kind: DetectionKind, reason: DetectionReason, threshold: float) -> Finding:
         key = DetectionKey(kind, reason, "objective", objective_id, period.iso)
-        return Finding(key, {**evidence, "threshold": threshold}, policy.version, hold_only)
+        return Finding(key, {**evidence, "threshold": threshold}, policy.version)
 
     found: list[Finding] = []
     if (
@@ -107,10 +98,12 @@ def objective_findings(
         found.append(finding("over_reach", "forecast", policy.over_reach_forecast_below))
     if ended and score.score < policy.final_fail_below:
         found.append(finding("over_reach", "final", policy.final_fail_below))
-    if active and score.score >= policy.achieved_at:
-        # Achieved early stays true after e passes 0.5; reaching the score then is not early.
-        late = score.expected >= policy.under_reach_early_expected_below
-        found.append(finding("under_reach", "achieved_early", policy.achieved_at, hold_only=late))
+    if (
+        active
+        and score.score >= policy.achieved_at
+        and score.expected < policy.under_reach_early_expected_below
+    ):
+        found.append(finding("under_reach", "achieved_early", policy.achieved_at))
     if ended and score.score >= policy.final_under_reach_at:
         found.append(finding("under_reach", "final", policy.final_under_reach_at))
     return found
@@ -217,18 +210,17 @@ def kpi_findings(
 def diff_findings(
     active: Collection[DetectionKey], holding: Iterable[Finding]
 ) -> tuple[list[Finding], list[DetectionKey]]:
-    """(to raise, to resolve): the findings, not hold-only, whose key is not active yet, in
-    `holding` order (first per key), and the active keys no finding holds (hold-only ones
-    included), sorted.
+    """(to raise, to resolve): findings whose key is not active yet, in `holding` order
+    (first per key), and active keys no longer held, sorted.
 
     `active` (a set, or a mapping keyed by DetectionKey) must cover exactly the subjects
     whose rules produced `holding`, or unrelated detections would be resolved.
     """
-    raised: dict[DetectionKey, Finding] = {}
+    raised: list[Finding] = []
     held: set[DetectionKey] = set()
     for f in holding:
+        if f.key not in held and f.key not in active:
+            raised.append(f)
         held.add(f.key)
-        if not f.hold_only and f.key not in active:
-            raised.setdefault(f.key, f)
     resolved = sorted(k for k in active if k not in held)
-    return list(raised.values()), resolved
+    return raised, resolved

@@ -71,8 +71,8 @@ def _v4_to_v5(cur: Cursor, t: Tables) -> None:
 def _v5_to_v6(cur: Cursor, t: Tables) -> None:
     """v6 has the tables of v5 and corrected arithmetic (a maintain key result judges each
     observation against the target in force then; a closed objective counts the readings
-    and check-ins up to its close, not the rest of its closing day; achieved_early holds
-    while the score stays at 1; an owner's closures follow the objective's owner). Every
+    and check-ins up to its close, not the rest of its closing day; an owner's closures
+    follow the objective's owner). Every
     objective is deferred for the next pass with no cause: its view and detections follow
     the corrected arithmetic, without a history row (the history keeps what was shown
     then) and without a rebuild."""

@@ -1,9 +1,6 @@
-import random
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
 
 from projections.detections import (
     DetectionKey,
@@ -17,7 +14,7 @@ from projections.detections import (
 )
 from projections.periods import Period
 from projections.policy import ScoringPolicy
-from projections.scoring import KeyResultInput, ObjectiveScore, Observation
+from projections.scoring import KeyResultInput, ObjectiveScore
 
 Q1 = Period(date(2026, 1, 1), date(2026, 3, 31))
 MID_Q1 = datetime(2026, 2, 15, tzinfo=UTC)
@@ -104,107 +101,21 @@ def test_ended_active_objective_with_poor_forecast_holds_forecast_and_final() ->
 # --- under_reach / achieved_early: active, score >= 1 while e < 0.5 --------------------
 
 
-def achieved_early(
-    score: ObjectiveScore, state: ObjectiveState = "active", at: datetime = MID_Q1
-) -> str:
-    """What achieved_early does at `at`: "raises", "holds" (hold-only: keeps an active
-    detection held) or "no"."""
-    found = [
-        f
-        for f in objective_findings("obj-1", "ana", state, Q1, score, at)
-        if f.key.reason == "achieved_early"
-    ]
-    if not found:
-        return "no"
-    [f] = found
-    return "holds" if f.hold_only else "raises"
-
-
 @pytest.mark.parametrize(
-    ("score", "expected", "found"),
+    ("score", "expected", "holds"),
     [
-        (1.0, 0.4999, "raises"),
-        (1.0, 0.0, "raises"),
-        (1.2, 0.2, "raises"),
-        (0.9999, 0.2, "no"),
-        (1.0, 0.5, "holds"),  # reaching 1 now is not early, but having reached it stays true
-        (1.0, 1.0, "holds"),
-        (0.9999, 0.5, "no"),
+        (1.0, 0.4999, True),
+        (0.9999, 0.2, False),
+        (1.0, 0.5, False),
+        (1.0, 0.0, True),
     ],
 )
-def test_achieved_early_boundaries(score: float, expected: float, found: str) -> None:
-    assert achieved_early(view(score, expected, 1.0)) == found
+def test_achieved_early_boundaries(score: float, expected: float, holds: bool) -> None:
+    assert (("under_reach", "achieved_early") in check(view(score, expected, 1.0))) is holds
 
 
 def test_achieved_early_not_for_closed_objectives() -> None:
     assert check(view(1.0, 0.2, 1.0), state="closed") == {("under_reach", "final")}
-
-
-def test_achieved_early_still_holds_for_an_active_objective_past_its_period() -> None:
-    """The period ended and it is not closed yet: under_reach/final is raised, and the
-    objective is still active, so achieved_early keeps holding."""
-    assert achieved_early(view(1.0, 1.0, 1.0), at=AFTER_Q1) == "holds"
-    assert ("under_reach", "final") in check(view(1.0, 1.0, 1.0), at=AFTER_Q1)
-
-
-Step = tuple[float, float, ObjectiveState]  # (score, expected, state)
-
-
-def timeline(steps: list[Step]) -> list[tuple[set[str], set[str]]]:
-    """Each step's (raised, resolved) reasons, the active detections carried as the
-    processor carries them."""
-    active: set[DetectionKey] = set()
-    out: list[tuple[set[str], set[str]]] = []
-    for score, expected, state in steps:
-        score_view = view(score, expected, 1.0)
-        holding = objective_findings("obj-1", "ana", state, Q1, score_view, MID_Q1)
-        raised, resolved = diff_findings(active, holding)
-        active = (active - set(resolved)) | {f.key for f in raised}
-        out.append(({f.key.reason for f in raised}, {k.reason for k in resolved}))
-    return out
-
-
-def test_achieved_early_stays_raised_while_the_score_stays_at_1() -> None:
-    """Score 1 from e = 0.21: raised once, still raised at e = 0.5 exactly and after,
-    resolved only when the score drops below 1."""
-    assert timeline(
-        [
-            (1.0, 0.21, "active"),
-            (1.0, 0.5, "active"),
-            (1.0, 0.7, "active"),
-            (0.9999, 0.75, "active"),
-            (1.0, 0.8, "active"),  # reached again, late: not raised again
-        ]
-    ) == [
-        ({"achieved_early"}, set()),
-        (set(), set()),
-        (set(), set()),
-        (set(), {"achieved_early"}),
-        (set(), set()),
-    ]
-
-
-@pytest.mark.parametrize(("state", "raised"), [("closed", {"final"}), ("archived", set())])
-def test_achieved_early_is_resolved_when_the_objective_is_closed_or_archived(
-    state: ObjectiveState, raised: set[str]
-) -> None:
-    """Closed with score 1 after e = 0.5: achieved_early resolves (the objective is no
-    longer active), under_reach/final rises; archived: it resolves, nothing rises."""
-    assert timeline([(1.0, 0.3, "active"), (1.0, 0.6, "active"), (1.0, 0.6, state)]) == [
-        ({"achieved_early"}, set()),
-        (set(), set()),
-        (raised, {"achieved_early"}),
-    ]
-
-
-def test_achieved_early_reached_at_exactly_half_is_never_raised() -> None:
-    assert timeline([(0.9, 0.4, "active"), (1.0, 0.5, "active"), (1.0, 0.9, "active")]) == [
-        (set(), set()),
-        (set(), set()),
-        (set(), set()),
-    ]
-    [f] = objective_findings("obj-1", "ana", "active", Q1, view(1.0, 0.5, 1.0), MID_Q1)
-    assert f.hold_only
 
 
 def test_archived_objectives_hold_nothing() -> None:
@@ -259,9 +170,7 @@ def test_target_already_met_boundaries(
 
 
 def test_target_already_met_ignores_maintain_and_milestone() -> None:
-    maintain = KeyResultInput(
-        "k", "maintain", 1.0, None, 99.0, "at_least", 100.0, None, (Observation(100.0, 99.0),)
-    )
+    maintain = KeyResultInput("k", "maintain", 1.0, None, 99.0, "at_least", 100.0, None, (100.0,))
     milestone = KeyResultInput("s", "milestone", 1.0, None, None, None, None, True)
     assert target_already_met(maintain, "obj-1", Q1) is None
     assert target_already_met(milestone, "obj-1", Q1) is None
@@ -431,45 +340,3 @@ def test_findings_hash_by_key() -> None:
     a = Finding(key("forecast"), {"x": 1.0})
     assert hash(a) == hash(Finding(key("forecast"), {"x": 1.0}))
     assert a != Finding(key("forecast"), {"x": 2.0})
-
-
-def test_diff_never_raises_a_hold_only_finding_but_keeps_it_held() -> None:
-    hold = Finding(key("forecast"), {}, hold_only=True)
-    assert diff_findings(set(), [hold]) == ([], [])
-    assert diff_findings({key("forecast"), key("final")}, [hold]) == ([], [key("final")])
-
-
-def test_diff_raises_a_raisable_finding_after_a_hold_only_one_of_its_key() -> None:
-    hold = Finding(key("forecast"), {"n": 1.0}, hold_only=True)
-    raisable = Finding(key("forecast"), {"n": 2.0})
-    assert diff_findings(set(), [hold, raisable]) == ([raisable], [])
-    assert diff_findings(set(), [raisable, hold]) == ([raisable], [])
-
-
-keys = st.builds(
-    key,
-    st.sampled_from(["forecast", "final", "chronic", "achieved_early"]),
-    st.sampled_from(["obj-1", "obj-2", "obj-3"]),
-)
-findings = st.builds(Finding, keys, st.just({}))
-
-
-@given(st.sets(keys), st.lists(findings), st.lists(findings), st.randoms())
-def test_hold_only_findings_only_keep_detections_unresolved(
-    active: set[DetectionKey],
-    normal: list[Finding],
-    held: list[Finding],
-    rnd: random.Random,
-) -> None:
-    """A hold-only finding never raises; adding hold-only findings anywhere among the
-    holding ones changes nothing but which active keys stay unresolved."""
-    hold_only = [Finding(f.key, f.evidence, f.policy_version, hold_only=True) for f in held]
-    assert diff_findings(active, hold_only)[0] == []
-    mixed: list[Finding] = []
-    rest, extra = list(normal), list(hold_only)
-    while rest or extra:  # interleave, keeping each list's order
-        mixed.append((rest if rest and (not extra or rnd.random() < 0.5) else extra).pop(0))
-    raised, resolved = diff_findings(active, normal)
-    mixed_raised, mixed_resolved = diff_findings(active, mixed)
-    assert mixed_raised == raised
-    assert mixed_resolved == [k for k in resolved if k not in {f.key for f in hold_only}]
