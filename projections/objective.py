@@ -463,6 +463,24 @@ def _judged_at(start: datetime, interval: Interval, period: Period, at: datetime
     return bucket_judged_at(start, interval, min(at, period.ends_at - _TICK))
 
 
+_WEEK = timedelta(days=7)
+_DAY = timedelta(days=1)
+
+
+def _bucket_last(bucket: date, interval: Interval, period: Period) -> datetime:
+    """`_judged_at` of the bucket whose first day is `bucket`, for a measurement at the
+    period's end: the bucket's last instant, at most the period's. Dates, not the general
+    conversions: Series.of needs it for every bucket of the period."""
+    if interval == "day":
+        end = bucket + _DAY
+    elif interval == "week":
+        end = bucket + _WEEK
+    else:
+        end = date(bucket.year + (bucket.month == 12), bucket.month % 12 + 1, 1)
+    end = min(end, period.end + _DAY)
+    return datetime(end.year, end.month, end.day, tzinfo=UTC) - _TICK
+
+
 def measure(
     days: Iterable[tuple[date, Accumulator]],
     aggregation: Aggregation,
@@ -538,14 +556,7 @@ class Series:
                 if start is not None and (v := current.value(aggregation)) is not None:
                     closed.append(BucketValue(judged_at[-1], v))
                 closed_before.append(len(closed))
-                judged_at.append(
-                    _judged_at(
-                        datetime.combine(bucket, time(), tzinfo=UTC),
-                        interval,
-                        period,
-                        period.ends_at,
-                    )
-                )
+                judged_at.append(_bucket_last(bucket, interval, period))
                 current = Running()
                 start = bucket
             total.merge(acc)
@@ -631,19 +642,29 @@ def key_result_input(
     latest = _latest_checkin(own)
     latest_valued = _latest_checkin(c for c in own if c.value is not None)
     current = latest_valued.value if latest_valued is not None else None
-    observed: list[tuple[datetime, float]] = []
-    if kr.kpi_id is not None and measurement is not None:
+    linked = kr.kpi_id is not None and measurement is not None
+    if linked:
+        assert measurement is not None
         current = measurement.current
-        observed = [(b.judged_at, b.value) for b in measurement.observations]
-    elif kr.kind == "maintain":
-        observed = [
-            (c.occurred_at, c.value)
-            for c in sorted(own, key=lambda c: (c.occurred_at, c.version))
-            if c.value is not None and state.period.contains(c.occurred_at)
-        ]
     observations: tuple[Observation, ...] = ()
     if kr.kind == "maintain" and force.target is not None:
-        observations = tuple(Observation(v, _target_at(kr, t, force.target)) for t, v in observed)
+        observed: list[tuple[datetime, float]]
+        if linked:
+            assert measurement is not None
+            observed = [(b.judged_at, b.value) for b in measurement.observations]
+        else:
+            observed = [
+                (c.occurred_at, c.value)
+                for c in sorted(own, key=lambda c: (c.occurred_at, c.version))
+                if c.value is not None and state.period.contains(c.occurred_at)
+            ]
+        if len(kr.targets) == 1:  # one target all along: no lookup per observation
+            target = force.target
+            observations = tuple(Observation(v, target) for _, v in observed)
+        else:
+            observations = tuple(
+                Observation(v, _target_at(kr, t, force.target)) for t, v in observed
+            )
     done = latest.done if latest is not None else None
     return KeyResultInput(
         id=kr.id,

@@ -1532,29 +1532,31 @@ class Projector:
         at_change: dict[str, dict[str, Measurement]] = defaultdict(dict)
         # One measure_many pass per (KPI, aggregation, interval, period) answers every
         # instant of every key result that shares them.
-        groups: dict[tuple[Any, ...], list[tuple[dict[str, Measurement], str, datetime]]] = (
-            defaultdict(list)
-        )
+        groups: dict[tuple[Any, ...], list[tuple[dict[str, Measurement], str, datetime, bool]]]
+        groups = defaultdict(list)
         for s, at, kr in linked:
             assert kr.kpi_id is not None
             kpi = kpis.get(kr.kpi_id)
             aggregation = kr.aggregation or (kpi.aggregation if kpi else "last")
             interval = kpi.interval if kpi else "day"
             group = groups[(kr.kpi_id, aggregation, interval, s.period)]
-            group.append((found[s.id], kr.id, at))
-            group.append((at_change[s.id], kr.id, min(at, kr.targets[-1].since)))
+            group.append((found[s.id], kr.id, at, True))
+            # target_already_met's instant: its day counts whole (cutting it would read the
+            # stored readings at nearly every evaluation of a key result added that day).
+            group.append((at_change[s.id], kr.id, min(at, kr.targets[-1].since), False))
         for (kpi_id, aggregation, interval, period), wanted in groups.items():
             series = self._series(tx, kpis.get(kpi_id), kpi_id, days, aggregation, interval, period)
             kpi_days = days.get(kpi_id, {})
-            for into, kr_id, at in wanted:
-                day = kpi_days.get(at.astimezone(UTC).date())
-                if at < tx.now and day is not None and day.last_at is not None and day.last_at > at:
+            for into, kr_id, at, exact in wanted:
+                day = kpi_days.get(at.astimezone(UTC).date()) if exact and at < tx.now else None
+                if day is not None and day.last_at is not None and day.last_at > at:
                     # Readings observed after a past evaluation time on its day (a close at
                     # 10:00 and a reading at 20:00): the series counts whole days, so
-                    # measure with that day cut at `at` (rare). An evaluation now counts
-                    # today whole: a reading observed a little ahead (up to 5 minutes is
-                    # accepted) counts at once, as later notices count one of tomorrow
-                    # once its day comes, and no pass would count it later.
+                    # measure with that day cut at `at`; only a closed objective's key
+                    # results, and only while readings of its closing day come in. An
+                    # evaluation now counts today whole: a reading observed a little ahead
+                    # (up to 5 minutes is accepted) counts at once, as later notices count
+                    # one of tomorrow once its day comes, and no pass would count it later.
                     into[kr_id] = self._measure_cut(
                         tx, kpi_id, kpi_days, aggregation, interval, period, at
                     )
