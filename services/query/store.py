@@ -44,11 +44,11 @@ def _missing_table(exc: BaseException) -> bool:
 
 
 def _restart(cur: Cursor) -> None:
-    """After a failed statement: PostgreSQL aborted the transaction, so start it over (the
-    new one sees the latest commits). SQLite's goes on in its snapshot."""
+    """After a failed statement: PostgreSQL aborted the transaction, so roll it back; the
+    next statement starts another (psycopg begins it, at the connection's isolation level)
+    seeing the latest commits. SQLite's goes on in its snapshot."""
     if cur.dialect == "postgres":
         cur.execute("ROLLBACK")
-        cur.execute("BEGIN")
 
 
 class ReadStore:
