@@ -549,18 +549,26 @@ class EventStore:
         assert isinstance(recorder, PostgresApplicationRecorder)
         return f'"{recorder.datastore.schema}"."{table}"'
 
+    @contextmanager
+    def _pg_locked(self) -> Iterator[Any]:
+        """A PostgreSQL transaction holding the writers' lock (LOCK TABLE … IN EXCLUSIVE
+        MODE on the events table, as every insert takes it), waiting SEAL_LOCK_TIMEOUT_S at
+        most."""
+        recorder = self.recorder
+        assert isinstance(recorder, PostgresApplicationRecorder)
+        with recorder.datastore.transaction(commit=True) as cursor:
+            cursor.execute(f"SET LOCAL lock_timeout = '{SEAL_LOCK_TIMEOUT_S}s'")
+            cursor.execute(f"LOCK TABLE {self._pg_name(EVENTS_TABLE)} IN EXCLUSIVE MODE")
+            yield cursor
+
     def _ensure_seals(self) -> None:
         """Create the seals table on this store's first write (an older release's store has
         none), in a transaction of its own: before, never inside, a write transaction."""
         if self._seals_ready:
             return
         if self.is_postgres:
-            recorder = self.recorder
-            assert isinstance(recorder, PostgresApplicationRecorder)
-            with recorder.datastore.transaction(commit=True) as cursor:
-                # Under the writers' lock: two processes creating it at once would collide.
-                cursor.execute(f"SET LOCAL lock_timeout = '{SEAL_LOCK_TIMEOUT_S}s'")
-                cursor.execute(f"LOCK TABLE {self._pg_name(EVENTS_TABLE)} IN EXCLUSIVE MODE")
+            # Under the writers' lock: two processes creating it at once would collide.
+            with self._pg_locked() as cursor:
                 cursor.execute(
                     f"CREATE TABLE IF NOT EXISTS {self._pg_name(SEALS_TABLE)} "
                     "(position bigint PRIMARY KEY, digest text NOT NULL, base bigint NOT NULL)"
@@ -681,11 +689,7 @@ class EventStore:
         try:
             self._ensure_seals()
             if self.is_postgres:
-                recorder = self.recorder
-                assert isinstance(recorder, PostgresApplicationRecorder)
-                with recorder.datastore.transaction(commit=True) as cursor:
-                    cursor.execute(f"SET LOCAL lock_timeout = '{SEAL_LOCK_TIMEOUT_S}s'")
-                    cursor.execute(f"LOCK TABLE {self._pg_name(EVENTS_TABLE)} IN EXCLUSIVE MODE")
+                with self._pg_locked() as cursor:
                     self._seal_postgres(cursor, [], first_new)
             else:
                 assert isinstance(self.recorder, SQLiteApplicationRecorder)
