@@ -23,28 +23,38 @@ from tests.support.processes import wait_for_log
 pytestmark = pytest.mark.integration
 
 
+def _start_api(
+    tmp_path: Path, url: str, port: int, log: Path, **extra: str
+) -> subprocess.Popen[bytes]:
+    """`python -m services.api.main` on `url` and `port`, in a session of its own, its
+    output in `log`."""
+    env = {
+        **os.environ,
+        "OKR_DATA_DIR": str(tmp_path / "data"),
+        "OKR_DATABASE_URL": url,
+        "OKR_HTTP_PORT": str(port),
+        "OKR_HTTP_HOST": "127.0.0.1",
+        "PYTHONUNBUFFERED": "1",
+        **extra,
+    }
+    with log.open("wb") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "services.api.main"],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
 def test_api_started_while_postgresql_refuses_waits_for_it(tmp_path: Path) -> None:
     with postgres.fresh_database() as url:
         port = free_port()
-        env = {
-            **os.environ,
-            "OKR_DATA_DIR": str(tmp_path / "data"),
-            "OKR_DATABASE_URL": url,
-            "OKR_HTTP_PORT": str(port),
-            "OKR_HTTP_HOST": "127.0.0.1",
-            "PYTHONUNBUFFERED": "1",
-        }
         log = tmp_path / "api.log"
         api: subprocess.Popen[bytes] | None = None
         try:
             with postgres.refusing_connections(url):
-                with log.open("wb") as out:
-                    api = subprocess.Popen(
-                        [sys.executable, "-m", "services.api.main"],
-                        env=env,
-                        stdout=out,
-                        stderr=subprocess.STDOUT,
-                    )
+                api = _start_api(tmp_path, url, port, log)
                 wait_for_log(log, "a store is unavailable", api)
                 time.sleep(1)
                 assert api.poll() is None, log.read_text()[-3000:]
@@ -66,24 +76,8 @@ def test_api_workers_waiting_for_the_database_stop_on_sigterm(tmp_path: Path) ->
     """With several workers, uvicorn's handlers only flag a shutdown, which the wait for the
     database never looked at: the workers outlived SIGTERM until killed."""
     with postgres.fresh_database() as url, postgres.refusing_connections(url):
-        env = {
-            **os.environ,
-            "OKR_DATA_DIR": str(tmp_path / "data"),
-            "OKR_DATABASE_URL": url,
-            "OKR_HTTP_PORT": str(free_port()),
-            "OKR_HTTP_HOST": "127.0.0.1",
-            "OKR_HTTP_WORKERS": "2",
-            "PYTHONUNBUFFERED": "1",
-        }
         log = tmp_path / "api.log"
-        with log.open("wb") as out:
-            api = subprocess.Popen(
-                [sys.executable, "-m", "services.api.main"],
-                env=env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+        api = _start_api(tmp_path, url, free_port(), log, OKR_HTTP_WORKERS="2")
         try:
             wait_for_log(log, "a store is unavailable", api)
             children = psutil.Process(api.pid).children(recursive=True)
