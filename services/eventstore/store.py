@@ -600,84 +600,74 @@ class EventStore:
     def _seal_sqlite(
         self, raw: sqlite3.Cursor, mine: list[LogEntry], first_new: int | None = None
     ) -> None:
+        """`_seal` in the caller's SQLite write transaction (`raw` its cursor)."""
+        raw.row_factory = None
+
+        def query(sql: str, params: Sequence[Any]) -> list[Any]:
+            return raw.execute(sql, params).fetchall()
+
+        self._seal(query, "rowid", SEALS_TABLE, EVENTS_TABLE, mine, first_new)
+
+    def _seal_postgres(
+        self, cursor: Any, mine: list[LogEntry], first_new: int | None = None
+    ) -> None:
+        """`_seal` on PostgreSQL: `cursor` is in a transaction holding the writers' lock
+        (LOCK TABLE … IN EXCLUSIVE MODE); its rows are dicts."""
+
+        def query(sql: str, params: Sequence[Any]) -> list[Any]:
+            cursor.execute(sql.replace("?", "%s"), params)
+            if cursor.description is None:
+                return []
+            return [tuple(r.values()) for r in cursor.fetchall()]
+
+        seals, log = self._pg_name(SEALS_TABLE), self._pg_name(EVENTS_TABLE)
+        self._seal(query, "notification_id", seals, log, mine, first_new)
+
+    @staticmethod
+    def _seal(
+        query: Callable[[str, Sequence[Any]], list[Any]],
+        position: str,
+        seals: str,
+        log: str,
+        mine: list[LogEntry],
+        first_new: int | None,
+    ) -> None:
         """Seal every entry after the newest seal, in the caller's write transaction.
 
         `mine`: the entries this transaction inserted, in position order (their bytes are at
         hand: only entries of other writers, between the newest seal and them, are read
         back). `first_new`: the lowest position inserted, when `mine` is not given; in a
-        store without seals yet, the entries before it stay unanchored (the chain's base)."""
-        raw.row_factory = None
-        raw.execute(
-            f"SELECT position, digest, base FROM {SEALS_TABLE} ORDER BY position DESC LIMIT 1"
+        store without seals yet, the entries before it stay unanchored (the chain's base).
+        `query` runs `?`-marked SQL and returns tuples; `position` names the log's position
+        column, `seals` and `log` the tables."""
+        found = query(
+            f"SELECT position, digest, base FROM {seals} ORDER BY position DESC LIMIT 1", ()
         )
-        found = raw.fetchone()
-        last = None if found is None else LogSeal(*found)
-        after = self._seal_after(last, mine, first_new)
-        if after is None:
-            return
-        between: list[LogEntry] = []
-        if not mine or mine[0][0] > after + 1:
-            raw.execute(
-                "SELECT rowid, originator_id, originator_version, topic, state "
-                f"FROM {EVENTS_TABLE} WHERE rowid > ? AND rowid < ? ORDER BY rowid",
-                (after, mine[0][0] if mine else 2**63 - 1),
-            )
-            between = raw.fetchall()
-        seal = next_seal(last, [*between, *mine], after)
-        if seal is not None:
-            raw.execute(
-                f"INSERT INTO {SEALS_TABLE} (position, digest, base) VALUES (?, ?, ?)",
-                (seal.position, seal.digest, seal.base),
-            )
-
-    @staticmethod
-    def _seal_after(
-        last: LogSeal | None, mine: list[LogEntry], first_new: int | None
-    ) -> int | None:
-        """The position the next seal starts after (None: nothing to seal)."""
+        last = LogSeal(*found[0]) if found else None
         if last is not None:
-            return last.position
-        if mine:
-            return mine[0][0] - 1
-        return None if first_new is None else first_new - 1
-
-    def _seal_postgres(
-        self, cursor: Any, mine: list[LogEntry], first_new: int | None = None
-    ) -> None:
-        """_seal_sqlite on PostgreSQL: `cursor` is in a transaction holding the writers'
-        lock (LOCK TABLE … IN EXCLUSIVE MODE)."""
-        cursor.execute(
-            f"SELECT position, digest, base FROM {self._pg_name(SEALS_TABLE)} "
-            "ORDER BY position DESC LIMIT 1"
-        )
-        found: Any = cursor.fetchone()
-        last = None if found is None else LogSeal(found["position"], found["digest"], found["base"])
-        after = self._seal_after(last, mine, first_new)
-        if after is None:
+            after = last.position
+        elif mine:
+            after = mine[0][0] - 1
+        elif first_new is not None:
+            after = first_new - 1
+        else:
             return
         between: list[LogEntry] = []
         if not mine or mine[0][0] > after + 1:
-            cursor.execute(
-                "SELECT notification_id, originator_id, originator_version, topic, state "
-                f"FROM {self._pg_name(EVENTS_TABLE)} "
-                "WHERE notification_id > %s AND notification_id < %s ORDER BY notification_id",
-                (after, mine[0][0] if mine else 2**63 - 1),
-            )
             between = [
-                (
-                    r["notification_id"],
-                    UUID(str(r["originator_id"])).hex,  # as notifications() gives it
-                    r["originator_version"],
-                    r["topic"],
-                    bytes(r["state"]),
+                # The stream id as notifications() gives it (PostgreSQL: a UUID), the bytes
+                # as stored (PostgreSQL: a memoryview).
+                (p, UUID(str(stream)).hex, version, topic, bytes(state))
+                for p, stream, version, topic, state in query(
+                    f"SELECT {position}, originator_id, originator_version, topic, state"
+                    f" FROM {log} WHERE {position} > ? AND {position} < ? ORDER BY {position}",
+                    (after, mine[0][0] if mine else 2**63 - 1),
                 )
-                for r in cursor.fetchall()
             ]
         seal = next_seal(last, [*between, *mine], after)
         if seal is not None:
-            cursor.execute(
-                f"INSERT INTO {self._pg_name(SEALS_TABLE)} (position, digest, base) "
-                "VALUES (%s, %s, %s)",
+            query(
+                f"INSERT INTO {seals} (position, digest, base) VALUES (?, ?, ?)",
                 (seal.position, seal.digest, seal.base),
             )
 
