@@ -266,9 +266,10 @@ class EventStore:
         For a check that reads other streams than the one its command appends to (which
         optimistic concurrency cannot see): every writer whose check could conflict takes
         the same lock around its read, check and append. On PostgreSQL a session advisory
-        lock per name (released with the session if the process dies); on SQLite, which
-        has one writer at a time anyway, one flock on a side file for all names. Raises
-        StoreUnavailableError after waiting SERIALISED_WAIT_S.
+        lock per name (released with the session if the process dies), and
+        StoreUnavailableError after waiting SERIALISED_WAIT_S; on SQLite, which has one
+        writer at a time anyway, one flock on a side file for all names, waited for as the
+        writers' lock is (its holder is a short block, and the lock dies with its process).
         """
         if not self.is_postgres:
             with self._serial:
