@@ -9,7 +9,6 @@ validated like HTTP ingest and, when invalid, become dead letters.
 from __future__ import annotations
 
 import base64
-import math
 import zlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -21,7 +20,13 @@ import orjson
 from pydantic import ValidationError
 
 import events
-from contracts.readings import MAX_FUTURE_SKEW_S, KafkaReading, derive_reading_id, reading_stream_id
+from contracts.readings import (
+    MAX_FUTURE_SKEW_S,
+    MAX_MAGNITUDE,
+    KafkaReading,
+    derive_reading_id,
+    reading_stream_id,
+)
 from contracts.topics import (
     CONTENT_READING_BATCH,
     CONTENT_WATERMARK,
@@ -179,14 +184,24 @@ def reading_from_event_dict(data: Mapping[str, Any], position: int | None) -> Re
     """A stored/relayed reading.recorded event (canonical JSON dict) as a row (fast path)."""
     if data.get("type") != "reading.recorded":
         raise ValueError(f"not a reading.recorded event: {data.get('type')!r}")
-    value = float(data["value"])
-    if not math.isfinite(value):
-        raise ValueError("reading value must be finite")
+    # The header that marks a relay batch can be set by any producer of the topic: the
+    # stateless rules of ingest hold here too, so a forged batch cannot store what ingest
+    # refuses (a NUL, which PostgreSQL cannot store, would fail every take of the partition).
+    raw = data["value"]
+    if type(raw) is not float and type(raw) is not int:
+        raise ValueError("reading value must be a JSON number")
+    value = float(raw)
+    if not -MAX_MAGNITUDE <= value <= MAX_MAGNITUDE:  # False for NaN too
+        raise ValueError(f"reading value must be finite and within ±{MAX_MAGNITUDE:g}")
+    ids = (str(data["event_id"]), str(data["org_id"]), str(data["kpi_id"]).lower())
+    reading_id = str(data["reading_id"])
+    if any("\x00" in text for text in (*ids, reading_id)):
+        raise ValueError("ids must not contain NUL characters")
     return ReadingRow(
-        str(data["event_id"]),
-        str(data["org_id"]),
-        str(data["kpi_id"]).lower(),
-        str(data["reading_id"]),
+        ids[0],
+        ids[1],
+        ids[2],
+        reading_id,
         value,
         stored_time(str(data["observed_at"])),
         stored_time(str(data["recorded_at"])),

@@ -122,6 +122,36 @@ def test_a_bad_entry_of_a_reading_batch_goes_alone_to_the_dead_letters() -> None
     assert orjson.loads(batch.dead[1].value or b"") == ["not", "an", "event"]
 
 
+def test_a_forged_reading_batch_is_held_to_ingest_s_stateless_rules() -> None:
+    """Any producer of the topic can set the relay's batch header: entries ingest would
+    refuse (a value that is not a JSON number or out of bounds, a NUL, which PostgreSQL
+    cannot store) are dead-lettered, each alone, instead of stored."""
+    log = Log()
+    kpi = uuid4()
+    entry = orjson.loads(events.encode(log.reading(kpi, 1.5, T0, "ok")))
+    forged = [
+        {**entry, "value": "5"},
+        {**entry, "value": True},
+        {**entry, "value": 1e300},
+        {**entry, "reading_id": "nul\x00here"},
+        {**entry, "org_id": "victim\x00"},
+    ]
+    message = SimpleNamespace(
+        topic=KPI_READINGS.name, partition=1, offset=3, key=None,
+        value=orjson.dumps([entry, *forged]),
+        headers=[(HEADER_CONTENT, CONTENT_READING_BATCH.encode())],
+    )  # fmt: skip
+    batch = parse_kpi_records(NO_LOOKUPS, [SimpleNamespace(message=message)])  # type: ignore[arg-type]
+    assert [r.reading_id for r in batch.rows] == ["ok"]
+    reasons = [d.reason for d in batch.dead]
+    assert [r.split(":")[0] for r in reasons] == [
+        f"entry {i} of a reading batch" for i in range(1, 6)
+    ]
+    assert all("JSON number" in r for r in reasons[:2])
+    assert "within" in reasons[2]
+    assert all("NUL" in r for r in reasons[3:])
+
+
 def test_a_reading_batch_that_is_not_an_array_goes_whole_to_the_dead_letters() -> None:
     message = SimpleNamespace(
         topic=KPI_READINGS.name, partition=0, offset=7, key=None, value=b'{"a": 1}',
