@@ -709,6 +709,16 @@ class EventStore:
     def log_seals(self, after: int = 0, limit: int = 1000) -> list[LogSeal]:
         """Up to `limit` seals with position > `after`, in order ([] when the store has
         none: an older release's store)."""
+        return self._read_seals("WHERE position > ? ORDER BY position LIMIT ?", (after, limit))
+
+    def newest_log_seal(self) -> LogSeal | None:
+        """The seal with the highest position (None when the store has none)."""
+        found = self._read_seals("ORDER BY position DESC LIMIT 1", ())
+        return found[0] if found else None
+
+    def _read_seals(self, clause: str, params: Sequence[Any]) -> list[LogSeal]:
+        """The seals `SELECT … FROM log_seals {clause}` (`?`-marked) finds, on either
+        engine; [] when the store has no seals table."""
         if not self._seals_exist():
             return []
         if self.is_postgres:
@@ -717,37 +727,11 @@ class EventStore:
             with recorder.datastore.transaction(commit=False) as cursor:
                 cursor.execute(
                     f"SELECT position, digest, base FROM {self._pg_name(SEALS_TABLE)} "
-                    "WHERE position > %s ORDER BY position LIMIT %s",
-                    (after, limit),
+                    + clause.replace("?", "%s"),
+                    params,
                 )
                 return [LogSeal(r["position"], r["digest"], r["base"]) for r in cursor.fetchall()]
         assert isinstance(self.recorder, SQLiteApplicationRecorder)
         with self.recorder.datastore.transaction(commit=False) as cursor:
-            cursor.execute(
-                f"SELECT position, digest, base FROM {SEALS_TABLE} "
-                "WHERE position > ? ORDER BY position LIMIT ?",
-                (after, limit),
-            )
+            cursor.execute(f"SELECT position, digest, base FROM {SEALS_TABLE} {clause}", params)
             return [LogSeal(r[0], r[1], r[2]) for r in cursor.fetchall()]
-
-    def newest_log_seal(self) -> LogSeal | None:
-        """The seal with the highest position (None when the store has none)."""
-        if not self._seals_exist():
-            return None
-        if self.is_postgres:
-            recorder = self.recorder
-            assert isinstance(recorder, PostgresApplicationRecorder)
-            with recorder.datastore.transaction(commit=False) as cursor:
-                cursor.execute(
-                    f"SELECT position, digest, base FROM {self._pg_name(SEALS_TABLE)} "
-                    "ORDER BY position DESC LIMIT 1"
-                )
-                r: Any = cursor.fetchone()
-                return None if r is None else LogSeal(r["position"], r["digest"], r["base"])
-        assert isinstance(self.recorder, SQLiteApplicationRecorder)
-        with self.recorder.datastore.transaction(commit=False) as cursor:
-            cursor.execute(
-                f"SELECT position, digest, base FROM {SEALS_TABLE} ORDER BY position DESC LIMIT 1"
-            )
-            r = cursor.fetchone()
-            return None if r is None else LogSeal(r[0], r[1], r[2])
