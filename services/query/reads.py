@@ -71,21 +71,20 @@ def key_count(value: Any) -> bool:
 
 def key_day(value: Any) -> bool:
     """A kpi_days day: YYYY-MM-DD."""
-    if not (isinstance(value, str) and _DAY.fullmatch(value)):
-        return False
-    try:
-        date.fromisoformat(value)
-    except ValueError:
-        return False
-    return True
+    return _text_of(value, _DAY, date.fromisoformat)
 
 
 def key_instant(value: Any) -> bool:
     """A stored timestamp (services.projectionstore.schema.iso)."""
-    if not (isinstance(value, str) and _STORED_INSTANT.fullmatch(value)):
+    return _text_of(value, _STORED_INSTANT, datetime.fromisoformat)
+
+
+def _text_of(value: Any, form: re.Pattern[str], parse: Callable[[str], object]) -> bool:
+    """Text in `form` that `parse` reads without a ValueError."""
+    if not (isinstance(value, str) and form.fullmatch(value)):
         return False
     try:
-        datetime.fromisoformat(value)
+        parse(value)
     except ValueError:
         return False
     return True
