@@ -24,22 +24,11 @@ from services.audit.main import check_log, export, main, verify
 from services.eventstore import ConcurrencyError, EventStore
 from services.eventstore.store import SEALS_TABLE
 from services.settings import Settings
-from tests.support.samples import sample
+from tests.support.samples import sample, sealed_chain
 
 pytestmark = pytest.mark.integration
 
 HEAD = re.compile(r"head (\d+:[0-9a-f]{64})")
-
-
-def _chain(types: list[str], stream: UUID | None = None) -> list[events.Event]:
-    stream = stream or uuid4()
-    sealed: list[events.Event] = []
-    prev = None
-    for version, name in enumerate(types, start=1):
-        event = events.seal(sample(name, stream_id=stream, version=version), prev)
-        prev = event.hash
-        sealed.append(event)
-    return sealed
 
 
 def _readings(n: int) -> list[events.Event]:
@@ -90,12 +79,12 @@ def seeded(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Seeded:
         monkeypatch.delenv("OKR_DATABASE_URL", raising=False)
     else:
         monkeypatch.setenv("OKR_DATABASE_URL", settings.database_url)
-    objective = _chain(["objective.drafted", "key_result.added", "key_result.checked_in"])
+    objective = sealed_chain(["objective.drafted", "key_result.added", "key_result.checked_in"])
     readings = _readings(5)
     store = EventStore.from_settings(settings)
     try:
         store.append(objective)
-        store.append(_chain(["kpi.defined", "kpi.retargeted"]))
+        store.append(sealed_chain(["kpi.defined", "kpi.retargeted"]))
         store.append_new(readings)
     finally:
         store.close()
@@ -239,7 +228,7 @@ def test_an_untouched_old_schema_event_verifies_and_exports_as_stored(
     """A v1 key_result.check_in (alias type, confidence in percent), sealed by the same rule
     over the form it was stored in: verify must not call it tampered, and export must print
     that form so that an auditor's own re-hash holds."""
-    objective = _chain(["objective.drafted", "key_result.added"])
+    objective = sealed_chain(["objective.drafted", "key_result.added"])
     data = events.to_json_dict(
         sample("key_result.checked_in", stream_id=objective[0].stream_id, version=3)
     )
@@ -299,7 +288,7 @@ def test_a_store_of_the_previous_release_keeps_verifying(
     store = seeded.store()
     try:
         store.append_new(_readings(2))
-        store.append(_chain(["objective.drafted"]))
+        store.append(sealed_chain(["objective.drafted"]))
     finally:
         store.close()
     out = _verified(capsys)
@@ -331,8 +320,8 @@ def test_gaps_in_positions_are_not_taken_for_removals(
             seeded.objective[1].hash,
         )
         with pytest.raises(ConcurrencyError):
-            store.append([*_chain(["objective.drafted"]), taken])
-        store.append(_chain(["objective.drafted", "objective.revised"]))
+            store.append([*sealed_chain(["objective.drafted"]), taken])
+        store.append(sealed_chain(["objective.drafted", "objective.revised"]))
         positions = [n.position for n in store.notifications(0, 100)]
         report = check_log(store)
     finally:
@@ -363,7 +352,7 @@ def test_concurrent_writers_leave_every_event_sealed(
     def commands(store: EventStore) -> None:
         try:
             for _ in range(10):
-                store.append(_chain(["objective.drafted", "objective.revised"]))
+                store.append(sealed_chain(["objective.drafted", "objective.revised"]))
         except BaseException as exc:  # pragma: no cover - reported below
             errors.append(exc)
 
@@ -398,7 +387,7 @@ def test_a_new_store_anchors_every_entry_whichever_writer_seals_first(
     first, second = EventStore.from_settings(settings), EventStore.from_settings(settings)
     try:
         monkeypatch.setattr(first, "_seal_appended", lambda positions: None)  # sealed late
-        first.append(_chain(["objective.drafted", "objective.revised"]))
+        first.append(sealed_chain(["objective.drafted", "objective.revised"]))
         second.append_new(_readings(3))
         report = check_log(second)
     finally:

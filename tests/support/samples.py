@@ -111,3 +111,16 @@ def sample(
 def every_event() -> list[events.Event]:
     """One sealed example of every event type."""
     return [events.seal(sample(name), None) for name in events.EVENT_TYPES]
+
+
+def sealed_chain(types: list[str], stream: UUID | None = None) -> list[events.Event]:
+    """Sample events of these types on one stream (a new one unless given), versions from
+    1, each sealed onto the one before (a valid hash chain)."""
+    stream = stream or uuid4()
+    sealed: list[events.Event] = []
+    prev = None
+    for version, name in enumerate(types, start=1):
+        event = events.seal(sample(name, stream_id=stream, version=version), prev)
+        prev = event.hash
+        sealed.append(event)
+    return sealed

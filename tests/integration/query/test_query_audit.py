@@ -13,20 +13,9 @@ import events
 from services.audit.main import export, verify
 from services.eventstore import EventStore
 from services.settings import Settings
-from tests.support.samples import sample
+from tests.support.samples import sealed_chain
 
 pytestmark = pytest.mark.integration
-
-
-def _chain(types: list[str]) -> list[events.Event]:
-    stream = uuid4()
-    sealed: list[events.Event] = []
-    prev = None
-    for version, name in enumerate(types, start=1):
-        event = events.seal(sample(name, stream_id=stream, version=version), prev)
-        prev = event.hash
-        sealed.append(event)
-    return sealed
 
 
 @pytest.fixture
@@ -35,8 +24,8 @@ def store_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, li
     monkeypatch.setenv("OKR_DATA_DIR", str(data))
     monkeypatch.delenv("OKR_DATABASE_URL", raising=False)
     store = EventStore.from_settings(Settings(data_dir=data))
-    objective = _chain(["objective.drafted", "key_result.added", "key_result.checked_in"])
-    kpi = _chain(["kpi.defined", "kpi.retargeted"])
+    objective = sealed_chain(["objective.drafted", "key_result.added", "key_result.checked_in"])
+    kpi = sealed_chain(["kpi.defined", "kpi.retargeted"])
     store.append(objective)
     store.append(kpi)
     store.close()
