@@ -52,6 +52,13 @@ class Settings(BaseSettings):
     max_readings_per_request: int = Field(default=10_000, ge=1)
     max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
     processor_group: str = "okrstream-processor"
+    unknown_kpi_grace_s: float = Field(
+        default=300.0,
+        ge=0,
+        le=86_400,
+        description="how long a reading produced straight to Kafka waits for its KPI's"
+        " definition before it is dead-lettered as unknown",
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     @field_validator("database_url")

@@ -34,6 +34,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any, TypeVar
 
 import faust
@@ -46,6 +47,8 @@ from contracts.topics import (
     READINGS_DLQ,
 )
 from services.kafka.partitioning import partition_of
+from services.processor import held
+from services.processor.held import HeldReading
 from services.processor.projector import TICK_START, Projector, utcnow
 from services.processor.records import (
     Cause,
@@ -53,6 +56,7 @@ from services.processor.records import (
     GoalItem,
     Notice,
     ReadingRow,
+    UnknownKpiError,
     Watermark,
     direct_reading,
     encode_measure_watermark,
@@ -97,6 +101,7 @@ PASS_CHECK_S = WITHIN_S  # how often the pass timer looks
 KPI_IDLE_S = 2 * WITHIN_S  # no kpi batch running or started for this long: its buffer is empty
 TICK_S = 30.0
 OUTBOX_S = 1.0
+RELEASE_S = 1.0  # how often held direct readings are looked at (services/processor/held.py)
 TRIM_S = 5.0  # how often freed C-heap pages go back to the system (runtime.py)
 
 
@@ -155,6 +160,7 @@ class KpiBatch:
     marks: list[Watermark] = field(default_factory=list)
     forward: list[tuple[int, int]] = field(default_factory=list)  # (position, source part)
     dead: list[DeadLetter] = field(default_factory=list)
+    held: list[HeldReading] = field(default_factory=list)  # of KPIs not known yet
 
 
 def parse_kpi_records(projector: Projector, records: Sequence[Any]) -> KpiBatch:
@@ -188,7 +194,14 @@ def parse_kpi_records(projector: Projector, records: Sequence[Any]) -> KpiBatch:
                         DeadLetter(why, msg.topic, msg.partition, msg.offset, msg.key, entry)
                     )
             else:
-                batch.rows.append(direct_reading(value or b"", now, lookup))
+                try:
+                    batch.rows.append(direct_reading(value or b"", now, lookup))
+                except UnknownKpiError as exc:  # its definition may be on its way: held
+                    text = (value or b"").decode()
+                    batch.held.append(
+                        HeldReading(exc.kpi_id, msg.topic, msg.partition, msg.offset, msg.key,
+                                    text, str(exc))
+                    )  # fmt: skip
         except Exception as exc:  # a poison record must never stop the partition
             reason = str(exc) or type(exc).__name__
             batch.dead.append(
@@ -350,12 +363,16 @@ def build_app(settings: Settings, projector: Projector, *, app_id: str | None = 
             batch.marks += part.marks
             batch.forward += part.forward
             batch.dead += part.dead
+            batch.held += part.held
             last = i + PARSE_RECORDS >= len(records)
             if len(pending) >= APPLY_ROWS or last:
                 for n in projector.apply_readings(pending, batch.marks if last else ()):
                     keep_latest(latest, n.objective_id, n)
                 count += len(pending)
                 pending = []
+        if batch.held:
+            log.info("holding %d readings of KPIs not known yet", len(batch.held))
+            batch.dead += held.hold(projector, batch.held)
         by_partition: dict[int, list[Notice]] = {}
         for oid in sorted(latest):
             q = partition_of(oid, settings.kafka_partitions)
@@ -466,6 +483,29 @@ def build_app(settings: Settings, projector: Projector, *, app_id: str | None = 
                 after = await in_db(projector.tick_step, after)
         except Exception:
             log.exception("tick failed; the next one, in %.0f s, tries again", TICK_S)
+
+    @app.timer(RELEASE_S)  # type: ignore[untyped-decorator]
+    async def release_held() -> None:
+        """Direct readings held for their KPI's definition (services/processor/held.py):
+        those whose KPI is known now are applied, those past the grace dead-lettered."""
+        grace = timedelta(seconds=settings.unknown_kpi_grace_s)
+        try:
+            released = await in_db(held.release, projector, grace)
+            if released.applied:
+                passes.deferred()
+            if released.dead:
+                for _, d in released.dead:
+                    await dlq.send(key=d.key, value=d.encode())
+                await app.producer.flush()
+                await in_db(held.forget, projector, [i for i, _ in released.dead])
+            if released.applied or released.dead:
+                log.info(
+                    "held readings: %d applied, %d dead-lettered",
+                    released.applied,
+                    len(released.dead),
+                )
+        except Exception:
+            log.exception("releasing held readings failed; retrying in %.0f s", RELEASE_S)
 
     @app.timer(TRIM_S)  # type: ignore[untyped-decorator]
     async def trim() -> None:

@@ -234,9 +234,20 @@ KpiLookup = Callable[[str], tuple[str, str] | None]
 """kpi_id → (org_id, state) from the projection store, or None when unknown."""
 
 
+class UnknownKpiError(ValueError):
+    """A direct reading of a KPI the projections do not know (yet): its definition may
+    still be on its way through the event store, the relay and Kafka."""
+
+    def __init__(self, kpi_id: str, org_id: str) -> None:
+        super().__init__(f"unknown KPI {kpi_id} for organisation {org_id!r}")
+        self.kpi_id = kpi_id
+
+
 def direct_reading(value: bytes, now: datetime, kpi_lookup: KpiLookup) -> ReadingRow:
     """Validate a reading written straight to the topic by an integration (like HTTP
-    ingest); raise ValueError with the reason when it must go to the dead-letter topic."""
+    ingest) as received at `now`; raise ValueError with the reason when it must go to the
+    dead-letter topic, UnknownKpiError when its KPI is not known yet (services/processor/
+    held.py holds it)."""
     try:
         reading = KafkaReading.model_validate_json(value)
     except ValidationError as exc:
@@ -246,7 +257,9 @@ def direct_reading(value: bytes, now: datetime, kpi_lookup: KpiLookup) -> Readin
         raise ValueError(f"invalid reading: {errors}") from None
     kpi_id = str(reading.kpi_id)
     known = kpi_lookup(kpi_id)
-    if known is None or known[0] != reading.org_id:
+    if known is None:
+        raise UnknownKpiError(kpi_id, reading.org_id)
+    if known[0] != reading.org_id:
         raise ValueError(f"unknown KPI {kpi_id} for organisation {reading.org_id!r}")
     if known[1] == "retired":
         raise ValueError(f"KPI {kpi_id} is retired")

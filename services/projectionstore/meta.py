@@ -12,7 +12,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from services.projectionstore.db import Cursor, Database
-from services.projectionstore.schema import META_DDL, META_TABLE, PROJECTION_SCHEMA_VERSION, Tables
+from services.projectionstore.schema import (
+    META_DDL,
+    META_TABLE,
+    PROJECTION_SCHEMA_VERSION,
+    Tables,
+    held_ddl,
+)
 
 # An arbitrary constant: the advisory lock key of projection writers on PostgreSQL.
 _PG_LOCK_KEY = 0x6F6B7273  # "okrs"
@@ -103,6 +109,7 @@ def ensure_schema(db: Database) -> tuple[int, int]:
     with db.transaction() as cur:
         write_lock(cur)  # first: concurrent CREATE TABLE IF NOT EXISTS races on PostgreSQL
         cur.execute(META_DDL)
+        cur.execute(held_ddl(cur.dialect))
         generation = live_generation(cur)
         stored = read_meta(cur, "schema_version")
         if stored is None:

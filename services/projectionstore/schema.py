@@ -60,6 +60,24 @@ META_TABLE = "projection_meta"
 META_DDL = f"CREATE TABLE IF NOT EXISTS {META_TABLE} ( key TEXT PRIMARY KEY, value TEXT NOT NULL)"
 # Rows of projection_meta: ("generation", "1"), ("schema_version", "1").
 
+HELD_TABLE = "held_readings"
+"""Readings produced straight to okr.kpi-readings.v1 for a KPI the projections did not know
+yet, as received (services/processor/held.py). Shared by the generations, like
+projection_meta: it holds input not yet applied to any, and a replay leaves it alone."""
+
+
+def held_ddl(dialect: str) -> str:
+    # Ids are never reused (AUTOINCREMENT): a row is deleted by the id it was read with.
+    serial = (
+        "BIGSERIAL PRIMARY KEY" if dialect == "postgres" else "INTEGER PRIMARY KEY AUTOINCREMENT"
+    )
+    return (
+        f"CREATE TABLE IF NOT EXISTS {HELD_TABLE} ("
+        f" id {serial}, kpi_id TEXT NOT NULL, topic TEXT NOT NULL, part INTEGER NOT NULL,"
+        " kafka_offset BIGINT NOT NULL, msg_key TEXT, value TEXT NOT NULL,"
+        " received_at TEXT NOT NULL)"
+    )
+
 
 @dataclass(frozen=True, slots=True)
 class Tables:

@@ -136,6 +136,7 @@ def processor_env(settings: Settings, bootstrap: str, group: str) -> dict[str, s
         "OKR_KAFKA_BOOTSTRAP": bootstrap,
         "OKR_PROCESSOR_GROUP": group,
         "OKR_KAFKA_PARTITIONS": str(settings.kafka_partitions),
+        "OKR_UNKNOWN_KPI_GRACE_S": str(settings.unknown_kpi_grace_s),
         "PYTHONUNBUFFERED": "1",
         "PYTHONPATH": str(ROOT),
     }

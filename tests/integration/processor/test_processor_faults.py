@@ -90,7 +90,8 @@ def test_two_workers_in_one_group_equal_a_clean_replay(
 def test_malformed_readings_go_to_the_dlq_and_the_rest_flow(
     tmp_path: Path, fresh_broker: EmbeddedBroker, unique_group: str
 ) -> None:
-    settings = Settings(data_dir=tmp_path / "data")
+    # A reading of an unknown KPI waits a second for its definition, then is dead.
+    settings = Settings(data_dir=tmp_path / "data", unknown_kpi_grace_s=1)
     log = Log()
     kpi = uuid.uuid4()
     log.kpi(kpi, target=1.0, amber=0.9, interval="day", aggregation="sum")
@@ -146,3 +147,64 @@ def test_malformed_readings_go_to_the_dlq_and_the_rest_flow(
     before = replay_hash(settings)
     assert count_readings(settings) == 1
     assert replay_hash(settings) == before
+
+
+def dead_letters(bootstrap: str, wait_s: float, want: int) -> list[dict[str, object]]:
+    """What okr.readings-dlq.v1 holds: `want` letters, or what arrived within `wait_s`."""
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap)
+    parts = [TopicPartition(READINGS_DLQ.name, p) for p in range(4)]
+    consumer.assign(parts)
+    consumer.seek_to_beginning(*parts)
+    dead: list[dict[str, object]] = []
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline and len(dead) < want:
+        for records in consumer.poll(timeout_ms=200).values():
+            dead += [orjson.loads(m.value) for m in records]
+    consumer.close()
+    return dead
+
+
+def test_a_direct_reading_that_outruns_its_kpi_definition_is_applied(
+    tmp_path: Path, fresh_broker: EmbeddedBroker, unique_group: str
+) -> None:
+    """An integration creates a KPI, then produces its first reading straight to Kafka: the
+    reading reaches the processor before the definition (event store, relay, Kafka). It is
+    held, and applied once the definition arrives; nothing goes to the dead-letter topic."""
+    settings = Settings(data_dir=tmp_path / "data")
+    log = Log()
+    kpi = uuid.uuid4()
+    log.kpi(kpi, target=1.0, amber=0.9, interval="day", aggregation="sum")
+    proc = ProcessorProcess(settings, fresh_broker.bootstrap, unique_group, tmp_path / "p.log")
+    proc.start()
+    db = projection_db(settings)
+    try:
+        reading = {
+            "kpi_id": str(kpi), "value": 3.5, "observed_at": "2026-02-01T00:00:00Z",
+            "org_id": "acme", "reading_id": "first",
+        }  # fmt: skip
+        producer = KafkaProducer(bootstrap_servers=fresh_broker.bootstrap)
+        producer.send(KPI_READINGS.name, key=str(kpi).encode(), value=orjson.dumps(reading))
+        producer.flush()
+        producer.close()
+        time.sleep(3)  # the processor has taken it and found the KPI unknown
+        assert count_readings(settings) == 0
+        entries = store_events(settings, [e for _, e in log.entries])
+        produce(fresh_broker.bootstrap, relay_records(entries), entries[-1][0], 4)
+        wait_for_position(db, entries[-1][0], 4, procs=[proc])
+        deadline = time.monotonic() + 30
+        while count_readings(settings) < 1 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert count_readings(settings) == 1
+        assert dead_letters(fresh_broker.bootstrap, 2, 1) == []
+        with db.transaction(write=False) as cur:
+            row = cur.execute(
+                "SELECT value, reading_id FROM g1_readings WHERE kpi_id = ?", (str(kpi),)
+            ).fetchone()
+            last = cur.execute(
+                "SELECT last_reading_at FROM g1_kpis WHERE kpi_id = ?", (str(kpi),)
+            ).fetchone()
+    finally:
+        proc.stop()
+        db.close()
+    assert tuple(row) == (3.5, "first")
+    assert last[0] == "2026-02-01T00:00:00.000000Z"
