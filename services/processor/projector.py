@@ -709,6 +709,8 @@ class Projector:
             return
         t = tx.tables.detections
         org_by_subject = {(st, sid): org for org, st, sid in subjects}
+        # A subject is keyed by (type, id) from here on: ids of one type in two
+        # organisations (owner names) are synced in separate calls (_chronic).
         active: dict[rules.DetectionKey, tuple[str, int, str]] = {}
         stored: dict[str, tuple[int, str, str]] = {}  # detection id → version, evidence, policy
         by_type: dict[str, list[str]] = defaultdict(list)
@@ -1848,19 +1850,26 @@ class Projector:
         owners.update((s.org_id, s.owner) for s, _ in closed)
 
     def _chronic(self, tx: Tx, owners: set[tuple[str, str]]) -> None:
-        holding: list[rules.Finding] = []
+        """Judge these (org, owner)s again. An owner is a name, unique within its
+        organisation only, so each organisation's owners are synced on their own: the
+        detection rules key a subject by (type, id)."""
+        by_org: dict[str, list[str]] = defaultdict(list)
         for org, owner in sorted(owners):
-            scores = [
-                float(s)
-                for (s,) in tx.cur.execute(
-                    f"SELECT score FROM {tx.tables.owner_closures} WHERE org_id = ? AND owner = ?"
-                    " ORDER BY closed_at, objective_id",
-                    (org, owner),
-                ).fetchall()
-            ]
-            holding += rules.chronic_findings(owner, scores, self.policy)
-        subjects = [(org, "owner", owner) for org, owner in sorted(owners)]
-        self.sync_detections(tx, subjects, OWNER_RULES, holding)
+            by_org[org].append(owner)
+        for org, names in by_org.items():
+            holding: list[rules.Finding] = []
+            for owner in names:
+                scores = [
+                    float(s)
+                    for (s,) in tx.cur.execute(
+                        f"SELECT score FROM {tx.tables.owner_closures}"
+                        " WHERE org_id = ? AND owner = ? ORDER BY closed_at, objective_id",
+                        (org, owner),
+                    ).fetchall()
+                ]
+                holding += rules.chronic_findings(owner, scores, self.policy)
+            subjects = [(org, "owner", owner) for owner in names]
+            self.sync_detections(tx, subjects, OWNER_RULES, holding)
 
     def _last_history(
         self, tx: Tx, ids: Sequence[str]

@@ -73,3 +73,35 @@ def test_a_reopen_and_a_new_owner_move_the_closure_and_rejudge_both_owners(
     assert closures == expected
     assert active == set(), "ana has one closed objective left, bob at most one"
     db.close()
+
+
+def _chronic(p: Projector) -> set[tuple[str, str, bool]]:
+    """(org, owner, active) of the chronic detections."""
+    with p.db.transaction(write=False) as cur:
+        return {
+            (str(org), str(owner), resolved is None)
+            for org, owner, resolved in cur.execute(
+                "SELECT org_id, subject_id, resolved_at FROM g1_detections"
+                " WHERE subject_type = 'owner' AND reason = 'chronic'"
+            ).fetchall()
+        }
+
+
+def test_owners_of_one_name_in_two_organisations_are_judged_apart(tmp_path: Path) -> None:
+    """Owners are names, unique within an organisation only: "ana" of org-a and "ana" of
+    org-b are two subjects, also when one batch (a pass spans organisations) judges both."""
+    la, lb = Log(org="org-a"), Log(org="org-b")
+    _, a2 = _two_closed(la)
+    _two_closed(lb)
+    db = Database("sqlite", path=tmp_path / "p.sqlite")
+    ensure_schema(db)
+    p = Projector(db, clock=lambda: NOW)
+    p.apply_goal_batch([*la.goal_items(), *lb.goal_items()])
+    assert _chronic(p) == {("org-a", "ana", True), ("org-b", "ana", True)}
+    n = len(la.entries)
+    la.emit("objective.reopened", a2, at=T + timedelta(days=3))
+    m = len(lb.entries)
+    _two_closed(lb)  # org-b's ana stays chronic, judged in the same batch
+    p.apply_goal_batch([*la.goal_items()[n:], *lb.goal_items()[m:]])
+    assert _chronic(p) == {("org-a", "ana", False), ("org-b", "ana", True)}
+    db.close()
