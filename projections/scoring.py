@@ -163,14 +163,29 @@ def status_of(
 
 
 def weighted_mean(pairs: Sequence[tuple[float, float]]) -> float:
-    """Sum of weight x value over sum of weights for (weight, value) pairs; 0.0 when empty.
+    """Sum of weight x value over sum of weights for (weight, value) pairs (finite floats);
+    0.0 when empty.
 
-    Sums with math.fsum, so the result does not depend on the order of the pairs.
+    Exact: the products, their sum and the weights' sum are computed in integers (a float
+    is an integer over a power of two) and the quotient is rounded once (int / int is
+    correctly rounded). So the result does not depend on the order of the pairs, and the
+    mean of equal values is that value: weight 3 at 0.7 scores 0.7, where rounding each
+    step gave 0.6999999999999998, below the policy's 0.7 thresholds.
     """
-    total_weight = math.fsum(w for w, _ in pairs)
-    if total_weight == 0:
+    weights = [w.as_integer_ratio() for w, _ in pairs]
+    w_den = max((d for _, d in weights), default=1)
+    w_sum = sum(n * (w_den // d) for n, d in weights)
+    if w_sum == 0:
         return 0.0
-    return math.fsum(w * v for w, v in pairs) / total_weight
+    products = [
+        (wn * vn, wd * vd)
+        for (wn, wd), (vn, vd) in zip(
+            weights, (v.as_integer_ratio() for _, v in pairs), strict=True
+        )
+    ]
+    p_den = max(d for _, d in products)
+    p_sum = sum(n * (p_den // d) for n, d in products)
+    return (p_sum * w_den) / (p_den * w_sum)
 
 
 def score_objective(
@@ -212,6 +227,4 @@ def rollup_score(own_score: float | None, child_rollups: Sequence[float]) -> flo
     0.0 with neither. A ratio in [0, 1] when its inputs are.
     """
     values = ([] if own_score is None else [own_score]) + list(child_rollups)
-    if not values:
-        return 0.0
-    return math.fsum(values) / len(values)
+    return weighted_mean([(1.0, v) for v in values])

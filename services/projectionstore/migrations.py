@@ -68,14 +68,17 @@ def _v4_to_v5(cur: Cursor, t: Tables) -> None:
     create_tables(cur, t)
 
 
-def _v5_to_v6(cur: Cursor, t: Tables) -> None:
-    """v6 has the tables of v5 and corrected arithmetic (a maintain key result judges each
+def _rescore_all(cur: Cursor, t: Tables) -> None:
+    """Every objective deferred for the next pass with no cause: its view and detections
+    follow corrected arithmetic, without a history row (the history keeps what was shown
+    then) and without a rebuild.
+
+    v6 has the tables of v5 and corrected arithmetic: a maintain key result judges each
     observation against the target in force then; a closed objective counts the readings
     and check-ins up to its close, not the rest of its closing day; an owner's closures
-    follow the objective's owner). Every
-    objective is deferred for the next pass with no cause: its view and detections follow
-    the corrected arithmetic, without a history row (the history keeps what was shown
-    then) and without a rebuild."""
+    follow the objective's owner. v7 has the tables of v6 (and the held_readings table all
+    generations share): weighted means and rollups are exact (weight 3 at 0.7 scores 0.7,
+    not 0.6999999999999998, below the policy's thresholds)."""
     (seq,) = cur.execute(
         f"SELECT COALESCE(MAX(seq), 0) + 1 FROM (SELECT MAX(seq) AS seq FROM"
         f" {t.pending_notices} UNION ALL SELECT MAX(seq) FROM {t.pending_marks}) AS s"
@@ -92,7 +95,8 @@ def _v5_to_v6(cur: Cursor, t: Tables) -> None:
 STEPS: dict[int, Callable[[Cursor, Tables], None]] = {
     3: _v3_to_v4,
     4: _v4_to_v5,
-    5: _v5_to_v6,
+    5: _rescore_all,
+    6: _rescore_all,
 }
 """From schema version N to N + 1, in place."""
 

@@ -14,7 +14,7 @@ import hashlib
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-PROJECTION_SCHEMA_VERSION = 6
+PROJECTION_SCHEMA_VERSION = 7
 """Bump when the projection tables or the arithmetic change: the processor then migrates in
 place where services/projectionstore/migrations.py has the step, else rebuilds."""
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 import threading
 import time
 
+import pytest
+
 from services.eventstore.store import EventStore
 from services.processor import replay
 from services.processor.projector import Projector
@@ -179,9 +181,10 @@ def test_processors_starting_together_rebuild_one_at_a_time(settings: Settings) 
         second.close()
 
 
-def test_a_v5_store_is_re_scored_in_place(settings: Settings) -> None:
-    """v6 corrects the arithmetic: every objective is deferred, with no cause, so the next
-    pass re-evaluates it under the new rules without writing a history row."""
+@pytest.mark.parametrize("stored", ["5", "6"])
+def test_a_v5_or_v6_store_is_re_scored_in_place(settings: Settings, stored: str) -> None:
+    """v6 and v7 correct the arithmetic: every objective is deferred, with no cause, so the
+    next pass re-evaluates it under the new rules without writing a history row."""
     log = Log()
     objectives, _ = synthetic(log, objectives=6, kpis=2, readings=30)
     db = Database.from_settings(settings, settings.projections_db_path)
@@ -193,8 +196,10 @@ def test_a_v5_store_is_re_scored_in_place(settings: Settings) -> None:
         with db.transaction() as cur:
             (history,) = cur.execute(f"SELECT COUNT(*) FROM {t.score_history}").fetchone()
             cur.execute(f"UPDATE {t.objectives} SET score = -1")  # as if scored otherwise
-            cur.execute("UPDATE projection_meta SET value = '5' WHERE key = 'schema_version'")
-        assert migrate(db) == PROJECTION_SCHEMA_VERSION == 6
+            cur.execute(
+                "UPDATE projection_meta SET value = ? WHERE key = 'schema_version'", (stored,)
+            )
+        assert migrate(db) == PROJECTION_SCHEMA_VERSION == 7
         with db.transaction(write=False) as cur:
             found = cur.execute(f"SELECT objective_id FROM {t.pending_notices}").fetchall()
             pending = {o for (o,) in found}

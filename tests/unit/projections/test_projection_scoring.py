@@ -1,4 +1,5 @@
 from datetime import UTC, date, datetime
+from fractions import Fraction
 
 import pytest
 from hypothesis import given
@@ -281,6 +282,34 @@ def test_policy_rejects_inconsistent_thresholds() -> None:
 def test_weights_matter() -> None:
     scored = [(3.0, KeyResultScore(1.0, 1.0, None)), (1.0, KeyResultScore(0.0, 0.0, None))]
     assert score_objective(scored, Q1, MID_Q1).score == 0.75
+
+
+_weights = st.floats(min_value=1e-6, max_value=1e6)
+_scores = st.floats(min_value=0.0, max_value=1.0)
+
+
+@given(st.lists(st.tuples(_weights, _scores), min_size=1, max_size=8))
+def test_the_weighted_mean_is_the_exact_mean_rounded_once(
+    pairs: list[tuple[float, float]],
+) -> None:
+    scored = [(w, KeyResultScore(s, s, None)) for w, s in pairs]
+    exact = sum(Fraction(w) * Fraction(s) for w, s in pairs) / sum(Fraction(w) for w, _ in pairs)
+    assert score_objective(scored, Q1, MID_Q1).score == float(exact)
+    assert score_objective(scored[::-1], Q1, MID_Q1).score == float(exact)
+
+
+@given(_weights, st.integers(min_value=1, max_value=6), st.sampled_from([0.7, 0.3, 0.95, 1.0]))
+def test_equal_scores_average_to_themselves_at_any_weight(
+    weight: float, count: int, score: float
+) -> None:
+    """Weight 3 at 0.7 is 0.7, not 0.6999999999999998: the policy's thresholds (target
+    zone, over_reach/final, chronic) sit exactly at such values."""
+    scored = [(weight, KeyResultScore(score, score, None))] * count
+    result = score_objective(scored, Q1, MID_Q1)
+    assert result.score == score
+    assert result.zone == zone_of(score)
+    assert rollup_score(None, [score] * count) == score
+    assert rollup_score(score, [score] * count) == score
 
 
 # --- rollup --------------------------------------------------------------------------
