@@ -1,23 +1,22 @@
 """What ingest knows about KPIs: exists, organisation, retired. The event store is the truth.
 
-An in-process cache of KPI streams, read on a miss and refreshed incrementally once an entry
-is older than REFRESH_S (so a retirement is honoured within that time). Unknown ids are
-remembered only briefly: the KPI may be defined a moment later.
+An in-process cache of KPI streams: a KPI's organisation never changes and a retirement is
+final, so a retired KPI is answered from the cache; a live one is read again from its cached
+version on (one indexed read that nearly always finds nothing), so a retirement whose answer
+a client has seen is honoured by every later request, in every front-door process. An
+unknown id is not remembered: the KPI may be defined a moment later. Each request looks a
+KPI up once (services/ingest/readings.judge).
 """
 
 from __future__ import annotations
 
 import threading
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from uuid import UUID
 
 import events
 from services.eventstore import EventStore
 
-REFRESH_S = 2.0
-UNKNOWN_TTL_S = 0.5
 MAX_ENTRIES = 100_000
 
 
@@ -42,40 +41,26 @@ def apply(facts: KpiFacts | None, stream: list[events.Event]) -> KpiFacts | None
 
 
 class KpiDirectory:
-    """KPI facts by id, cached in process and read from the event store on a miss."""
+    """KPI facts by id, cached in process and brought up to date from the event store."""
 
-    def __init__(self, store: EventStore, *, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, store: EventStore) -> None:
         self.store = store
-        self.clock = clock
-        self._known: dict[UUID, tuple[float, KpiFacts]] = {}
-        self._unknown: dict[UUID, float] = {}
+        self._known: dict[UUID, KpiFacts] = {}
         self._lock = threading.Lock()
 
     def lookup(self, kpi_id: UUID) -> KpiFacts | None:
-        now = self.clock()
         with self._lock:
-            hit = self._known.get(kpi_id)
-            missed_at = self._unknown.get(kpi_id)
-        if hit is not None:
-            checked, facts = hit
-            if now - checked < REFRESH_S or facts.retired:
-                return facts
-            newer = self.store.read_stream(kpi_id, gt=facts.version)
-            facts = apply(facts, newer) or facts
-        elif missed_at is not None and now - missed_at < UNKNOWN_TTL_S:
-            return None
+            cached = self._known.get(kpi_id)
+        if cached is not None and cached.retired:
+            return cached
+        if cached is None:
+            facts = apply(None, self.store.read_stream(kpi_id))
         else:
-            found = apply(None, self.store.read_stream(kpi_id))
-            if found is None:
-                with self._lock:
-                    if len(self._unknown) > MAX_ENTRIES:
-                        self._unknown.clear()
-                    self._unknown[kpi_id] = now
-                return None
-            facts = found
+            facts = apply(cached, self.store.read_stream(kpi_id, gt=cached.version))
+        if facts is None:
+            return None
         with self._lock:
             if len(self._known) > MAX_ENTRIES:
                 self._known.clear()
-            self._known[kpi_id] = (now, facts)
-            self._unknown.pop(kpi_id, None)
+            self._known[kpi_id] = facts
         return facts

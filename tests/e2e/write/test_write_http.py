@@ -228,3 +228,25 @@ def test_idempotency_key_replays_and_rejects_other_bodies(stack: Stack, tokens: 
     assert r2.json() == r1.json() == {**r1.json(), "accepted": 1, "duplicates": 0}
     unkeyed = a.post("/v1/readings", json=readings)
     assert (unkeyed.json()["accepted"], unkeyed.json()["duplicates"]) == (0, 1)
+
+
+def test_readings_of_a_kpi_retired_a_moment_ago_are_refused(
+    stack: Stack, tokens: TokenStore
+) -> None:
+    """A retirement whose answer the client has seen holds for its next request: ingest's
+    cache of KPI facts was trusted for up to two seconds, and readings sent meanwhile
+    were accepted and counted in the retired KPI."""
+    a = api(stack, tokens, f"org-{uuid.uuid4().hex[:6]}")
+    kpi = new_kpi(a)
+    at = "2026-03-01T00:00:00Z"
+    accepted = a.post("/v1/readings", json={"readings": [
+        {"kpi_id": kpi["id"], "value": 1, "observed_at": at, "reading_id": "before"},
+    ]})  # fmt: skip
+    assert accepted.json()["accepted"] == 1, accepted.text
+    assert a.post(f"/v1/kpis/{kpi['id']}/retire", json={"reason": "old"}).status_code == 200
+    late = a.post("/v1/readings", json={"readings": [
+        {"kpi_id": kpi["id"], "value": 2, "observed_at": at, "reading_id": "after"},
+    ]})  # fmt: skip
+    assert late.status_code == 202
+    assert late.json()["accepted"] == 0
+    assert late.json()["rejected"] == [{"index": 0, "error": f"KPI {kpi['id']} is retired"}]
