@@ -1788,7 +1788,9 @@ class Projector:
                 )
                 if finding is not None:
                     holding_kr.append(finding)
-            if state.state == "closed" and state.closed_at is not None:
+            # Archived after its close, an objective keeps its final score (and its place
+            # in its owner's closures), whether the archive came in the close's batch or not.
+            if state.state != "active" and state.closed_at is not None:
                 closed.append((state, score.score))
             elif state.state == "active":
                 reopened.append(state)

@@ -105,3 +105,25 @@ def test_owners_of_one_name_in_two_organisations_are_judged_apart(tmp_path: Path
     p.apply_goal_batch([*la.goal_items()[n:], *lb.goal_items()[m:]])
     assert _chronic(p) == {("org-a", "ana", False), ("org-b", "ana", True)}
     db.close()
+
+
+@pytest.mark.parametrize("one_batch", [True, False])
+def test_an_objective_archived_after_its_close_stays_in_its_owners_closures(
+    tmp_path: Path, one_batch: bool
+) -> None:
+    """Live, a close and an archive usually come in separate batches; a replay folds them
+    in one. Either way the archived objective keeps its place among its owner's closed
+    objectives, and the chronic detection it completes."""
+    log = Log()
+    a, b = _two_closed(log)
+    log.emit("objective.archived", a, at=T + timedelta(days=3))
+    db = Database("sqlite", path=tmp_path / "p.sqlite")
+    ensure_schema(db)
+    p = Projector(db, clock=lambda: NOW)
+    items = log.goal_items()
+    for batch in [items] if one_batch else [[item] for item in items]:
+        p.apply_goal_batch(batch)
+    closures, active = _state(p)
+    assert closures == {("ana", str(a)), ("ana", str(b))}
+    assert active == {("ana", "chronic")}
+    db.close()
