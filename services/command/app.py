@@ -33,7 +33,7 @@ from contracts.http import (
     WritePublic,
 )
 from services.command.decisions import Context, Ids, Invalid, NotFound, Refused
-from services.command.service import CommandService, Outcome, Stale
+from services.command.service import CommandService, Contended, Outcome, Stale
 from services.eventstore import EventStore, StoreUnavailableError
 from services.http.app import service_app
 from services.http.idempotency import Answer, IdempotencyStore, fingerprint, run_once
@@ -125,7 +125,11 @@ class Commands:
                 errors = [{"loc": list(e["loc"]), "msg": e["msg"]} for e in exc.errors()]
                 raise Problem(422, "the command is not valid", errors=errors) from None
             except StoreUnavailableError as exc:
-                raise Problem(503, f"the event store is unavailable: {exc}") from None
+                raise Problem(
+                    503, f"the event store is unavailable: {exc}", headers={"Retry-After": "1"}
+                ) from None
+            except Contended as exc:
+                raise Problem(503, str(exc), headers={"Retry-After": "1"}) from None
 
         if self.idempotency is None:
             answer = attempt(False)

@@ -1,13 +1,18 @@
 """Running commands against the event store: load, decide, append, retry on conflicts.
 
 Optimistic concurrency: an append that finds its stream version taken raises
-ConcurrencyError. Without If-Match the command is re-run on the fresh state (a few times);
-with If-Match the caller asked for that exact version, so the answer is 412.
+ConcurrencyError. Without If-Match the command is re-run on the fresh state; with If-Match
+the caller asked for that exact version, so the answer is 412. A command that keeps losing
+the race (many clients writing one stream) runs its next attempts under the stream's store
+lock (EventStore.serialised), where it competes only with first attempts: a valid command
+is applied, not refused. Should even that not do within MAX_ATTEMPTS, the answer is
+Contended (503 with Retry-After), never a 409: no invariant was broken.
 """
 
 from __future__ import annotations
 
 import random
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -22,8 +27,13 @@ from services.command.kpi import Kpi
 from services.command.objective import Objective
 from services.eventstore import ConcurrencyError, EventStore
 
-MAX_ATTEMPTS = 10
-BACKOFF_S = 0.003  # × attempt, jittered: concurrent writers stop colliding in lockstep
+OPTIMISTIC_ATTEMPTS = 3  # then under the stream's lock
+MAX_ATTEMPTS = 50
+BACKOFF_S = 0.003  # × attempt (at most 10), jittered: writers stop colliding in lockstep
+
+
+class Contended(Exception):  # noqa: N818
+    """The command lost the race for its stream MAX_ATTEMPTS times (HTTP 503: retry)."""
 
 
 class Stale(Exception):  # noqa: N818
@@ -80,6 +90,7 @@ class CommandService:
 
     def __init__(self, store: EventStore) -> None:
         self.store = store
+        self._serialised = threading.local()  # .held: this thread holds a store lock
 
     # -- loading ---------------------------------------------------------------------------
 
@@ -100,9 +111,38 @@ class CommandService:
             if if_match is not None and if_match != version:
                 raise Stale(version)
 
-        for attempt in range(MAX_ATTEMPTS):
+        done = self._attempts(context, stream_id, if_match, decide, expect, OPTIMISTIC_ATTEMPTS)
+        if done is not None:
+            return done
+        if getattr(self._serialised, "held", False):  # a lock held already (re-parenting)
+            done = self._attempts(context, stream_id, if_match, decide, expect, MAX_ATTEMPTS)
+        else:
+            with self.store.serialised(f"stream:{stream_id}"):
+                self._serialised.held = True
+                try:
+                    done = self._attempts(
+                        context, stream_id, if_match, decide, expect, MAX_ATTEMPTS
+                    )
+                finally:
+                    self._serialised.held = False
+        if done is None:
+            raise Contended("too many concurrent changes to this resource; try again")
+        return done
+
+    def _attempts(
+        self,
+        context: Context,
+        stream_id: UUID,
+        if_match: int | None,
+        decide: Decide,
+        expect: Callable[[int], None],
+        attempts: int,
+    ) -> Outcome | None:
+        """Up to `attempts` runs of the command (the first at once); None when every one
+        found its stream version taken."""
+        for attempt in range(attempts):
             if attempt:
-                time.sleep(random.uniform(0, BACKOFF_S * attempt))
+                time.sleep(random.uniform(0, BACKOFF_S * min(attempt, 10)))
             context.ids.restart()
             stream = self.store.read_stream(stream_id)
             found = _recovered(stream, context.ids)
@@ -119,7 +159,7 @@ class CommandService:
                     raise Stale(current[-1].stream_version if current else 0) from None
                 continue
             return Outcome(new, position)
-        raise Refused("too many concurrent changes to this resource; try again")
+        return None
 
     def _on_objective(
         self,
@@ -182,7 +222,11 @@ class CommandService:
         # organisation reads, checks and appends under one lock instead. A new objective
         # needs none: nothing can be under an id that does not exist yet.
         with self.store.serialised(hierarchy_lock(context.org_id)):
-            return revise()
+            self._serialised.held = True
+            try:
+                return revise()
+            finally:
+                self._serialised.held = False
 
     def close_objective(
         self, context: Context, objective_id: UUID, if_match: int | None, note: str | None
