@@ -632,11 +632,13 @@ def key_result_input(
     at: datetime,
 ) -> KeyResultInput:
     """What scoring needs of `kr` at `at`: start/target in force then, and its current value
-    (the KPI's measurement when linked and given, else the latest check-in's value). Of a
-    closed objective, only check-ins that occurred by `at` count, for every kind
-    (_checkins_by). A maintain KR's observations
-    (check-ins, or KPI buckets when linked) each carry the target in force at their own
-    time: a later retargeting does not judge them again."""
+    (the KPI's measurement when linked and it has one, else the latest check-in's value).
+    Of a closed objective, only check-ins that occurred by `at` count, for every kind
+    (_checkins_by). A maintain KR's observations (the KPI's buckets when linked and it has
+    some, else check-ins) each carry the target in force at their own time: a later
+    retargeting does not judge them again. A KPI without data in the period leaves the
+    check-ins in force: a key result promoted to a KPI keeps its score until the KPI's
+    first reading, instead of falling to its start."""
     force = kr.in_force(at)
     own = _checkins_by(state, kr.id, at)
     latest = _latest_checkin(own)
@@ -645,12 +647,12 @@ def key_result_input(
     linked = kr.kpi_id is not None and measurement is not None
     if linked:
         assert measurement is not None
-        current = measurement.current
+        if measurement.current is not None:
+            current = measurement.current
     observations: tuple[Observation, ...] = ()
     if kr.kind == "maintain" and force.target is not None:
         observed: list[tuple[datetime, float]]
-        if linked:
-            assert measurement is not None
+        if linked and measurement is not None and measurement.observations:
             observed = [(b.judged_at, b.value) for b in measurement.observations]
         else:
             observed = [

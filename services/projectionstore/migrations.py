@@ -78,8 +78,10 @@ def _rescore_all(cur: Cursor, t: Tables) -> None:
     and check-ins up to its close, not the rest of its closing day; an owner's closures
     follow the objective's owner. v7 has the tables of v6 (and the held_readings table all
     generations share): weighted means and rollups are exact (weight 3 at 0.7 scores 0.7,
-    not 0.6999999999999998, below the policy's thresholds), and an objective archived
-    after its close stays among its owner's closures."""
+    not 0.6999999999999998, below the policy's thresholds), an objective archived after
+    its close stays among its owner's closures, and a key result linked to a KPI without
+    data in the period is scored from its check-ins (a promoted one kept falling to its
+    start)."""
     (seq,) = cur.execute(
         f"SELECT COALESCE(MAX(seq), 0) + 1 FROM (SELECT MAX(seq) AS seq FROM"
         f" {t.pending_notices} UNION ALL SELECT MAX(seq) FROM {t.pending_marks}) AS s"

@@ -105,6 +105,41 @@ def test_decreasing_target_and_maintain_from_checkins() -> None:
     assert score.score == pytest.approx(0.875)
 
 
+def test_a_promoted_key_result_keeps_its_check_ins_until_its_kpi_has_data() -> None:
+    """Promoting a reached key result made it fall to its start (0.6 -> 0, with a history
+    row nobody caused): the new KPI had no readings yet. Until it has some, the check-ins
+    stay in force; its first reading takes over."""
+    log = Log()
+    o, metric, maintain, kpi = uuid4(), uuid4(), uuid4(), uuid4()
+    log.emit("objective.drafted", o, title="T", owner="ana", level="team", period=PERIOD)
+    log.emit("key_result.added", o, kr_id=metric, title="M", kind="metric", start=0.0,
+             target=100.0)  # fmt: skip
+    log.emit("key_result.added", o, kr_id=maintain, title="U", kind="maintain", target=99.0,
+             comparison="at_least")  # fmt: skip
+    log.emit("key_result.checked_in", o, kr_id=metric, value=60.0)
+    for v in (99.5, 98.0, 99.9, 99.0):
+        log.emit("key_result.checked_in", o, kr_id=maintain, value=v)
+    state = fold(_objective_events(log))
+    assert state is not None
+    before, _ = evaluate(state, {}, AT)
+    for kr in (metric, maintain):
+        log.emit("key_result.promoted", o, at=AT - timedelta(days=1), kr_id=kr, kpi_id=kpi)
+    state = fold(_objective_events(log))
+    assert state is not None
+    assert all(kr.kpi_id == str(kpi) for kr in state.key_results)
+    no_data = measure([], "last", "day", state.period, AT)
+    assert no_data.current is None
+    after, krs = evaluate(state, {str(metric): no_data, str(maintain): no_data}, AT)
+    assert (krs[str(metric)].current, krs[str(metric)].score) == (60.0, 0.6)
+    assert krs[str(maintain)].score == 0.75
+    assert after.score == before.score == pytest.approx(0.675)
+    reading = [(date(2026, 2, 14), Accumulator.of(80.0, AT - timedelta(days=1), "r"))]
+    measured = measure(reading, "last", "day", state.period, AT)
+    _, krs = evaluate(state, {str(metric): measured, str(maintain): measured}, AT)
+    assert krs[str(metric)].current == 80.0
+    assert krs[str(maintain)].score == 0.0, "the KPI's one bucket (80) misses 99"
+
+
 # -- properties -----------------------------------------------------------------------------
 
 KRS = [UUID(int=i) for i in range(1, 4)]
