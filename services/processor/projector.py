@@ -1437,11 +1437,18 @@ class Projector:
                     (e.name, e.owner, e.description, *common),
                 )
             elif isinstance(e, events.KpiRetargeted):
-                tx.cur.execute(
-                    f"UPDATE {t.kpis} SET target = ?, amber = ?, version = ?, updated_at = ?,"
-                    " position = ? WHERE kpi_id = ?",
-                    (e.target, e.amber, *common),
-                )
+                if self._latest_target(tx, e):
+                    tx.cur.execute(
+                        f"UPDATE {t.kpis} SET target = ?, amber = ?, version = ?,"
+                        " updated_at = ?, position = ? WHERE kpi_id = ?",
+                        (e.target, e.amber, *common),
+                    )
+                else:  # a backdated retargeting (an import): a later one stays in force
+                    tx.cur.execute(
+                        f"UPDATE {t.kpis} SET version = ?, updated_at = ?, position = ?"
+                        " WHERE kpi_id = ?",
+                        common,
+                    )
             elif isinstance(e, events.KpiRetired):
                 tx.cur.execute(
                     f"UPDATE {t.kpis} SET state = 'retired', version = ?, updated_at = ?,"
@@ -1460,6 +1467,19 @@ class Projector:
         kpis = self._kpis(tx, sorted(touched))
         self.sync_kpi_detections(tx, list(kpis.values()))
         return touched
+
+    @staticmethod
+    def _latest_target(tx: Tx, e: events.KpiRetargeted) -> bool:
+        """Whether `e` is the KPI's latest target by valid time (occurred_at, then stream
+        version) among those applied: the KPI's row holds the target in force, not the last
+        one recorded, as /series and key results judge by valid time."""
+        row = tx.cur.execute(
+            f"SELECT occurred_at, stream_version FROM {tx.tables.goal_events}"
+            " WHERE stream_id = ? AND type = 'kpi.retargeted'"
+            " ORDER BY occurred_at DESC, stream_version DESC LIMIT 1",
+            (str(e.stream_id),),
+        ).fetchone()
+        return row is None or (iso(e.occurred_at), e.stream_version) >= (row[0], int(row[1]))
 
     def _last_observed(self, tx: Tx, kpi_id: str) -> str | None:
         # Readings may have been applied before their KPI's definition reached us.

@@ -417,6 +417,28 @@ def test_detection_raised_again_continues_its_version(tmp_path: Path) -> None:
     )
 
 
+def test_a_backdated_kpi_retargeting_leaves_the_later_target_in_force(tmp_path: Path) -> None:
+    """A history import records a retargeting dated before one already applied: the
+    target in force now is still the later one (valid time), for the KPI row and its
+    breach rule, as /series and key results judge. The last one recorded was used."""
+    p = projector(tmp_path / "p.sqlite")
+    log = Log()
+    kpi = uuid4()
+    log.kpi(kpi, target=100.0, amber=90.0, interval="month", aggregation="sum")
+    log.emit("kpi.retargeted", kpi, at=NOW - timedelta(minutes=1), target=10.0, amber=5.0)
+    log.emit("kpi.retargeted", kpi, at=NOW - timedelta(hours=2), target=1000.0, amber=900.0)
+    p.apply_goal_batch(log.goal_items()[:2])
+    p.apply_goal_batch(log.goal_items()[2:])
+    p.apply_readings([to_row(log.reading(kpi, 50.0, NOW - timedelta(seconds=5), "r"), None)])
+    with p.db.transaction(write=False) as cur:
+        row = cur.execute("SELECT target, amber, version FROM g1_kpis").fetchone()
+        breaches = cur.execute(
+            "SELECT reason FROM g1_detections WHERE kind = 'kpi_breach' AND resolved_at IS NULL"
+        ).fetchall()
+    assert tuple(row) == (10.0, 5.0, 3)
+    assert breaches == [], "50 meets the target in force, 10"
+
+
 def test_tick_in_chunks_equals_one_step_and_follows_the_clock(tmp_path: Path) -> None:
     """The time-driven tick, one transaction per chunk of subjects, writes what one
     transaction over every subject writes; and it is what turns time passing into
