@@ -625,6 +625,18 @@ def _checkins_by(state: ObjectiveState, kr_id: str, at: datetime | None) -> list
     return [c for c in state.checkins if c.kr_id == kr_id and (cut is None or c.occurred_at <= cut)]
 
 
+AHEAD = timedelta(minutes=5)
+"""How far ahead of the clock a command's occurred_at may be (API.md, "Every command")."""
+
+
+def target_at(state: ObjectiveState, kr: KeyResultState, at: datetime) -> TargetInForce:
+    """The key result's start/target that an evaluation of `state` at `at` uses: the one in
+    force at `at`. An active objective is evaluated now, so a retargeting accepted a little
+    ahead (up to AHEAD) is in force at once, as a check-in is (_checkins_by): no later
+    evaluation would come for it. A time-travel cut has left out what occurred after `at`."""
+    return kr.in_force(at if state.state != "active" else at + AHEAD)
+
+
 def key_result_input(
     state: ObjectiveState,
     kr: KeyResultState,
@@ -639,7 +651,7 @@ def key_result_input(
     retargeting does not judge them again. A KPI without data in the period leaves the
     check-ins in force: a key result promoted to a KPI keeps its score until the KPI's
     first reading, instead of falling to its start."""
-    force = kr.in_force(at)
+    force = target_at(state, kr, at)
     own = _checkins_by(state, kr.id, at)
     latest = _latest_checkin(own)
     latest_valued = _latest_checkin(c for c in own if c.value is not None)

@@ -46,6 +46,7 @@ from projections.objective import (
     latest_confidence,
     latest_done,
     measure,
+    target_at,
 )
 from projections.periods import Period
 from projections.policy import DEFAULT_POLICY, ScoringPolicy
@@ -1970,7 +1971,7 @@ class Projector:
         rows = []
         for kr in s.key_results:
             scored = scores.get(kr.id)
-            force = kr.in_force(at)
+            force = target_at(s, kr, at)
             done = latest_done(s, kr.id, at)
             rows.append(
                 (

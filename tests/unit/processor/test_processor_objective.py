@@ -105,6 +105,28 @@ def test_decreasing_target_and_maintain_from_checkins() -> None:
     assert score.score == pytest.approx(0.875)
 
 
+def test_a_retargeting_accepted_a_little_ahead_is_in_force_at_once() -> None:
+    """Commands may be dated up to 5 minutes ahead. A check-in so dated counted at once; a
+    retargeting was ignored until the objective's next event, however long that took (the
+    tick does not re-score): 0.5 for a day where 1.0 was due. A closed objective's final
+    score still uses the target in force at its close."""
+    log = Log()
+    o, kr = uuid4(), uuid4()
+    log.emit("objective.drafted", o, title="T", owner="ana", level="team", period=PERIOD)
+    log.emit("key_result.added", o, kr_id=kr, title="K", kind="metric", start=0.0, target=100.0)
+    log.emit("key_result.checked_in", o, kr_id=kr, value=50.0)
+    log.emit("key_result.retargeted", o, at=AT + timedelta(minutes=3), kr_id=kr, target=50.0)
+    state = fold(_objective_events(log))
+    assert state is not None
+    score, krs = evaluate(state, {}, AT)
+    assert (score.score, score.status, krs[str(kr)].score) == (1.0, "achieved", 1.0)
+    log.emit("objective.closed", o, at=AT - timedelta(minutes=1))
+    closed = fold(_objective_events(log))
+    assert closed is not None
+    final, _ = evaluate(closed, {}, AT - timedelta(minutes=1))
+    assert final.score == 0.5
+
+
 def test_a_promoted_key_result_keeps_its_check_ins_until_its_kpi_has_data() -> None:
     """Promoting a reached key result made it fall to its start (0.6 -> 0, with a history
     row nobody caused): the new KPI had no readings yet. Until it has some, the check-ins
