@@ -627,6 +627,7 @@ def _checkins_by(state: ObjectiveState, kr_id: str, at: datetime | None) -> list
 
 AHEAD = timedelta(minutes=5)
 """How far ahead of the clock a command's occurred_at may be (API.md, "Every command")."""
+LATEST = datetime.max.replace(tzinfo=UTC)
 
 
 def target_at(state: ObjectiveState, kr: KeyResultState, at: datetime) -> TargetInForce:
@@ -634,7 +635,9 @@ def target_at(state: ObjectiveState, kr: KeyResultState, at: datetime) -> Target
     force at `at`. An active objective is evaluated now, so a retargeting accepted a little
     ahead (up to AHEAD) is in force at once, as a check-in is (_checkins_by): no later
     evaluation would come for it. A time-travel cut has left out what occurred after `at`."""
-    return kr.in_force(at if state.state != "active" else at + AHEAD)
+    if state.state != "active" or at.astimezone(UTC) > LATEST - AHEAD:
+        return kr.in_force(at)
+    return kr.in_force(at + AHEAD)
 
 
 def key_result_input(

@@ -221,6 +221,12 @@ def score_objective(
     )
 
 
+MAX_ROLLUP_LEVELS = 1_000
+"""The levels of an objective hierarchy a rollup spans (the objective itself is the first):
+the processor propagates a change that many levels up, and a time-travel view walks that
+many down. Parent cycles are refused on write; the bound keeps a cycle from looping."""
+
+
 def rollup_score(own_score: float | None, child_rollups: Sequence[float]) -> float:
     """Mean of the objective's own score (None when it has no KRs) and each child's rollup.
 

@@ -50,7 +50,13 @@ from projections.objective import (
 )
 from projections.periods import Period
 from projections.policy import DEFAULT_POLICY, ScoringPolicy
-from projections.scoring import KeyResultScore, ObjectiveScore, rollup_score, score_objective
+from projections.scoring import (
+    MAX_ROLLUP_LEVELS,
+    KeyResultScore,
+    ObjectiveScore,
+    rollup_score,
+    score_objective,
+)
 from services.processor.records import (
     GoalItem,
     KpiNotice,
@@ -95,7 +101,6 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-MAX_ROLLUP_LEVELS = 1_000  # objective hierarchy depth (parent cycles are refused on write)
 # A cached objective state gives way to a new one only after going unused this long: longer
 # than a pass over every objective takes (~2 min for 100k on two cores), so passes over more
 # objectives than the cache holds keep hitting the ones it holds (statecache.py).

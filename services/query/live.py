@@ -2,9 +2,12 @@
 
 One poller per process reads the `changes` table (seq > last) and fans each change out to
 the subscribers of its organisation. Each subscriber has a bounded, coalescing buffer: a
-newer change of the same (kind, subject) replaces the pending one, and when the buffer is
+newer objective.updated / kpi.updated of the same subject replaces the pending one (they
+announce a subject's newest state), while every detection.raised / detection.resolved is
+kept (one subject may have several detections, each its own event); when the buffer is
 full the oldest pending change is dropped, so a slow client never blocks the poller or the
-other clients. Heartbeat comment lines keep proxies from closing idle connections.
+other clients. Heartbeat comment lines keep proxies from closing idle connections. The
+poller runs while someone listens; a subscriber that finds it stopped starts at the head.
 
 EventSource cannot set headers: the token may be given as `?access_token=` on this route
 only (over TLS in production; it appears in access logs otherwise).
@@ -42,6 +45,8 @@ HEARTBEAT_S = 15.0
 POLL_S = 0.1
 MAX_PENDING = 1000
 KINDS = ("objective.updated", "kpi.updated", "detection.raised", "detection.resolved")
+# The kinds that announce a subject's newest state: only the latest pending one matters.
+NEWEST_STATE_KINDS = frozenset({"objective.updated", "kpi.updated"})
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
@@ -51,7 +56,8 @@ class Subscriber:
     def __init__(self, org: str, max_pending: int = MAX_PENDING) -> None:
         self.org = org
         self.max_pending = max_pending
-        self.pending: OrderedDict[tuple[str, str], tuple[int, str, str]] = OrderedDict()
+        # Keyed by (kind, subject) for the newest-state kinds, else by the change's seq.
+        self.pending: OrderedDict[tuple[str, str] | int, tuple[int, str, str]] = OrderedDict()
         self.wake = asyncio.Event()
         self.dropped = 0
         self.closed = False  # the server is stopping: end the stream once drained
@@ -61,7 +67,9 @@ class Subscriber:
         self.wake.set()
 
     def offer(self, seq: int, kind: str, subject_id: str, payload: str) -> None:
-        key = (kind, subject_id)
+        # A detection change's subject is the objective / KPI / owner, shared by all its
+        # detections: merging those would lose distinct events, so they are never merged.
+        key: tuple[str, str] | int = (kind, subject_id) if kind in NEWEST_STATE_KINDS else seq
         if key in self.pending:
             del self.pending[key]  # coalesce: only the newest state of a subject matters
         elif len(self.pending) >= self.max_pending:
@@ -110,6 +118,11 @@ class Feed:
     def unsubscribe(self, sub: Subscriber) -> None:
         self.subscribers.discard(sub)
 
+    @property
+    def polling(self) -> bool:
+        """Whether the poller runs (it stops once the last subscriber has left)."""
+        return self._task is not None and not self._task.done()
+
     def _read(self) -> list[tuple[Any, ...]]:
         return self.store.read(self._changes)
 
@@ -139,15 +152,20 @@ class Feed:
         return len(rows)
 
     async def _run(self) -> None:
-        while self.subscribers:
-            try:
-                if await self.poll_once() == 0:
-                    await asyncio.sleep(self.poll_s)
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # a store hiccup must not end the feed
-                log.exception("change feed poll failed")
-                await asyncio.sleep(1.0)
+        try:
+            while self.subscribers:
+                try:
+                    if await self.poll_once() == 0:
+                        await asyncio.sleep(self.poll_s)
+                except asyncio.CancelledError:
+                    raise
+                except Exception:  # a store hiccup must not end the feed
+                    log.exception("change feed poll failed")
+                    await asyncio.sleep(1.0)
+        finally:
+            # Nobody listened from here on: the next subscriber starts at the head, not with
+            # the backlog of what happened meanwhile.
+            self._cursor = None
 
 
 class _ServerStopWatch:

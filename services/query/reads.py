@@ -306,7 +306,15 @@ class Reads:
             " WHERE kpi_id = ? AND day >= ? AND day < ? ORDER BY day",
             (kpi_id, first, after_last),
         )
-        return kpi_view(row, days, self.now)
+        # The target in force now by valid time, as /series judges the open bucket: the
+        # row holds the retargeting appended last, which an import may have backdated.
+        return kpi_view(row, days, self.now, target_in_force(self._targets(row), self.now))
+
+    def _targets(self, row: tuple[Any, ...]) -> tuple[KpiTarget, ...]:
+        """The target history of the KPI of this kpis row (KPI_COLUMNS)."""
+        # (The row's target when its events are not in this generation: cannot happen in
+        # one transaction, but a view must never fail on it.)
+        return self.kpi_targets(row[0]) or (KpiTarget(EPOCH, row[5], row[6]),)
 
     def kpi_targets(self, kpi_id: str) -> tuple[KpiTarget, ...]:
         """The KPI's target history (definition, then each retargeting) from its events."""
@@ -329,9 +337,7 @@ class Reads:
         if row is None:
             return None
         direction, interval, aggregation = row[4], row[7], row[8]
-        # (The row's target when its events are not in this generation: cannot happen in
-        # one transaction, but a view must never fail on it.)
-        targets = self.kpi_targets(kpi_id) or (KpiTarget(EPOCH, row[5], row[6]),)
+        targets = self._targets(row)
         after = decode_cursor(cursor, key_day)
         where, params = ["kpi_id = ?"], [kpi_id]
         # Whole buckets only, so each value is complete: those from the bucket holding
@@ -359,7 +365,7 @@ class Reads:
         items = []
         for key, days in buckets.items():
             acc = merge_days(days)
-            value = acc.value(aggregation)
+            value = acc.value(aggregation) if acc.count else None  # no readings: no_data
             # Each bucket is judged against the target in force then, not today's.
             force = target_in_force(targets, bucket_judged_at(parse_iso(key), interval, self.now))
             items.append(

@@ -20,7 +20,8 @@ the caller wrote, since days and buckets are UTC days.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time
 from functools import cached_property
 from itertools import groupby
@@ -28,7 +29,16 @@ from operator import itemgetter
 from typing import Any
 
 import events
-from projections.kpi import Accumulator, bucket_start, is_stale, kpi_status, scaled_sum
+from projections.kpi import (
+    Accumulator,
+    KpiTarget,
+    bucket_start,
+    is_stale,
+    kpi_status,
+    kpi_targets,
+    scaled_sum,
+    target_in_force,
+)
 from projections.objective import (
     KeyResultState,
     Measurement,
@@ -37,14 +47,13 @@ from projections.objective import (
     fold_cut,
     latest_confidence,
     measure,
+    target_at,
 )
 from projections.periods import as_utc
-from projections.scoring import rollup_score
+from projections.scoring import MAX_ROLLUP_LEVELS, rollup_score
 from services.projectionstore.schema import iso, parse_iso
 from services.query.reads import Reads
 from services.query.views import DAY_COLUMNS, accumulator_of
-
-MAX_TREE_DEPTH = 8
 
 
 def _cut(as_of: datetime | None, known_at: datetime | None) -> tuple[str, list[str]]:
@@ -223,7 +232,7 @@ def _measurements(
 def _kr_view(
     state: ObjectiveState, kr: KeyResultState, scored: Any, at: datetime
 ) -> dict[str, Any]:
-    force = kr.in_force(at)
+    force = target_at(state, kr, at)
     return {
         "id": kr.id,
         "title": kr.title,
@@ -243,33 +252,24 @@ def _kr_view(
     }
 
 
-def _view(
-    r: Reads,
-    objective_id: str,
-    as_of: datetime | None,
-    known_at: datetime | None,
-    parents: _ParentsAt,
-    depth: int,
-) -> dict[str, Any] | None:
+def _own_view(
+    r: Reads, objective_id: str, as_of: datetime | None, known_at: datetime | None
+) -> tuple[dict[str, Any], float | None] | None:
+    """The objective's view at the cut without its children (`_view` fills in children and
+    rollup_score), and its own score for the rollup (None without key results); None when
+    it did not exist then."""
     state = fold_cut(_events(r, objective_id, as_of, known_at))
     if state is None:
         return None
     at = as_of or known_at or as_utc(r.now, "now")
-    if state.state == "closed" and state.closed_at is not None and state.closed_at < at:
-        at_eval = state.closed_at  # the final score is fixed at closing
+    # The final score is fixed at closing, also once the objective is archived: the
+    # processor's rule (Projector.evaluation_time), closed_at whenever it is not active.
+    if state.closed_at is not None and state.state != "active":
+        at_eval = min(at, state.closed_at)
     else:
         at_eval = at
     score, kr_scores = evaluate(state, _measurements(r, state, at_eval, known_at), at_eval)
-    children: list[str] = []
-    child_rollups: list[float] = []
-    if depth < MAX_TREE_DEPTH:
-        for child_id in parents.children(objective_id):
-            child = _view(r, child_id, as_of, known_at, parents, depth + 1)
-            if child is not None and child["state"] != "archived":
-                children.append(child["id"])
-                child_rollups.append(child["rollup_score"])
-    own = score.score if state.active_key_results else None
-    return {
+    view = {
         "id": state.id,
         "title": state.title,
         "description": state.description,
@@ -281,7 +281,7 @@ def _view(
         "version": state.version,
         "score": score.score,
         "progress": score.progress,
-        "rollup_score": rollup_score(own, child_rollups),
+        "rollup_score": None,
         "expected": score.expected,
         "health": score.health,
         "status": score.status,
@@ -289,13 +289,66 @@ def _view(
         "zone": score.zone,
         "policy_version": score.policy_version,
         "evaluated_at": iso(at_eval),
-        "children": children,
+        "children": [],
         "key_results": [
             _kr_view(state, kr, kr_scores[kr.id], at_eval) for kr in state.active_key_results
         ],
         "as_of": None if as_of is None else iso(as_of),
         "known_at": None if known_at is None else iso(known_at),
     }
+    return view, score.score if state.active_key_results else None
+
+
+@dataclass
+class _Level:
+    """One objective on the walk down the hierarchy: its view, its own score, the children
+    still to visit, and the ids and rollups of those visited (archived ones left out)."""
+
+    view: dict[str, Any]
+    own: float | None
+    pending: Iterator[str]
+    children: list[str] = field(default_factory=list)
+    rollups: list[float] = field(default_factory=list)
+
+
+def _view(
+    r: Reads,
+    objective_id: str,
+    as_of: datetime | None,
+    known_at: datetime | None,
+    parents: _ParentsAt,
+) -> dict[str, Any] | None:
+    """The objective's view at the cut with its children and rollup_score.
+
+    Depth first with an explicit stack, not recursion: a hierarchy may be deeper than
+    Python's recursion limit. It spans up to MAX_ROLLUP_LEVELS levels, as far as the
+    processor rolls up, and visits each objective once: a cut may hold a parent cycle that
+    the live links never had (a backdated realignment)."""
+    root = _own_view(r, objective_id, as_of, known_at)
+    if root is None:
+        return None
+    visited = {objective_id}
+    walk = [_Level(*root, pending=iter(parents.children(objective_id)))]
+    while True:
+        level = walk[-1]
+        child_id = next(level.pending, None)
+        if child_id is None:
+            walk.pop()
+            level.view["children"] = level.children
+            level.view["rollup_score"] = rollup_score(level.own, level.rollups)
+            if not walk:
+                return level.view
+            walk[-1].children.append(level.view["id"])
+            walk[-1].rollups.append(level.view["rollup_score"])
+            continue
+        if child_id in visited:
+            continue
+        visited.add(child_id)
+        child = _own_view(r, child_id, as_of, known_at)
+        if child is None or child[0]["state"] == "archived":
+            continue  # not drafted by then; or archived, which no rollup counts
+        below = parents.children(child_id) if len(walk) + 1 < MAX_ROLLUP_LEVELS else []
+        walk.append(_Level(*child, pending=iter(below)))
 
 
 def objective_at(
@@ -305,7 +358,7 @@ def objective_at(
     None when it did not exist then (or belongs to another organisation)."""
     as_of = None if as_of is None else as_utc(as_of, "as_of")
     known_at = None if known_at is None else as_utc(known_at, "known_at")
-    return _view(r, objective_id, as_of, known_at, _ParentsAt(r, as_of, known_at), 0)
+    return _view(r, objective_id, as_of, known_at, _ParentsAt(r, as_of, known_at))
 
 
 def kpi_at(r: Reads, kpi_id: str, as_of: datetime) -> dict[str, Any] | None:
@@ -315,23 +368,28 @@ def kpi_at(r: Reads, kpi_id: str, as_of: datetime) -> dict[str, Any] | None:
     if not stream or not isinstance(stream[0], events.KpiDefined):
         return None
     d = stream[0]
-    name, owner, description = d.name, d.owner, d.description
-    target, amber, state = d.target, d.amber, "active"
+    name, owner, description, state = d.name, d.owner, d.description, "active"
+    changes = [KpiTarget(d.occurred_at, d.target, d.amber)]
     for e in stream[1:]:
         if isinstance(e, events.KpiRevised):
             name = e.name or name
             owner = e.owner or owner
             description = e.description or description
         elif isinstance(e, events.KpiRetargeted):
-            target, amber = e.target, e.amber
+            changes.append(KpiTarget(e.occurred_at, e.target, e.amber))
         elif isinstance(e, events.KpiRetired):
             state = "retired"
+    # The target in force at as_of by valid time (as /series judges buckets), not the one
+    # appended last: an imported history may record an older retargeting after a newer one.
+    force = target_in_force(kpi_targets(changes), as_of)
     start = bucket_start(as_of, d.interval)
     days = kpi_days_at(r, kpi_id, start.date(), as_of, None)
     acc = Accumulator.empty()
     for day_acc in days.values():
         acc = acc.merge(day_acc)
-    value = acc.value(d.aggregation)
+    # No readings in the bucket is no value (status no_data), for count too: the
+    # processor's rule (a count would otherwise read 0, red for an increasing KPI).
+    value = acc.value(d.aggregation) if acc.count else None
     last = r.rows(
         f"SELECT MAX(observed_at) FROM {r.t.readings} WHERE kpi_id = ? AND observed_at <= ?",
         (kpi_id, iso(as_of)),
@@ -342,12 +400,12 @@ def kpi_at(r: Reads, kpi_id: str, as_of: datetime) -> dict[str, Any] | None:
         "name": name,
         "unit": d.unit,
         "direction": d.direction,
-        "target": target,
-        "amber": amber,
+        "target": force.target,
+        "amber": force.amber,
         "interval": d.interval,
         "aggregation": d.aggregation,
         "current": value,
-        "status": kpi_status(value, d.direction, target, amber),
+        "status": kpi_status(value, d.direction, force.target, force.amber),
         "last_reading_at": last_reading_at,
         "stale": state == "active"
         and is_stale(

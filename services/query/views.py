@@ -14,6 +14,7 @@ import orjson
 
 from projections.kpi import (
     Accumulator,
+    KpiTarget,
     bucket_end,
     bucket_start,
     is_stale,
@@ -157,13 +158,17 @@ def bucket_of_day(day: str, interval: str) -> datetime:
 
 
 def kpi_view(
-    row: tuple[Any, ...], days_in_bucket: list[tuple[Any, ...]], now: datetime
+    row: tuple[Any, ...], days_in_bucket: list[tuple[Any, ...]], now: datetime, force: KpiTarget
 ) -> dict[str, Any]:
-    """The KPI view: current bucket value (merge of its days), status and staleness at `now`."""
-    (kpi_id, _org, name, unit, direction, target, amber, interval, aggregation, owner,
+    """The KPI view at `now`: current bucket value (merge of its days; None without readings,
+    whatever the aggregation), its status against `force` (the target in force at `now`,
+    by valid time) and staleness."""
+    (kpi_id, _org, name, unit, direction, _target, _amber, interval, aggregation, owner,
      description, state, version, created_at, _updated_at, last_reading_at,
      _pos) = row  # fmt: skip
-    value = merge_days(days_in_bucket).value(aggregation)
+    acc = merge_days(days_in_bucket)
+    # The processor's rule: a bucket without readings has no value (no_data), count too.
+    value = acc.value(aggregation) if acc.count else None
     stale = state == "active" and is_stale(
         parse_iso(last_reading_at) if last_reading_at else None,
         parse_iso(created_at),
@@ -175,12 +180,12 @@ def kpi_view(
         "name": name,
         "unit": unit,
         "direction": direction,
-        "target": target,
-        "amber": amber,
+        "target": force.target,
+        "amber": force.amber,
         "interval": interval,
         "aggregation": aggregation,
         "current": value,
-        "status": kpi_status(value, direction, target, amber),
+        "status": kpi_status(value, direction, force.target, force.amber),
         "last_reading_at": last_reading_at,
         "stale": stale,
         "version": version,

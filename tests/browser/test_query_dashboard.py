@@ -12,6 +12,7 @@ import shutil
 import subprocess
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -179,5 +180,104 @@ def test_dashboard_shows_objectives_and_updates_live(stack: Stack, browser: Any)
     import base64
 
     (ARTIFACTS / "dashboard.png").write_bytes(base64.b64decode(shot["data"]))
+    page.ws.close()
+    api.close()
+
+
+# Installed before app.js runs: counts the live intervals, runs each at most every 300 ms
+# (so the 60 s refresh shows within the test) and notes every Authorization sent.
+TIMER_SPY = """
+window.__intervals = new Set();
+window.__auth = [];
+const setInterval0 = window.setInterval, clearInterval0 = window.clearInterval;
+window.setInterval = (f, ms, ...args) => {
+  const id = setInterval0(f, Math.min(ms, 300), ...args);
+  window.__intervals.add(id);
+  return id;
+};
+window.clearInterval = (id) => { window.__intervals.delete(id); clearInterval0(id); };
+const fetch0 = window.fetch;
+window.fetch = (path, options) => {
+  window.__auth.push(options && options.headers ? options.headers.Authorization : null);
+  return fetch0(path, options);
+};
+"""
+
+
+def _sign_in(page: Page, token: str) -> None:
+    page.wait_for("!document.getElementById('login').hidden")
+    page.eval(
+        f"document.getElementById('token').value = {json.dumps(token)};"
+        "document.getElementById('login').requestSubmit(); true"
+    )
+    page.wait_for("document.getElementById('live').textContent === 'live'")
+
+
+def test_sign_out_stops_the_periodic_refresh(stack: Stack, browser: Any) -> None:
+    """No refresh runs without a token after "forget token" (it used to send "Bearer null"
+    and show "That token was not accepted."), and signing in again starts one, not two."""
+    port, _process = browser
+    page = open_page(port)
+    page.send("Page.enable")
+    page.send("Page.addScriptToEvaluateOnNewDocument", source=TIMER_SPY)
+    page.send("Page.navigate", url=f"{stack.url}/")
+    page.wait_for("document.readyState === 'complete' && !!document.getElementById('login')")
+    token = stack.dev_token()
+    _sign_in(page, token)
+    assert page.eval("window.__intervals.size") == 1
+    page.wait_for("window.__auth.length >= 8")  # the refresh has run a few times
+    page.eval("document.getElementById('signout').click(); true")
+    time.sleep(1.5)  # several periods of the (shortened) refresh interval
+    assert page.eval("document.getElementById('login-error').textContent") == ""
+    assert page.eval("window.__intervals.size") == 0
+    bearer = json.dumps(f"Bearer {token}")
+    assert page.eval(f"window.__auth.filter((a) => a !== {bearer})") == []
+    _sign_in(page, token)
+    assert page.eval("window.__intervals.size") == 1
+    page.ws.close()
+
+
+def test_history_chart_runs_forward_in_time(stack: Stack, browser: Any) -> None:
+    """A check-in imported as of ten days ago comes after today's in the history (processing
+    order): the chart still draws its points left to right, by occurred_at, every one."""
+    port, _process = browser
+    token = stack.dev_token()
+    api = httpx.Client(base_url=stack.url, headers={"Authorization": f"Bearer {token}"}, timeout=30)
+    now = datetime.now(UTC)
+    ago = lambda days: (now - timedelta(days=days)).isoformat()  # noqa: E731
+    oid = _post(api, "/v1/objectives", {
+        "title": "Ship it", "owner": "ana", "level": "company", "occurred_at": ago(30),
+        "period": {"start": ago(40)[:10], "end": (now + timedelta(days=40)).date().isoformat()},
+    })["id"]  # fmt: skip
+    metric, milestone = (
+        _post(api, f"/v1/objectives/{oid}/key-results", {"occurred_at": ago(30), **kr})["id"]
+        for kr in (
+            {"title": "Users", "kind": "metric", "start": 0, "target": 100},
+            {"title": "Launch", "kind": "milestone"},
+        )
+    )
+    _post(api, f"/v1/objectives/{oid}/key-results/{metric}/check-ins", {"value": 80})
+    # The launch, imported: done ten days ago (each check-in moves the score: a history row).
+    position = _post(api, f"/v1/objectives/{oid}/key-results/{milestone}/check-ins", {
+        "done": True, "occurred_at": ago(10),
+    })["position"]  # fmt: skip
+    history = api.get(f"/v1/objectives/{oid}/history", params={"min_position": position}).json()[
+        "items"
+    ]
+    times = [item["occurred_at"] for item in history]
+    assert times[-1] < times[-2]  # the import comes last
+
+    page = open_page(port)
+    page.send("Page.enable")
+    page.send("Page.navigate", url=f"{stack.url}/")
+    page.wait_for("document.readyState === 'complete' && !!document.getElementById('login')")
+    _sign_in(page, token)
+    points = page.wait_for(
+        "(document.querySelector('#history-chart svg polyline') || {}).getAttribute"
+        " && document.querySelector('#history-chart svg polyline').getAttribute('points')"
+    )
+    xs = [float(point.split(",")[0]) for point in points.split()]
+    assert len(xs) == 2 * len(history)  # each point and the step to it, and the line to now
+    assert xs == sorted(xs)
     page.ws.close()
     api.close()

@@ -4,7 +4,12 @@
 
 const TOKEN_KEY = "okrstream.token";
 const SVG = "http://www.w3.org/2000/svg";
-const state = { token: null, selected: null, objectives: new Map(), kpis: new Set(), source: null };
+// refreshInterval / refreshTimer: the periodic refresh and the pending coalesced one; both
+// are cleared on sign-out, so no request goes out without a token.
+const state = {
+  token: null, selected: null, objectives: new Map(), kpis: new Set(), source: null,
+  refreshInterval: null, refreshTimer: null,
+};
 
 function el(tag, attrs = {}, ...children) {
   const node = document.createElement(tag);
@@ -27,6 +32,8 @@ const pct = (x) => (x === null || x === undefined ? "–" : `${Math.round(x * 10
 const num = (x) => (x === null || x === undefined ? "–" : Number(x).toLocaleString(undefined, { maximumFractionDigits: 2 }));
 
 async function api(path) {
+  // A refresh still running at sign-out must not send "Bearer null" (and earn a 401).
+  if (!state.token) throw new Error("signed out");
   const r = await fetch(path, { headers: { Authorization: `Bearer ${state.token}` } });
   if (r.status === 401) { signOut("That token was not accepted."); throw new Error("401"); }
   if (!r.ok) throw new Error(`${path}: ${r.status}`);
@@ -69,6 +76,11 @@ async function loadTree() {
 
 // -- score history chart ----------------------------------------------------------------
 
+function byTime(items, timeOf) {
+  return items.map((item) => [Date.parse(timeOf(item)), item])
+    .sort((a, b) => a[0] - b[0]).map(([, item]) => item);
+}
+
 function historyChart(points, view) {
   const w = 600, h = 160, pad = 24;
   const root = svg("svg", { viewBox: `0 0 ${w} ${h}`, role: "img", "aria-label": "score history" });
@@ -84,7 +96,9 @@ function historyChart(points, view) {
   }
   const coords = [];
   let last = null;
-  for (const p of points) {
+  // By time, not by array order: history comes in processing order, and a backdated
+  // check-in would draw the line backwards (the sort is stable for equal times).
+  for (const p of byTime(points, (q) => q.occurred_at)) {
     const t = Date.parse(p.occurred_at);
     if (last !== null) coords.push(`${x(t)},${y(last)}`);
     coords.push(`${x(t)},${y(p.score)}`);
@@ -127,7 +141,7 @@ async function loadDetail() {
 function sparkline(items) {
   const w = 120, h = 28;
   const root = svg("svg", { viewBox: `0 0 ${w} ${h}`, class: "spark" });
-  const values = items.map((b) => b.value).filter((v) => v !== null);
+  const values = byTime(items, (b) => b.bucket_start).map((b) => b.value).filter((v) => v !== null);
   if (values.length < 1) return root;
   const lo = Math.min(...values), hi = Math.max(...values);
   if (values.length === 1) values.push(values[0]); // one bucket: a flat line
@@ -175,9 +189,9 @@ async function loadDetections() {
 
 // -- refresh and live updates -----------------------------------------------------------
 
-let refreshTimer = null;
 let refreshing = false;
 async function refresh() {
+  if (!state.token) return;
   if (refreshing) { scheduleRefresh(); return; }
   refreshing = true;
   try {
@@ -191,8 +205,15 @@ async function refresh() {
 }
 
 function scheduleRefresh() {
-  clearTimeout(refreshTimer);
-  refreshTimer = setTimeout(refresh, 250); // coalesce bursts of events into one refresh
+  clearTimeout(state.refreshTimer);
+  state.refreshTimer = setTimeout(refresh, 250); // coalesce bursts of events into one refresh
+}
+
+function stopRefreshing() {
+  clearInterval(state.refreshInterval);
+  clearTimeout(state.refreshTimer);
+  state.refreshInterval = null;
+  state.refreshTimer = null;
 }
 
 function connect() {
@@ -211,6 +232,7 @@ function connect() {
 function signOut(message) {
   sessionStorage.removeItem(TOKEN_KEY);
   state.token = null;
+  stopRefreshing();
   if (state.source) state.source.close();
   document.getElementById("app").hidden = true;
   document.getElementById("signout").hidden = true;
@@ -223,9 +245,11 @@ function start(token) {
   document.getElementById("login").hidden = true;
   document.getElementById("app").hidden = false;
   document.getElementById("signout").hidden = false;
+  stopRefreshing(); // one periodic refresh, however often the user signs in
   refresh();
   connect();
-  setInterval(refresh, 60000); // time passes: pace numbers move even without events
+  // Time passes: pace numbers move even without events.
+  state.refreshInterval = setInterval(refresh, 60000);
 }
 
 document.getElementById("login").addEventListener("submit", (ev) => {

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import httpx
 import pytest
 
+from services.query.live import feed_of
 from tests.integration.query.conftest import World
 from tests.support.serving import serve
 
@@ -79,6 +80,43 @@ def test_stream_delivers_own_org_changes_with_heartbeats(world: World, served: s
     assert ": heartbeat" in text
     assert world.company not in "\n".join(theirs)
     assert world.foreign in "\n".join(theirs)
+
+
+def _wait(condition: Callable[[], bool], what: object) -> None:
+    deadline = time.monotonic() + 10
+    while not condition():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.05)
+
+
+def test_a_subscriber_after_everyone_left_starts_at_the_head(world: World, served: str) -> None:
+    """What changed while nobody listened is not replayed to the next subscriber as live."""
+    url, auth = f"{served}/v1/stream", {"Authorization": f"Bearer {world.token}"}
+    feed = feed_of(world.client.app)  # type: ignore[arg-type]
+    first: list[str] = []
+    stop = threading.Event()
+    reader = threading.Thread(target=_collect, args=(url, auth, first, stop), daemon=True)
+    reader.start()
+    _wait(lambda: any(": connected" in x for x in first), first)
+    time.sleep(0.3)  # the feed has taken its starting point
+    world.seeder.change("acme", "objective.updated", world.company, {"id": world.company})
+    _wait(lambda: any("objective.updated" in x for x in first), first)
+    stop.set()  # the reader leaves at the next heartbeat
+    reader.join(10)
+    _wait(lambda: not feed.subscribers and not feed.polling, "the poller stops")
+    world.seeder.change(
+        "acme", "detection.raised", world.detections[0], {"id": world.detections[0]}
+    )
+    second: list[str] = []
+    stop = threading.Event()
+    threading.Thread(target=_collect, args=(url, auth, second, stop), daemon=True).start()
+    _wait(lambda: any(": connected" in x for x in second), second)
+    time.sleep(0.3)
+    world.seeder.change("acme", "kpi.updated", world.kpi, {"id": world.kpi})
+    _wait(lambda: any("kpi.updated" in x for x in second), second)
+    time.sleep(0.3)  # anything else pending has come too
+    stop.set()
+    assert not any("detection.raised" in x for x in second), second
 
 
 def test_stream_needs_a_read_token(world: World, served: str) -> None:

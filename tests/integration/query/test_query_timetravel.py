@@ -12,6 +12,7 @@ import pytest
 import events
 from projections.kpi import Accumulator
 from projections.objective import evaluate, fold_cut, measure
+from services.projectionstore.schema import iso
 from services.query import timetravel
 from services.query.reads import Reads
 from tests.integration.query.conftest import World
@@ -301,3 +302,157 @@ def test_as_of_children_follow_the_parent_links_of_the_cut(world: World) -> None
     mar_2 = {"as_of": "2026-03-02T00:00:00Z"}
     assert children(p1, **mar_2) == ([n], 0.0)
     assert children(p2, **mar_2) == ([c], 1.0)
+
+
+def test_as_of_keeps_the_score_of_the_close_once_archived(world: World) -> None:
+    """Closed on Feb 1st, archived on Feb 20th: a later cut still evaluates it at its close
+    (the processor's rule), so readings after the close count neither closed nor archived."""
+    s = world.seeder
+    kpi = s.kpi("acme", "Deals", interval="day", aggregation="sum", created=D)
+    s.readings("acme", kpi, [(datetime(2026, 1, 20, tzinfo=UTC), 40.0),
+                             (datetime(2026, 2, 10, tzinfo=UTC), 50.0)])  # fmt: skip
+    oid = str(uuid4())
+    s.event(events.ObjectiveDrafted, oid, "acme", D, title="O", owner="ana",
+            level="company", period=PERIOD)  # fmt: skip
+    s.event(events.KeyResultAdded, oid, "acme", D, kr_id=str(uuid4()), title="Deals",
+            kind="metric", start=0.0, target=100.0, kpi_id=kpi)  # fmt: skip
+    closed_at = datetime(2026, 2, 1, tzinfo=UTC)
+    s.event(events.ObjectiveClosed, oid, "acme", closed_at)
+    s.event(events.ObjectiveArchived, oid, "acme", datetime(2026, 2, 20, tzinfo=UTC))
+    _live_row(world, oid, 4)
+
+    def view(as_of: str) -> dict[str, object]:
+        v = world.get(f"/v1/objectives/{oid}", as_of=as_of).json()
+        return {k: v[k] for k in ("state", "score", "expected", "status", "evaluated_at")} | {
+            "current": v["key_results"][0]["current"]
+        }
+
+    closed, archived = view("2026-02-15T00:00:00Z"), view("2026-03-15T00:00:00Z")
+    assert closed["state"] == "closed"
+    assert archived["state"] == "archived"
+    assert closed["current"] == archived["current"] == 40.0
+    assert closed["score"] == archived["score"] == pytest.approx(0.4)
+    assert archived["evaluated_at"] == closed["evaluated_at"] == iso(closed_at)
+    assert archived["expected"] == closed["expected"]
+    assert archived["status"] == closed["status"]
+
+
+def _retargeted_kpi(world: World, aggregation: str = "sum") -> str:
+    """A monthly KPI (increase, 100/90) retargeted to 10/5 a minute ago, then (an import,
+    recorded after it) to 1000/900 as of two hours ago: 10/5 is the target in force now."""
+    s = world.seeder
+    kpi = s.kpi("acme", "Leads", interval="month", aggregation=aggregation,
+                created=world.now - timedelta(days=400))  # fmt: skip
+    s.event(events.KpiRetargeted, kpi, "acme", world.now - timedelta(minutes=1),
+            target=10.0, amber=5.0)  # fmt: skip
+    s.event(events.KpiRetargeted, kpi, "acme", world.now - timedelta(hours=2), world.now,
+            target=1000.0, amber=900.0)  # fmt: skip
+    # The row as the processor leaves it: the retargeting appended last.
+    with world.db.transaction() as cur:
+        cur.execute(
+            f"UPDATE {world.tables.kpis} SET target = 1000, amber = 900, version = 3"
+            " WHERE kpi_id = ?",
+            (kpi,),
+        )
+    return kpi
+
+
+def test_kpi_views_judge_by_the_target_in_force_by_valid_time(world: World) -> None:
+    kpi = _retargeted_kpi(world)
+    world.seeder.readings("acme", kpi, [(world.now, 50.0)])
+    now = datetime.now(UTC).isoformat()
+    live, as_of = world.get(f"/v1/kpis/{kpi}").json(), world.get(f"/v1/kpis/{kpi}", as_of=now)
+    series = world.get(f"/v1/kpis/{kpi}/series").json()["items"]
+    for v in (live, as_of.json()):
+        assert (v["target"], v["amber"], v["current"], v["status"]) == (10.0, 5.0, 50.0, "green")
+    assert series[-1]["status"] == "green"  # /series agrees
+    # Two hours ago only the import (1000/900) was in force.
+    before = world.get(
+        f"/v1/kpis/{kpi}", as_of=(world.now - timedelta(minutes=30)).isoformat()
+    ).json()
+    assert (before["target"], before["amber"]) == (1000.0, 900.0)
+
+
+def test_a_count_kpi_without_readings_in_its_bucket_has_no_data(world: World) -> None:
+    """As the processor judges it (no kpi_breach): no value and status no_data, not 0 and
+    red. A reading in an earlier month does not count for the current one."""
+    s = world.seeder
+    kpi = s.kpi("acme", "Deals closed", target=5.0, amber=4.0, interval="month",
+                aggregation="count", created=world.now - timedelta(days=400))  # fmt: skip
+    s.readings("acme", kpi, [(world.now - timedelta(days=80), 1.0)])
+    now = datetime.now(UTC).isoformat()
+    for v in (world.get(f"/v1/kpis/{kpi}").json(), world.get(f"/v1/kpis/{kpi}", as_of=now).json()):
+        assert v["current"] is None
+        assert v["status"] == "no_data"
+    s.readings("acme", kpi, [(world.now, 1.0)])
+    for v in (world.get(f"/v1/kpis/{kpi}").json(), world.get(f"/v1/kpis/{kpi}", as_of=now).json()):
+        assert v["current"] == 1.0
+        assert v["status"] == "red"  # one deal of five
+
+
+def _chain(world: World, length: int) -> list[str]:
+    """`length` objectives, each the child of the one before (ids root first); only the last
+    has a key result, a done milestone. Written in one transaction (events and live rows)."""
+    s = world.seeder
+    ids = [str(uuid4()) for _ in range(length)]
+    rows = []
+    for parent, oid in zip([None, *ids], ids, strict=False):
+        s.event(events.ObjectiveDrafted, oid, "acme", D, title="O", owner="ana",
+                level="team", parent_id=parent, period=PERIOD)  # fmt: skip
+        rows.append((oid, parent))
+    kr = str(uuid4())
+    s.event(events.KeyResultAdded, ids[-1], "acme", D, kr_id=kr, title="M", kind="milestone")
+    s.event(events.KeyResultCheckedIn, ids[-1], "acme", D + timedelta(days=1), kr_id=kr, done=True)
+    for oid, parent in rows:
+        _live_row(world, oid, s.versions[oid], parent_id=parent)
+    return ids
+
+
+def test_as_of_rolls_up_as_deep_as_the_processor(world: World) -> None:
+    """A chain of 1001 objectives with a done leaf: the processor rolls a change up 1000
+    levels (MAX_ROLLUP_LEVELS), so does the view: from the second objective the leaf is in
+    reach (1.0), from the root it is not (0.0). No level is cut earlier and the walk does not
+    hit Python's recursion limit."""
+    ids = _chain(world, 1001)
+    mar_1 = "2026-03-01T00:00:00Z"
+    second = world.get(f"/v1/objectives/{ids[1]}", as_of=mar_1).json()
+    assert second["children"] == [ids[2]]
+    assert second["rollup_score"] == 1.0
+    root = world.get(f"/v1/objectives/{ids[0]}", as_of=mar_1).json()
+    assert root["rollup_score"] == 0.0
+    short = world.get(f"/v1/objectives/{ids[991]}", as_of=mar_1).json()  # ten levels
+    assert short["rollup_score"] == 1.0
+
+
+def test_as_of_visits_each_objective_once_in_a_parent_cycle_of_the_cut(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """B was realigned under A on Feb 1st and back to the top on Mar 1st; then A was
+    realigned under B as of Jan 20th (an import, no cycle today). As of Feb 15th A and B are
+    each other's parent: the view ends, counting each once."""
+    s = world.seeder
+    a, b, kr = str(uuid4()), str(uuid4()), str(uuid4())
+    for oid in (a, b):
+        s.event(events.ObjectiveDrafted, oid, "acme", D, title="O", owner="ana",
+                level="team", period=PERIOD)  # fmt: skip
+    s.event(events.KeyResultAdded, b, "acme", D, kr_id=kr, title="M", kind="milestone")
+    s.event(events.KeyResultCheckedIn, b, "acme", D + timedelta(days=1), kr_id=kr, done=True)
+    s.event(events.ObjectiveRealigned, b, "acme", datetime(2026, 2, 1, tzinfo=UTC), parent_id=a)
+    s.event(events.ObjectiveRealigned, b, "acme", datetime(2026, 3, 1, tzinfo=UTC),
+            parent_id=None)  # fmt: skip
+    s.event(events.ObjectiveRealigned, a, "acme", datetime(2026, 1, 20, tzinfo=UTC),
+            datetime(2026, 3, 2, tzinfo=UTC), parent_id=b)  # fmt: skip
+    _live_row(world, a, 2, parent_id=b)
+    _live_row(world, b, 5)
+    visited: list[str] = []
+    own_view = timetravel._own_view
+
+    def counted(r: Reads, oid: str, *cut: datetime | None) -> object:
+        visited.append(oid)
+        return own_view(r, oid, *cut)
+
+    monkeypatch.setattr(timetravel, "_own_view", counted)
+    v = world.get(f"/v1/objectives/{a}", as_of="2026-02-15T00:00:00Z").json()
+    assert v["children"] == [b]
+    assert v["rollup_score"] == 1.0
+    assert visited == [a, b]

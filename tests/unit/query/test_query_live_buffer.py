@@ -1,5 +1,5 @@
-"""A slow SSE client's buffer is bounded and coalesces; it never blocks the feed; a server
-told to stop ends the streams."""
+"""A slow SSE client's buffer is bounded and coalesces newest-state changes (never distinct
+detections); it never blocks the feed; a server told to stop ends the streams."""
 
 from __future__ import annotations
 
@@ -22,6 +22,29 @@ def test_coalesces_per_subject_and_keeps_order() -> None:
         assert sub.wake.is_set()
         assert sub.drain() == [(2, "kpi.updated", '{"v":2}'), (3, "objective.updated", '{"v":3}')]
         assert not sub.wake.is_set()
+
+    asyncio.run(run())
+
+
+def test_distinct_detections_of_one_subject_are_all_kept() -> None:
+    """A detection change's subject is the objective (KPI, owner) it is about: two of its
+    detections raised, or resolved, together are two events, not a newer state of one."""
+
+    async def run() -> None:
+        sub = Subscriber("acme", max_pending=10)
+        sub.offer(4, "detection.raised", "o1", '{"detection_id":"forecast"}')
+        sub.offer(5, "detection.raised", "o1", '{"detection_id":"final"}')
+        sub.offer(6, "objective.updated", "o1", '{"v":6}')
+        sub.offer(7, "detection.resolved", "o1", '{"detection_id":"forecast"}')
+        sub.offer(8, "detection.resolved", "o1", '{"detection_id":"final"}')
+        sub.offer(9, "objective.updated", "o1", '{"v":9}')
+        assert sub.drain() == [
+            (4, "detection.raised", '{"detection_id":"forecast"}'),
+            (5, "detection.raised", '{"detection_id":"final"}'),
+            (7, "detection.resolved", '{"detection_id":"forecast"}'),
+            (8, "detection.resolved", '{"detection_id":"final"}'),
+            (9, "objective.updated", '{"v":9}'),
+        ]
 
     asyncio.run(run())
 
