@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import parse_qsl, unquote, urlsplit
 
+from psycopg.conninfo import make_conninfo
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -177,11 +178,16 @@ class PostgresParams:
         )
 
     def conninfo(self) -> str:
-        """A libpq connection string."""
-        pw = f" password={self.password}" if self.password else ""
-        return (
-            f"host={self.host} port={self.port} user={self.user} dbname={self.dbname}{pw} "
-            f"options='-c search_path={self.schema}'"
+        """A libpq connection string. Built by psycopg, which quotes each value: a password,
+        user or database name may hold spaces, quotes or backslashes (percent-encoded in
+        the URL)."""
+        return make_conninfo(
+            host=self.host,
+            port=self.port,
+            user=self.user,
+            dbname=self.dbname,
+            password=self.password or None,  # None: no keyword (libpq's own lookup applies)
+            options=f"-c search_path={self.schema}",  # a checked SQL name: no quoting needed
         )
 
 

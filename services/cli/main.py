@@ -6,6 +6,8 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+ORG_MAX_CHARS = 100  # an organisation id, as the contracts and TokenStore.create bound it
+
 
 def _up(args: argparse.Namespace) -> int:
     from services.supervisor.up import main
@@ -24,11 +26,22 @@ def _token_create(args: argparse.Namespace) -> int:
             f"okrstream: unknown scopes {unknown}; choose from {','.join(SCOPES)}", file=sys.stderr
         )
         return 2
+    if not args.org or len(args.org) > ORG_MAX_CHARS:
+        # Checked before the store is opened (or created), as TokenStore.create checks it.
+        print(
+            f"okrstream: --org must be 1–{ORG_MAX_CHARS} characters (got {len(args.org)})",
+            file=sys.stderr,
+        )
+        return 2
     store = TokenStore.from_settings(load_settings())
     try:
-        print(store.create(args.org, scopes))
+        token = store.create(args.org, scopes)
+    except ValueError as exc:  # any other rule of the store's: one line, not a traceback
+        print(f"okrstream: {exc}", file=sys.stderr)
+        return 2
     finally:
         store.close()
+    print(token)
     return 0
 
 

@@ -7,6 +7,11 @@ Each service runs in a session (process group) of its own: a service that does n
 within STOP_TIMEOUT_S is SIGKILLed with everything it started (uvicorn's workers, say), and
 whatever a stopped or crashed service left behind in its group is killed too. Children get
 PR_SET_PDEATHSIG, so even a SIGKILLed supervisor leaves no orphan.
+
+A port the stack would listen on (OKR_HTTP_PORT; OKR_KAFKA_PORT for the embedded broker)
+that another process holds stops `up` before anything starts, naming the port. The stack is
+reported up only once its own API process listens on the port and answers /healthz: a
+server that got the port in between is not taken for it.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import ctypes
 import importlib.util
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -26,6 +32,7 @@ from pathlib import Path
 from typing import IO
 
 import httpx
+import psutil  # type: ignore[import-untyped]  # no stubs in the dev dependencies
 
 from services.kafka.admin import ensure_topics, wait_for_broker
 from services.settings import Settings, load_settings
@@ -96,6 +103,49 @@ class Child:
         return killed
 
 
+class PortInUseError(Exception):
+    """A port the stack must listen on is held by another process."""
+
+
+def port_in_use(host: str, port: int) -> bool:
+    """Whether something listens on (or holds) `host`:`port`, so that our server could not
+    bind it. SO_REUSEADDR as uvicorn and the broker bind: a closed connection lingering in
+    TIME_WAIT from a previous run does not count."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror:
+        return False  # an unknown host: the server's own error says so
+    family, kind, proto, _name, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError:
+            return True
+    return False
+
+
+def _in_use_message(host: str, port: int, variable: str) -> str:
+    return (
+        f"port {port} on {host} ({variable}) is already in use by another process: "
+        f"stop it, or set {variable} to a free port"
+    )
+
+
+def listens_on(pid: int, port: int) -> bool:
+    """Whether process `pid` or one of its descendants (uvicorn's workers) listens on
+    `port`."""
+    try:
+        root = psutil.Process(pid)
+        for process in (root, *root.children(recursive=True)):
+            for conn in process.net_connections(kind="inet"):
+                if conn.status == psutil.CONN_LISTEN and conn.laddr and conn.laddr.port == port:
+                    return True
+    except psutil.Error:
+        return False
+    return False
+
+
 def service_modules(settings: Settings) -> list[tuple[str, str]]:
     """(name, module) of every service process this checkout has, in start order."""
     wanted = [
@@ -141,7 +191,21 @@ class Supervisor:
             env=env,
         )
 
+    def check_ports(self) -> None:
+        """PortInUseError when a port this stack listens on is taken: say so at once, rather
+        than start services that cannot bind it (or take another server for our own)."""
+        names = {name for name, _module in service_modules(self.settings)}
+        wanted = []
+        if "api" in names:
+            wanted.append((self.settings.http_host, self.settings.http_port, "OKR_HTTP_PORT"))
+        if "broker" in names:
+            wanted.append(("127.0.0.1", self.settings.kafka_port, "OKR_KAFKA_PORT"))
+        for host, port, variable in wanted:
+            if port_in_use(host, port):
+                raise PortInUseError(_in_use_message(host, port, variable))
+
     def start(self) -> None:
+        self.check_ports()
         self.settings.logs_dir.mkdir(parents=True, exist_ok=True)
         for name, module in service_modules(self.settings):
             child = self._child(name, module)
@@ -158,17 +222,28 @@ class Supervisor:
             self.say(f"started {name} (pid {child.process.pid if child.process else '?'})")
 
     def wait_http_ready(self, timeout_s: float = 60.0) -> bool:
-        """Wait until the front door answers /healthz (when the stack has one)."""
-        if not any(c.name == "api" for c in self.children):
+        """Wait until our own front door answers /healthz (when the stack has one): its
+        process must be running and listening on the port, so that another server there
+        is not taken for it. False when it has not answered (or has exited: it is then
+        restarted by watch); PortInUseError when it exited and another process holds the
+        port (it took the port after check_ports)."""
+        api = next((c for c in self.children if c.name == "api"), None)
+        if api is None:
             return False
-        url = f"http://{self.settings.http_host}:{self.settings.http_port}/healthz"
+        host, port = self.settings.http_host, self.settings.http_port
+        url = f"http://{host}:{port}/healthz"
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline and not self.stopping:
+            if api.exited() is not None or api.process is None:
+                if port_in_use(host, port):
+                    raise PortInUseError(_in_use_message(host, port, "OKR_HTTP_PORT"))
+                return False
             try:
-                if httpx.get(url, timeout=1).status_code == 200:
-                    return True
+                answered = httpx.get(url, timeout=1).status_code == 200
             except httpx.HTTPError:
-                pass
+                answered = False
+            if answered and listens_on(api.process.pid, port):
+                return True
             time.sleep(0.2)
         return False
 

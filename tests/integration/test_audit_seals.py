@@ -7,10 +7,13 @@ from __future__ import annotations
 import hashlib
 import re
 import sqlite3
+import subprocess
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 from uuid import UUID, uuid4
 
@@ -70,15 +73,20 @@ class Seeded:
         return stream_id if self.settings.uses_postgres else stream_id.hex
 
 
-@pytest.fixture
-def seeded(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Seeded:
-    """An objective (3 events), a KPI (2) and 5 readings (one-event streams), written the
-    way the services write them: commands through append, readings through append_new."""
+def _point_at(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The CLI's settings (read from the environment) reach `settings`' store."""
     monkeypatch.setenv("OKR_DATA_DIR", str(settings.data_dir))
     if settings.database_url is None:
         monkeypatch.delenv("OKR_DATABASE_URL", raising=False)
     else:
         monkeypatch.setenv("OKR_DATABASE_URL", settings.database_url)
+
+
+@pytest.fixture
+def seeded(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Seeded:
+    """An objective (3 events), a KPI (2) and 5 readings (one-event streams), written the
+    way the services write them: commands through append, readings through append_new."""
+    _point_at(settings, monkeypatch)
     objective = sealed_chain(["objective.drafted", "key_result.added", "key_result.checked_in"])
     readings = _readings(5)
     store = EventStore.from_settings(settings)
@@ -396,3 +404,65 @@ def test_a_new_store_anchors_every_entry_whichever_writer_seals_first(
     assert report.broken is None
     assert (report.base, report.unanchored, report.unsealed) == (0, 0, 0)
     assert report.entries == 5
+
+
+def _tables(settings: Settings) -> list[str]:
+    """The tables in the settings' PostgreSQL schema."""
+    with psycopg.connect(settings.postgres.conninfo(), autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = %s",
+            (settings.postgres.schema,),
+        ).fetchall()
+    return [str(row[0]) for row in rows]
+
+
+def test_no_store_where_the_settings_point_fails_and_creates_nothing(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A mistyped OKR_DATA_DIR (or a database okrstream never wrote): verify and export say
+    there is no event store and exit 1; they do not create an empty one and call it intact."""
+    _point_at(settings, monkeypatch)
+    assert verify() == 1
+    out, err = capsys.readouterr()
+    assert "there is no event store" in err
+    assert "verified" not in out
+    assert export(str(uuid4())) == 1
+    assert "there is no event store" in capsys.readouterr().err
+    if settings.uses_postgres:
+        assert "OKR_DATABASE_URL" in err
+        assert _tables(settings) == []
+    else:
+        assert "OKR_DATA_DIR" in err
+        assert not settings.data_dir.exists()
+
+
+def test_a_file_that_is_no_event_store_is_not_verified(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An events file without the events table (empty, or some other database): exit 1,
+    one line on stderr, and the file is left as it was."""
+    settings = Settings(data_dir=tmp_path / "data")
+    settings.data_dir.mkdir()
+    settings.events_db_path.touch()
+    _point_at(settings, monkeypatch)
+    done = subprocess.run(
+        [sys.executable, "-m", "services.cli.main", "audit", "verify"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 1, done.stdout
+    assert "Traceback" not in done.stderr
+    assert "is not an event store" in done.stderr
+    assert done.stdout == ""
+    assert settings.events_db_path.stat().st_size == 0
+
+
+def test_a_new_store_is_reported_empty_not_as_written_before_seals(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    EventStore.from_settings(settings).close()  # what `okrstream up` leaves before any write
+    _point_at(settings, monkeypatch)
+    out = _verified(capsys)
+    assert "0 streams verified" in out
+    assert "the log is empty" in out
+    assert "before log seals" not in out
+    assert "not anchored" not in out

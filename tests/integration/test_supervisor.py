@@ -3,20 +3,27 @@ leave no orphan, even with an SSE stream open or a service that ignores SIGTERM.
 
 from __future__ import annotations
 
+import os
 import signal
+import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 import psutil
 import pytest
+from fastapi import FastAPI
 
 from contracts.topics import ALL_TOPICS
 from services.kafka.admin import topic_partitions
+from services.settings import Settings
 from services.supervisor import up
-from services.supervisor.up import STOP_TIMEOUT_S, Child
+from services.supervisor.up import STOP_TIMEOUT_S, Child, PortInUseError, Supervisor, port_in_use
+from tests.support.ports import free_port
+from tests.support.serving import serve
 from tests.support.stack import Stack
 
 pytestmark = pytest.mark.integration
@@ -171,3 +178,79 @@ def test_a_crashed_childs_leftover_processes_are_killed_before_a_restart(tmp_pat
     while time.monotonic() < deadline and _alive([worker]):
         time.sleep(0.05)
     assert _alive([worker]) == [], "the crashed service's worker was left running"
+
+
+def _impostor() -> FastAPI:
+    """Another server, healthy by its own account."""
+    app = FastAPI()
+
+    @app.get("/healthz")
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    return app
+
+
+@pytest.mark.parametrize("variable", ["OKR_HTTP_PORT", "OKR_KAFKA_PORT"])
+def test_up_stops_at_once_naming_a_port_another_process_holds(
+    tmp_path: Path, variable: str
+) -> None:
+    """Before: up started everything, took the other server's /healthz for its own API,
+    printed "okrstream is up" and a dev token that server does not know, and gave up ten
+    seconds later when its API could not bind."""
+    with serve(_impostor()) as url:
+        taken = urlsplit(url).port
+        env = {
+            **os.environ,
+            "OKR_DATA_DIR": str(tmp_path / "data"),
+            "OKR_HTTP_PORT": str(free_port()),
+            "OKR_KAFKA_PORT": str(free_port()),
+            variable: str(taken),
+            "PYTHONUNBUFFERED": "1",
+        }
+        env.pop("OKR_KAFKA_BOOTSTRAP", None)
+        env.pop("OKR_DATABASE_URL", None)
+        started = time.monotonic()
+        done = subprocess.run(
+            [sys.executable, "-m", "services.cli.main", "up"],
+            env=env, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        took = time.monotonic() - started
+    output = done.stdout + done.stderr
+    assert done.returncode == 1, output
+    lines = output.strip().splitlines()
+    assert len(lines) == 1, output
+    assert f"ERROR port {taken} on 127.0.0.1 ({variable}) is already in use" in lines[0]
+    assert "Traceback" not in output
+    assert "is up" not in output
+    assert "dev token" not in output
+    assert took < 30, f"took {took:.1f} s"
+    assert not (tmp_path / "data").exists(), "nothing is started (or written) for a stack"
+
+
+def test_another_server_answering_on_the_port_is_not_taken_for_the_api(tmp_path: Path) -> None:
+    """The port was free when up checked it, then another server took it: its /healthz is
+    not ours. An API process that is not listening is not ready; one that exited (it could
+    not bind) stops the stack naming the port."""
+    with serve(_impostor()) as url:
+        port = urlsplit(url).port
+        assert port is not None
+        assert port_in_use("127.0.0.1", port)
+        supervisor = Supervisor(Settings(data_dir=tmp_path, http_port=port), lambda m: None)
+        sleeper = [sys.executable, "-c", "import time; time.sleep(60)"]
+        waiting = Child("api", sleeper, tmp_path / "waiting.log", {})
+        waiting.start()
+        supervisor.children.append(waiting)
+        try:
+            assert supervisor.wait_http_ready(timeout_s=2) is False
+        finally:
+            waiting.stop()
+        exits = [sys.executable, "-c", "raise SystemExit(3)"]
+        crashed = Child("api", exits, tmp_path / "crashed.log", {})
+        crashed.start()
+        supervisor.children[:] = [crashed]
+        try:
+            with pytest.raises(PortInUseError, match=f"port {port} on 127.0.0.1"):
+                supervisor.wait_http_ready(timeout_s=20)
+        finally:
+            crashed.stop()

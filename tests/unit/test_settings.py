@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from psycopg.conninfo import conninfo_to_dict
 
 from services.settings import PostgresParams, Settings, SettingsError, load_settings
 
@@ -62,6 +63,29 @@ def test_postgres_url_defaults() -> None:
     pg = PostgresParams.from_url("postgresql://127.0.0.1/test")
     assert (pg.port, pg.user, pg.schema) == (5432, "postgres", "public")
     assert "dbname=test" in pg.conninfo()
+
+
+@pytest.mark.parametrize(
+    ("url", "user", "password", "dbname"),
+    [
+        ("postgresql://okr:a%20b@db/okr", "okr", "a b", "okr"),
+        ("postgresql://okr:it's%20%22x%22@db/okr", "okr", 'it\'s "x"', "okr"),
+        ("postgresql://okr:back%5Cslash%3D@db/okr", "okr", "back\\slash=", "okr"),
+        ("postgresql://o%20'k:pw@db/my%20'db", "o 'k", "pw", "my 'db"),
+        ("postgresql://okr@db/okr", "okr", None, "okr"),
+    ],
+)
+def test_the_connection_string_keeps_every_value_whole(
+    url: str, user: str, password: str | None, dbname: str
+) -> None:
+    """libpq splits an unquoted value at a space: a password with one broke every store
+    but the event store (which is given the values one by one)."""
+    parsed = conninfo_to_dict(PostgresParams.from_url(f"{url}?schema=s_1").conninfo())
+    assert parsed.get("user") == user
+    assert parsed.get("password") == password
+    assert parsed.get("dbname") == dbname
+    assert (parsed.get("host"), parsed.get("port")) == ("db", "5432")
+    assert parsed.get("options") == "-c search_path=s_1"
 
 
 @pytest.mark.parametrize(
