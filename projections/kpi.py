@@ -291,16 +291,6 @@ def aggregate(
     return acc.value(aggregation)
 
 
-def default_amber(direction: Direction, target: float) -> float:
-    """Default amber threshold: 90 % of target for increase, 110 % for decrease (KPI's unit)."""
-    # target * 9 / 10 rounds once, so 100 gives exactly 90.0 (0.9 * 100 would not always).
-    if direction == "increase":
-        return target * 9 / 10
-    if direction == "decrease":
-        return target * 11 / 10
-    assert_never(direction)
-
-
 def kpi_status(value: float | None, direction: Direction, target: float, amber: float) -> KpiStatus:
     """Status of a bucket value against target and amber thresholds; no_data when None.
 

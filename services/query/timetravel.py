@@ -50,6 +50,7 @@ from projections.objective import (
     target_at,
 )
 from projections.periods import as_utc
+from projections.policy import DEFAULT_POLICY
 from projections.scoring import MAX_ROLLUP_LEVELS, rollup_score
 from services.projectionstore.schema import iso, parse_iso
 from services.query.reads import Reads
@@ -414,6 +415,7 @@ def kpi_at(r: Reads, kpi_id: str, as_of: datetime) -> dict[str, Any] | None:
             d.interval,
             as_of,
         ),
+        "policy_version": DEFAULT_POLICY.version,
         "version": stream[-1].stream_version,
         "state": state,
         "owner": owner,

@@ -188,6 +188,7 @@ def kpi_view(
         "status": kpi_status(value, direction, force.target, force.amber),
         "last_reading_at": last_reading_at,
         "stale": stale,
+        "policy_version": DEFAULT_POLICY.version,  # the status and staleness rules' version
         "version": version,
         "state": state,
         "owner": owner,

@@ -179,6 +179,7 @@ def test_kpi_view_and_series(world: World) -> None:
     assert kpi["current"] in (110.0, 70.0)
     assert kpi["status"] == ("green" if kpi["current"] >= 100 else "red")
     assert kpi["stale"] is False
+    assert kpi["policy_version"] == "v1", "the policy version is stamped on every view"
     series = world.get(f"/v1/kpis/{world.kpi}/series").json()
     assert {"bucket_start", "value", "count", "status"} <= series["items"][0].keys()
     assert sum(b["count"] for b in series["items"]) == 21

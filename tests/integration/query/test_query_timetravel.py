@@ -147,6 +147,7 @@ def test_kpi_as_of(world: World) -> None:
     assert v["status"] == "red"
     assert v["last_reading_at"].startswith("2026-01-31T05:00")
     assert v["stale"] is False
+    assert v["policy_version"] == "v1"
     stale = world.get(f"/v1/kpis/{ids['kpi']}", as_of="2026-03-01T00:00:00Z").json()
     assert stale["current"] is None
     assert stale["status"] == "no_data"
