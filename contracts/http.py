@@ -118,7 +118,8 @@ class ObjectiveCreate(_Command):
 
 
 class ObjectiveUpdate(_Command):
-    """Any of the fields; an explicit `parent_id: null` detaches the objective."""
+    """Any of the fields; an explicit `parent_id: null` detaches the objective, and
+    `description: null` clears its description."""
 
     title: Title | None = None
     description: Text | None = None

@@ -30,7 +30,8 @@ class ObjectiveDrafted(Event):
 
 
 class ObjectiveRevised(Event):
-    """Title, description and/or owner changed; absent fields are unchanged."""
+    """Title, description and/or owner changed; absent fields are unchanged, and an empty
+    description clears it."""
 
     type: Literal["objective.revised"] = "objective.revised"
     schema_version: Literal[1] = 1

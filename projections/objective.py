@@ -304,7 +304,7 @@ def _revised(state: ObjectiveState | None, e: events.ObjectiveRevised) -> Object
         s,
         e,
         title=s.title if e.title is None else e.title,
-        description=s.description if e.description is None else e.description,
+        description=s.description if e.description is None else e.description or None,
         owner=s.owner if e.owner is None else e.owner,
     )
 

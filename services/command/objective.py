@@ -119,7 +119,7 @@ def _revised(s: Objective, e: events.ObjectiveRevised) -> Objective:
     return replace(
         s,
         title=e.title if e.title is not None else s.title,
-        description=e.description if e.description is not None else s.description,
+        description=s.description if e.description is None else e.description or None,
         owner=e.owner if e.owner is not None else s.owner,
     )
 
@@ -259,9 +259,9 @@ def revise(s: Objective, changes: Mapping[str, Any], load: Loader) -> list[Pendi
     """Events for a PATCH: revised (title/description/owner), realigned, rescheduled."""
     _active(s)
     decided: list[Pending] = []
-    revised = {
-        k: changes[k] for k in ("title", "description", "owner") if changes.get(k) is not None
-    }
+    revised = {k: changes[k] for k in ("title", "owner") if changes.get(k) is not None}
+    if "description" in changes:  # null clears it: recorded as an empty description
+        revised["description"] = changes["description"] or ""
     if revised:
         decided.append((events.ObjectiveRevised, revised))
     if "parent_id" in changes:

@@ -73,6 +73,27 @@ def test_stamped_events_continue_versions_and_the_hash_chain() -> None:
     assert state.version == 3
 
 
+def test_a_null_description_clears_it_in_the_aggregate_and_the_view() -> None:
+    """PATCH {"description": null} was refused as "nothing to change": the description of
+    an objective could be set but never cleared."""
+    from projections.objective import fold as view_fold
+
+    state = new_objective(description="first draft")
+    drafted = stamp(state.id, 0, None, ctx(), objectives.draft(
+        state.id, "acme", {"title": "Grow", "owner": "ana", "level": "team",
+                           "period": PERIOD, "description": "first draft"}, KNOWN.get,
+    ))  # fmt: skip
+    cleared, new = apply(state, objectives.revise(state, {"description": None}, lambda _: None))
+    assert [(e.type, e.description) for e in new] == [("objective.revised", "")]
+    assert cleared.description is None
+    view = view_fold([*drafted, *new])
+    assert view is not None
+    assert view.description is None
+    kept, more = apply(cleared, objectives.revise(cleared, {"title": "t"}, lambda _: None))
+    assert kept.description is None, "a PATCH without it leaves it as it is"
+    assert more[0].description is None
+
+
 def test_a_parent_that_would_make_a_cycle_is_refused() -> None:
     root = new_objective()
     child = new_objective(parent=root.id)
