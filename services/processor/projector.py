@@ -771,7 +771,7 @@ class Projector:
                 )
             )  # fmt: skip
             event = events.DetectionRaised(
-                **_detection_fields(org, key, detection_id, version, tx.now),
+                **detection_fields(org, key, detection_id, version, tx.now),
                 detected_at=tx.now,
                 policy_version=f.policy_version,
                 evidence=f.evidence,
@@ -786,7 +786,7 @@ class Projector:
             " evidence = excluded.evidence, version = excluded.version",
             rows,
         )
-        self._emit_detections(tx, emitted)
+        self.emit_detections(tx, emitted)
 
     def _resolve(
         self,
@@ -799,7 +799,7 @@ class Projector:
         for key, detection_id, version, org in active:
             _, evidence, policy_version = stored[detection_id]
             event = events.DetectionResolved(
-                **_detection_fields(org, key, detection_id, version + 1, tx.now),
+                **detection_fields(org, key, detection_id, version + 1, tx.now),
                 resolved_at=tx.now,
                 policy_version=str(policy_version),
                 evidence=orjson.loads(evidence),
@@ -810,11 +810,19 @@ class Projector:
             " WHERE detection_id = ?",
             [(tx.now_text, version + 1, detection_id) for _, detection_id, version, _ in active],
         )
-        self._emit_detections(tx, emitted)
+        self.emit_detections(tx, emitted)
 
-    def _emit_detections(self, tx: Tx, emitted: Sequence[tuple[str, str, events.Event]]) -> None:
+    def emit_detections(
+        self,
+        tx: Tx,
+        emitted: Sequence[tuple[str, str, events.Event]],
+        *,
+        publish: bool | None = None,
+    ) -> None:
         """The change feed entries of (org, subject id, detection event)s and, when
-        publishing, their outbox rows for okr.detections.v1."""
+        publishing (`publish`, else this projector's setting), their outbox rows for
+        okr.detections.v1."""
+        publish = self.publish if publish is None else publish
         outbox: list[tuple[str, str, str]] = []
         for org, subject_id, event in emitted:
             body = events.encode(event)
@@ -822,7 +830,7 @@ class Projector:
             # The event's canonical JSON is the change's payload as it is (compact, and the
             # same text as dumping its parsed form again).
             self._change_json(tx, org, event.type, subject_id, text)
-            if self.publish:
+            if publish:
                 outbox.append((DETECTIONS.name, subject_id, text))
                 tx.published.append((subject_id, body))
         tx.cur.executemany(
@@ -2240,7 +2248,7 @@ class Projector:
                 tx.cur.execute(f"DELETE FROM {tx.tables.outbox} WHERE seq <= ?", (up_to_seq,))
 
 
-def _detection_fields(
+def detection_fields(
     org: str, key: rules.DetectionKey, detection_id: str, version: int, now: datetime
 ) -> dict[str, Any]:
     """Envelope and key of a detection event: its stream is the detection; the event id is

@@ -10,7 +10,9 @@ event id, which is derived from (org, KPI, reading id) as ingest derives it). Th
 runs in one transaction holding the projection writers' lock (the live processor waits):
 catch up to the log's end and with the readings applied live meanwhile, copy the
 watermarks and the live processor's deferred re-evaluations, switch projection_meta to the
-new generation. The old tables are dropped after.
+new generation. The old tables are dropped after. The swap also reconciles the built
+detections with the live ones (services/processor/episodes.py): episodes told before are
+kept, versions go on, and what changed is published.
 
 A goal event or an evaluation that fails on its own does not stop the build: its stream is
 parked, or its objective set aside, in the built generation (as the live processor does);
@@ -31,6 +33,7 @@ import orjson
 import events
 from services.eventstore.store import EventStore, StoredNotification
 from services.processor.carry import Carrier
+from services.processor.episodes import carry_detections
 from services.processor.projector import Projector, Tx
 from services.processor.records import (
     GoalItem,
@@ -67,6 +70,7 @@ class ReplayStats:
     events: int = 0
     readings: int = 0
     carried: int = 0  # readings only the live generation held (produced straight to Kafka)
+    detection_events: int = 0  # raised/resolved at the swap (services/processor/episodes.py)
     position: int = 0
     seconds: float = 0.0
 
@@ -200,6 +204,8 @@ def _swap(
             pending.add(tail)  # for the evaluation without the lock
             raise
         p.tick_in(tx)
+        # What okr.detections.v1 has told (services/processor/episodes.py).
+        stats.detection_events = carry_detections(p, tx, live, built)
         p.flush(tx)
         # The live generation's watermarks, and its processor's deferred notices and the
         # watermarks they hold back: its next pass re-evaluates those objectives in the new

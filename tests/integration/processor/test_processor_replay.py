@@ -9,7 +9,7 @@ import contextlib
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
-from uuid import UUID
+from uuid import UUID, uuid4
 
 import orjson
 import pytest
@@ -320,3 +320,75 @@ def test_a_replay_swaps_in_with_an_objective_that_fails(
         assert aside == [(bad,)]
         assert waiting == ([(bad,)] if deferred else []), "left for a live pass, or set aside"
         assert late == [(1,)]
+
+
+def _detections(db: Database) -> dict[str, tuple[Any, ...]]:
+    with db.transaction(write=False) as cur:
+        t = Tables(live_generation(cur))
+        return {
+            str(row[0]): tuple(row)
+            for row in cur.execute(
+                "SELECT detection_id, kind, reason, subject_id, detected_at, resolved_at,"
+                f" version FROM {t.detections}"
+            ).fetchall()
+        }
+
+
+def test_a_replay_keeps_what_the_detections_topic_told(settings: Settings) -> None:
+    """A build evaluates at its own now and publishes nothing: on its own it forgot the
+    episodes raised and resolved before, restarted versions at 1 (so the next change's
+    event ids, derived from detection and version, repeated ones consumers had seen) and
+    silently dropped an active detection that no longer holds. The swap reconciles."""
+    log = Log()
+    synthetic(log, objectives=6, kpis=2, readings=30)
+    with stores(settings, log) as (store, db, live):
+        settle(live, log.reading_rows())
+        before = _detections(db)
+        active = sorted(i for i, row in before.items() if row[5] is None)
+        assert active, "the synthetic organisation has active detections"
+        kept = active[0]
+        gone, episode = str(uuid4()), str(uuid4())
+        with db.transaction() as cur:
+            t = Tables(live_generation(cur))
+            cur.execute(f"UPDATE {t.detections} SET version = 5 WHERE detection_id = ?", (kept,))
+            cur.execute(f"DELETE FROM {t.outbox}")
+            cur.execute(
+                f"INSERT INTO {t.outbox} (topic, key, value) VALUES ('okr.detections.v1', 'k',"
+                " 'not published yet')"
+            )
+            columns = (
+                "detection_id, org_id, kind, reason, subject_type, subject_id, period,"
+                " detected_at, resolved_at, policy_version, evidence, version"
+            )
+            cur.executemany(
+                f"INSERT INTO {t.detections} ({columns})"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    # raised by a rule that no longer holds (a fix, say), and still active
+                    (gone, "acme", "kpi_breach", "red", "kpi", str(uuid4()), "2026-01-05",
+                     "2026-01-05T00:00:00.000000Z", None, "v1", '{"value": 1.0}', 1),
+                    # an episode raised and resolved long ago
+                    (episode, "acme", "over_reach", "forecast", "objective", str(uuid4()), "",
+                     "2026-01-02T00:00:00.000000Z", "2026-01-03T00:00:00.000000Z", "v1",
+                     '{"forecast": 0.5}', 2),
+                ],
+            )  # fmt: skip
+        told = _detections(db)
+        rebuild(db, store)
+        after = _detections(db)
+        with db.transaction(write=False) as cur:
+            t = Tables(live_generation(cur))
+            outbox = [
+                str(v)
+                for (v,) in cur.execute(f"SELECT value FROM {t.outbox} ORDER BY seq").fetchall()
+            ]
+    assert after[episode] == told[episode], "an earlier episode is kept as it was"
+    assert after[kept] == told[kept], "an active detection keeps its detected_at and version"
+    assert after[gone][5] is not None
+    assert after[gone][6] == 2
+    assert outbox[0] == "not published yet", "the live generation's unpublished events go on"
+    resolved = [orjson.loads(v) for v in outbox[1:]]
+    assert [(e["type"], e["stream_id"], e["stream_version"]) for e in resolved] == [
+        ("detection.resolved", gone, 2)
+    ]
+    assert {i for i, row in after.items() if row[5] is None} == set(active)
