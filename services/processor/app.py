@@ -516,13 +516,13 @@ def build_app(settings: Settings, projector: Projector, *, app_id: str | None = 
         """The detections outbox to okr.detections.v1, at least once: a failure leaves the
         rows for the next round."""
         try:
-            pending = await in_db(projector.outbox)
+            generation, pending = await in_db(projector.outbox)
             if not pending:
                 return
             for _, _, key, value in pending:
                 await detections.send(key=key.encode(), value=value)
             await app.producer.flush()
-            await in_db(projector.published, pending[-1][0])
+            await in_db(projector.published, generation, pending[-1][0])
         except Exception:
             log.exception("publishing detections failed; retrying in %.0f s", OUTBOX_S)
 

@@ -2228,10 +2228,11 @@ class Projector:
 
     # -- outbox --------------------------------------------------------------------------
 
-    def outbox(self, limit: int = 1000) -> list[tuple[int, str, str, bytes]]:
-        """Detection events not yet confirmed published: (seq, topic, key, value)."""
+    def outbox(self, limit: int = 1000) -> tuple[int, list[tuple[int, str, str, bytes]]]:
+        """Detection events not yet confirmed published: the live generation, and its
+        entries (seq, topic, key, value)."""
         with self.reading() as (cur, tables):
-            return [
+            return tables.generation, [
                 (int(seq), topic, key, value.encode())
                 for seq, topic, key, value in cur.execute(
                     f"SELECT seq, topic, key, value FROM {tables.outbox} ORDER BY seq LIMIT ?",
@@ -2239,12 +2240,13 @@ class Projector:
                 ).fetchall()
             ]
 
-    def published(self, up_to_seq: int | None = None) -> None:
-        """Forget outbox entries once they are on Kafka (all of them when None)."""
+    def published(self, generation: int, up_to_seq: int) -> None:
+        """Forget the outbox entries of `generation` up to `up_to_seq` once they are on
+        Kafka. When a replay's swap has made another generation live meanwhile, nothing:
+        its outbox numbers its entries anew, and holds a copy of those not forgotten yet
+        (services/processor/episodes.py), which are published again (the same events)."""
         with self.transaction() as tx:
-            if up_to_seq is None:
-                tx.cur.execute(f"DELETE FROM {tx.tables.outbox}")
-            else:
+            if tx.tables.generation == generation:
                 tx.cur.execute(f"DELETE FROM {tx.tables.outbox} WHERE seq <= ?", (up_to_seq,))
 
 

@@ -374,14 +374,17 @@ def test_a_replay_keeps_what_the_detections_topic_told(settings: Settings) -> No
                 ],
             )  # fmt: skip
         told = _detections(db)
+        generation, _ = live.outbox()
         rebuild(db, store)
         after = _detections(db)
-        with db.transaction(write=False) as cur:
-            t = Tables(live_generation(cur))
-            outbox = [
-                str(v)
-                for (v,) in cur.execute(f"SELECT value FROM {t.outbox} ORDER BY seq").fetchall()
-            ]
+        # A publisher that read the replaced generation's outbox forgets nothing of the
+        # new one's, which numbers its entries anew.
+        live.published(generation, 10**9)
+        new_generation, entries = live.outbox()
+        assert new_generation == generation + 1
+        outbox = [value.decode() for _, _, _, value in entries]
+        live.published(new_generation, entries[-1][0])
+        assert live.outbox() == (new_generation, [])
     assert after[episode] == told[episode], "an earlier episode is kept as it was"
     assert after[kept] == told[kept], "an active detection keeps its detected_at and version"
     assert after[gone][5] is not None
