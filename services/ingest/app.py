@@ -7,6 +7,7 @@ the event store, or with OKR_INGEST_MODE=kafka acknowledged by Kafka with acks=a
 
 from __future__ import annotations
 
+import json
 from typing import Annotated, Any
 
 import orjson
@@ -27,9 +28,31 @@ from services.settings import Settings, load_settings
 IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key")]
 
 
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _loads(raw: bytes) -> Any:
+    """The body as JSON. A number beyond a double's range (1e400) is valid JSON that orjson
+    refuses: such a body is read again with the standard library, where it becomes an
+    infinity its reading is rejected for alone (each reading is judged alone), not a 400
+    for the whole batch. What orjson cannot write back (a lone surrogate) stays refused."""
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        if "number is infinity" not in str(exc):
+            raise
+    try:
+        body = json.loads(raw, parse_constant=_refuse_constant)
+        orjson.dumps(body)
+    except (ValueError, TypeError, orjson.JSONEncodeError) as exc:
+        raise orjson.JSONDecodeError(str(exc), "", 0) from None
+    return body
+
+
 def _items(raw: bytes, limit: int) -> list[Any]:
     try:
-        body = orjson.loads(raw)
+        body = _loads(raw)
     except orjson.JSONDecodeError as exc:
         raise Problem(400, f"the body is not valid JSON: {exc}") from None
     if not isinstance(body, dict) or not isinstance(body.get("readings"), list):

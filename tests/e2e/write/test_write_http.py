@@ -250,3 +250,28 @@ def test_readings_of_a_kpi_retired_a_moment_ago_are_refused(
     assert late.status_code == 202
     assert late.json()["accepted"] == 0
     assert late.json()["rejected"] == [{"index": 0, "error": f"KPI {kpi['id']} is retired"}]
+
+
+def test_a_number_beyond_a_double_rejects_its_reading_alone(
+    stack: Stack, tokens: TokenStore
+) -> None:
+    """1e400 is valid JSON that the fast parser refuses: the whole batch got a 400, though
+    each reading is judged alone. Invalid JSON (NaN) is still a 400."""
+    a = api(stack, tokens, f"org-{uuid.uuid4().hex[:6]}")
+    kpi = new_kpi(a)["id"]
+    at = "2026-03-01T00:00:00Z"
+    body = (
+        '{"readings": ['
+        f'{{"kpi_id": "{kpi}", "value": 1e400, "observed_at": "{at}", "reading_id": "a"}},'
+        f'{{"kpi_id": "{kpi}", "value": -1e400, "observed_at": "{at}", "reading_id": "b"}},'
+        f'{{"kpi_id": "{kpi}", "value": 2.5, "observed_at": "{at}", "reading_id": "c"}}'
+        "]}"
+    )
+    headers = {"content-type": "application/json"}
+    answer = a.post("/v1/readings", content=body, headers=headers)
+    assert answer.status_code == 202, answer.text
+    result = answer.json()
+    assert result["accepted"] == 1
+    assert [r["index"] for r in result["rejected"]] == [0, 1]
+    assert all("finite" in r["error"] for r in result["rejected"]), result
+    problem(a.post("/v1/readings", content=body.replace("2.5", "NaN"), headers=headers), 400)
