@@ -237,9 +237,17 @@ def test_sign_out_stops_the_periodic_refresh(stack: Stack, browser: Any) -> None
     page.ws.close()
 
 
+SMALL_PAGES = """
+const fetch1 = window.fetch;
+window.fetch = (path, options) => fetch1(String(path).replace("limit=1000", "limit=2"), options);
+"""
+
+
 def test_history_chart_runs_forward_in_time(stack: Stack, browser: Any) -> None:
     """A check-in imported as of ten days ago comes after today's in the history (processing
-    order): the chart still draws its points left to right, by occurred_at, every one."""
+    order): the chart still draws its points left to right, by occurred_at, every one: also
+    when the history takes several pages (here of 2 rows; the chart drew the first page
+    only, the oldest rows of a busy objective). Signing out leaves none of it on the page."""
     port, _process = browser
     token = stack.dev_token()
     api = httpx.Client(base_url=stack.url, headers={"Authorization": f"Bearer {token}"}, timeout=30)
@@ -267,8 +275,10 @@ def test_history_chart_runs_forward_in_time(stack: Stack, browser: Any) -> None:
     times = [item["occurred_at"] for item in history]
     assert times[-1] < times[-2]  # the import comes last
 
+    assert len(history) > 2, "more than one page"
     page = open_page(port)
     page.send("Page.enable")
+    page.send("Page.addScriptToEvaluateOnNewDocument", source=SMALL_PAGES)
     page.send("Page.navigate", url=f"{stack.url}/")
     page.wait_for("document.readyState === 'complete' && !!document.getElementById('login')")
     _sign_in(page, token)
@@ -279,5 +289,10 @@ def test_history_chart_runs_forward_in_time(stack: Stack, browser: Any) -> None:
     xs = [float(point.split(",")[0]) for point in points.split()]
     assert len(xs) == 2 * len(history)  # each point and the step to it, and the line to now
     assert xs == sorted(xs)
+    page.eval("document.getElementById('signout').click(); true")
+    panels = "['tree', 'kpis', 'detections', 'history-chart', 'krs', 'detail-meta']"
+    assert page.eval(f"{panels}.map((id) => document.getElementById(id).textContent)") == [""] * 6
+    assert page.eval("document.getElementById('history-chart').childElementCount") == 0
+    assert page.eval("document.getElementById('detail-title').textContent") == "Score history"
     page.ws.close()
     api.close()

@@ -42,6 +42,20 @@ async function api(path) {
   return r.json();
 }
 
+// Every page of a list (following next_cursor), at most `cap` items: a busy objective's
+// history or a daily KPI's series runs past one page, and the newest items come last.
+async function allPages(path, cap = 20000) {
+  const items = [];
+  let cursor = null;
+  do {
+    const sep = path.includes("?") ? "&" : "?";
+    const page = await api(cursor ? `${path}${sep}cursor=${encodeURIComponent(cursor)}` : path);
+    items.push(...page.items);
+    cursor = page.next_cursor;
+  } while (cursor && items.length < cap);
+  return items;
+}
+
 // -- objectives tree --------------------------------------------------------------------
 
 function renderNode(view) {
@@ -63,6 +77,7 @@ function renderNode(view) {
 async function loadTree() {
   const tree = await api("/v1/objectives/tree");
   state.objectives.clear();
+  state.kpis.clear(); // the KPIs the tree's key results measure now (renderNode adds them)
   const list = document.getElementById("tree");
   list.replaceChildren(...tree.items.map(renderNode));
   if (!tree.items.length) list.append(el("li", { class: "muted" }, "No objectives yet."));
@@ -117,20 +132,27 @@ async function select(id) {
   await loadDetail();
 }
 
+function clearDetail() {
+  document.getElementById("detail-title").textContent = "Score history";
+  document.getElementById("detail-meta").textContent = "";
+  document.getElementById("history-chart").replaceChildren();
+  document.getElementById("krs").replaceChildren();
+}
+
 async function loadDetail() {
   const id = state.selected;
   const title = document.getElementById("detail-title");
   const chart = document.getElementById("history-chart");
   const krs = document.getElementById("krs");
-  if (!id) { chart.replaceChildren(); krs.replaceChildren(); return; }
+  if (!id) { clearDetail(); return; }
   const [view, history] = await Promise.all([
-    api(`/v1/objectives/${id}`), api(`/v1/objectives/${id}/history?limit=1000`),
+    api(`/v1/objectives/${id}`), allPages(`/v1/objectives/${id}/history?limit=1000`),
   ]);
   title.textContent = view.title;
   document.getElementById("detail-meta").textContent =
     `${view.owner} · ${view.level} · ${view.period.start} → ${view.period.end} · score ${pct(view.score)}` +
     ` · expected ${pct(view.expected)} · forecast ${pct(view.forecast)} · zone ${view.zone}`;
-  chart.replaceChildren(historyChart(history.items, view));
+  chart.replaceChildren(historyChart(history, view));
   krs.replaceChildren(el("tr", {}, el("th", {}, "Key result"), el("th", {}, "current"), el("th", {}, "target"), el("th", {}, "score")),
     ...view.key_results.map((kr) => el("tr", {}, el("td", {}, kr.title), el("td", {}, num(kr.current)),
       el("td", {}, num(kr.target)), el("td", {}, pct(kr.score)))));
@@ -158,10 +180,10 @@ async function loadKpis() {
   const list = document.getElementById("kpis");
   const rows = await Promise.all([...state.kpis].map(async (id) => {
     try {
-      const [kpi, series] = await Promise.all([api(`/v1/kpis/${id}`), api(`/v1/kpis/${id}/series?limit=1000`)]);
+      const [kpi, series] = await Promise.all([api(`/v1/kpis/${id}`), allPages(`/v1/kpis/${id}/series?limit=1000`)]);
       return el("li", { "data-kpi-id": id },
         el("span", { class: "name" }, kpi.name),
-        sparkline(series.items.slice(-30)),
+        sparkline(byTime(series, (b) => b.bucket_start).slice(-30)),
         el("span", { class: "value" }, `${num(kpi.current)}${kpi.unit ? " " + kpi.unit : ""}`),
         el("span", { class: `badge ${kpi.status}` }, kpi.stale ? `${kpi.status} · stale` : kpi.status));
     } catch (e) { return null; }
@@ -234,6 +256,14 @@ function signOut(message) {
   state.token = null;
   stopRefreshing();
   if (state.source) state.source.close();
+  state.source = null;
+  // Nothing of this organisation stays on the page for the next token (maybe another's).
+  state.selected = null;
+  state.objectives.clear();
+  state.kpis.clear();
+  for (const id of ["tree", "kpis", "detections"]) document.getElementById(id).replaceChildren();
+  document.getElementById("position").textContent = "";
+  clearDetail();
   document.getElementById("app").hidden = true;
   document.getElementById("signout").hidden = true;
   document.getElementById("login").hidden = false;
