@@ -3,10 +3,11 @@
 Optimistic concurrency: an append that finds its stream version taken raises
 ConcurrencyError. Without If-Match the command is re-run on the fresh state; with If-Match
 the caller asked for that exact version, so the answer is 412. A command that keeps losing
-the race (many clients writing one stream) runs its next attempts under the stream's store
-lock (EventStore.serialised), where it competes only with first attempts: a valid command
-is applied, not refused. Should even that not do within MAX_ATTEMPTS, the answer is
-Contended (503 with Retry-After), never a 409: no invariant was broken.
+the race (many clients writing one stream) runs its next attempts under the process's lock
+of that stream (CommandService._gate), where it competes only with first attempts and
+other processes: a valid command is applied, not refused. Should even that not do within
+MAX_ATTEMPTS, the answer is Contended (503 with Retry-After), never a 409: no invariant was
+broken.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from __future__ import annotations
 import random
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
@@ -90,7 +92,8 @@ class CommandService:
 
     def __init__(self, store: EventStore) -> None:
         self.store = store
-        self._serialised = threading.local()  # .held: this thread holds a store lock
+        self._gates: dict[UUID, list[Any]] = {}  # stream id -> [lock, users] (_gate)
+        self._gates_guard = threading.Lock()
 
     # -- loading ---------------------------------------------------------------------------
 
@@ -112,22 +115,29 @@ class CommandService:
                 raise Stale(version)
 
         done = self._attempts(context, stream_id, if_match, decide, expect, OPTIMISTIC_ATTEMPTS)
-        if done is not None:
-            return done
-        if getattr(self._serialised, "held", False):  # a lock held already (re-parenting)
-            done = self._attempts(context, stream_id, if_match, decide, expect, MAX_ATTEMPTS)
-        else:
-            with self.store.serialised(f"stream:{stream_id}"):
-                self._serialised.held = True
-                try:
-                    done = self._attempts(
-                        context, stream_id, if_match, decide, expect, MAX_ATTEMPTS
-                    )
-                finally:
-                    self._serialised.held = False
+        if done is None:
+            with self._gate(stream_id):
+                done = self._attempts(context, stream_id, if_match, decide, expect, MAX_ATTEMPTS)
         if done is None:
             raise Contended("too many concurrent changes to this resource; try again")
         return done
+
+    @contextmanager
+    def _gate(self, stream_id: UUID) -> Iterator[None]:
+        """This process's lock of one stream, for the commands that lost its race: they
+        take turns, competing only with first attempts and other processes. Not a store
+        lock: that would hold up the writers of every other stream and organisation."""
+        with self._gates_guard:
+            gate = self._gates.setdefault(stream_id, [threading.Lock(), 0])
+            gate[1] += 1
+        try:
+            with gate[0]:
+                yield
+        finally:
+            with self._gates_guard:
+                gate[1] -= 1
+                if gate[1] == 0:
+                    del self._gates[stream_id]
 
     def _attempts(
         self,
@@ -222,11 +232,7 @@ class CommandService:
         # organisation reads, checks and appends under one lock instead. A new objective
         # needs none: nothing can be under an id that does not exist yet.
         with self.store.serialised(hierarchy_lock(context.org_id)):
-            self._serialised.held = True
-            try:
-                return revise()
-            finally:
-                self._serialised.held = False
+            return revise()
 
     def close_objective(
         self, context: Context, objective_id: UUID, if_match: int | None, note: str | None
