@@ -513,6 +513,40 @@ class EventStore:
         except (OperationalError, PersistenceError, sqlite3.OperationalError) as exc:
             raise StoreUnavailableError(str(exc)) from exc
 
+    def stream_heads(self, stream_ids: Sequence[UUID]) -> dict[UUID, int]:
+        """The newest version of each of these streams that has events (one indexed read
+        per 500 ids); raises StoreUnavailableError when the store cannot be read."""
+        heads: dict[UUID, int] = {}
+        try:
+            for at in range(0, len(stream_ids), 500):
+                chunk = stream_ids[at : at + 500]
+                if self.is_postgres:
+                    recorder = self.recorder
+                    assert isinstance(recorder, PostgresApplicationRecorder)
+                    with recorder.datastore.get_connection() as conn, conn.cursor() as cursor:
+                        cursor.execute(
+                            "SELECT originator_id, MAX(originator_version) AS v FROM"
+                            f" {self._pg_name(EVENTS_TABLE)} WHERE originator_id = ANY(%s)"
+                            " GROUP BY originator_id",
+                            (list(chunk),),
+                        )
+                        for r in cursor.fetchall():
+                            heads[UUID(str(r["originator_id"]))] = int(r["v"])
+                    continue
+                assert isinstance(self.recorder, SQLiteApplicationRecorder)
+                with self.recorder.datastore.transaction(commit=False) as cursor:
+                    cursor.execute(
+                        f"SELECT originator_id, MAX(originator_version) FROM {EVENTS_TABLE}"
+                        f" WHERE originator_id IN ({','.join('?' * len(chunk))})"
+                        " GROUP BY originator_id",
+                        [i.hex for i in chunk],
+                    )
+                    for r in cursor.fetchall():
+                        heads[UUID(r[0])] = int(r[1])
+        except (OperationalError, PersistenceError, sqlite3.OperationalError) as exc:
+            raise StoreUnavailableError(str(exc)) from exc
+        return heads
+
     def stream_ids(self, after: UUID | None = None, limit: int = 1000) -> list[UUID]:
         """Distinct stream ids in order (for audits that walk every stream)."""
         if self.is_postgres:

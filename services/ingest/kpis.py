@@ -1,16 +1,17 @@
 """What ingest knows about KPIs: exists, organisation, retired. The event store is the truth.
 
 An in-process cache of KPI streams: a KPI's organisation never changes and a retirement is
-final, so a retired KPI is answered from the cache; a live one is read again from its cached
-version on (one indexed read that nearly always finds nothing), so a retirement whose answer
-a client has seen is honoured by every later request, in every front-door process. An
-unknown id is not remembered: the KPI may be defined a moment later. Each request looks a
-KPI up once (services/ingest/readings.judge).
+final, so a retired KPI is answered from the cache. A request's live and unknown KPIs are
+checked against the store in one read of their streams' newest versions
+(`lookup_many`), and only a stream that moved is read: a retirement whose answer a client
+has seen is honoured by every later request, in every front-door process. An unknown id is
+not remembered: the KPI may be defined a moment later.
 """
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterable
 from dataclasses import dataclass
 from uuid import UUID
 
@@ -47,6 +48,30 @@ class KpiDirectory:
         self.store = store
         self._known: dict[UUID, KpiFacts] = {}
         self._lock = threading.Lock()
+
+    def lookup_many(self, kpi_ids: Iterable[UUID]) -> dict[UUID, KpiFacts | None]:
+        """`lookup` of each of `kpi_ids`, with one read of their streams' heads."""
+        found: dict[UUID, KpiFacts | None] = {}
+        check: list[UUID] = []
+        with self._lock:
+            for kpi_id in kpi_ids:
+                cached = self._known.get(kpi_id)
+                if cached is not None and cached.retired:
+                    found[kpi_id] = cached
+                else:
+                    check.append(kpi_id)
+        heads = self.store.stream_heads(check) if check else {}
+        for kpi_id in check:
+            with self._lock:
+                cached = self._known.get(kpi_id)
+            head = heads.get(kpi_id)
+            if head is None:
+                found[kpi_id] = None
+            elif cached is not None and cached.version >= head:
+                found[kpi_id] = cached
+            else:
+                found[kpi_id] = self.lookup(kpi_id)
+        return found
 
     def lookup(self, kpi_id: UUID) -> KpiFacts | None:
         with self._lock:

@@ -3,14 +3,28 @@ transaction (ingest_mode store) or produce them to Kafka and wait for the acks (
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
+from uuid import UUID
 
 from services.eventstore import EventStore
 from services.ingest.kafka_sink import KafkaReadingsSink, reading_records
-from services.ingest.kpis import KpiDirectory
+from services.ingest.kpis import KpiDirectory, KpiFacts
 from services.ingest.readings import judge
+
+
+def _kpi_ids(items: Sequence[Any]) -> set[UUID]:
+    """The KPI ids the readings of a batch name (what judge will look up; an id it reads
+    otherwise is looked up on its own)."""
+    texts = {i.get("kpi_id") for i in items if isinstance(i, dict)}
+    ids: set[UUID] = set()
+    for text in texts:
+        if isinstance(text, str):
+            with contextlib.suppress(ValueError):
+                ids.add(UUID(text))
+    return ids
 
 
 class ReadingsService:
@@ -34,7 +48,12 @@ class ReadingsService:
         """Judge `items`, store the new valid ones atomically; {accepted, duplicates,
         rejected, position}. Raises StoreUnavailableError when nothing could be stored
         (KafkaUnavailableError in kafka mode)."""
-        judged = judge(org_id, items, self.kpis.lookup, self.clock())
+        known = self.kpis.lookup_many(_kpi_ids(items))
+
+        def lookup(kpi_id: UUID) -> KpiFacts | None:
+            return known[kpi_id] if kpi_id in known else self.kpis.lookup(kpi_id)
+
+        judged = judge(org_id, items, lookup, self.clock())
         if self.sink is not None:
             return self._to_kafka(judged)
         positions = self.store.append_new_encoded(judged.rows)

@@ -349,3 +349,40 @@ def test_readings_batch_with_good_bad_and_duplicate_items(store: EventStore) -> 
     again = ingest.accept("acme", items)
     assert (again["accepted"], again["duplicates"]) == (0, 4)
     assert store.max_position() == before + 2
+
+
+def test_ingest_checks_a_requests_kpis_in_one_read_of_their_heads(
+    store: EventStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each request sees a retirement committed before it (KpiDirectory), at the cost of
+    one read of the KPIs' stream heads: a stream is read again only once it moved (a
+    request naming 100 KPIs read the store 100 times)."""
+    from services.ingest.kpis import KpiDirectory
+
+    service = CommandService(store)
+    kpis = [uuid.uuid4() for _ in range(3)]
+    for kpi in kpis:
+        service.define_kpi(ctx(), kpi, {"name": "K", "direction": "increase", "target": 10.0,
+                                        "interval": "day", "aggregation": "sum"})  # fmt: skip
+    directory = KpiDirectory(store)
+    unknown = uuid.uuid4()
+    first = directory.lookup_many([*kpis, unknown])
+    assert first[unknown] is None
+    assert all(f is not None and not f.retired and f.org_id == "acme" for k, f in first.items()
+               if k != unknown)  # fmt: skip
+    reads: list[uuid.UUID] = []
+    read_stream = store.read_stream
+
+    def counted(stream_id: uuid.UUID, **kw: Any) -> list[events.Event]:
+        reads.append(stream_id)
+        return read_stream(stream_id, **kw)
+
+    monkeypatch.setattr(store, "read_stream", counted)
+    assert directory.lookup_many(kpis) == {k: first[k] for k in kpis}
+    assert reads == [], "nothing moved: no stream is read"
+    service.retire_kpi(ctx(), kpis[1], None, None)
+    reads.clear()  # the command's own
+    after = directory.lookup_many(kpis)
+    assert reads == [kpis[1]]
+    assert [after[k].retired for k in kpis] == [False, True, False]  # type: ignore[union-attr]
+    assert store.stream_heads([*kpis, unknown]) == {kpis[0]: 1, kpis[1]: 2, kpis[2]: 1}
