@@ -12,7 +12,8 @@ reason, as do all of them while the table holds HOLD_LIMIT readings (a flood of 
 a KPI that will never exist must not grow the store without bound).
 
 Delivery: a held reading leaves the table in the transaction that applies it; a dead one
-only once its dead letter is sent (at least once, like the agent's)."""
+is claimed by the worker that sends its dead letter and leaves once it is sent (at least
+once, like the agent's: again only if that worker dies before)."""
 
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ from services.projectionstore.schema import HELD_TABLE, iso, parse_iso
 
 HOLD_LIMIT = 100_000  # readings held at most; beyond, an unknown KPI's go to the DLQ at once
 RELEASE_ROWS = 2_000  # held readings looked at per release transaction
+CLAIM = timedelta(seconds=60)  # a dead letter being sent is another worker's after this
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,14 +99,22 @@ def release(projector: Projector, grace: timedelta) -> Released:
     out = Released()
     with projector.transaction() as tx:
         kpis = tx.tables.kpis
-        cutoff = iso(tx.now - grace)
-        rows = tx.cur.execute(
-            "SELECT h.id, h.kpi_id, h.topic, h.part, h.kafka_offset, h.msg_key, h.value,"
-            f" h.received_at, k.org_id, k.state FROM {HELD_TABLE} h LEFT JOIN {kpis} k"
-            " ON k.kpi_id = h.kpi_id WHERE k.kpi_id IS NOT NULL OR h.received_at < ?"
-            " ORDER BY h.id LIMIT ?",
-            (cutoff, RELEASE_ROWS),
+        columns = (
+            "h.id, h.kpi_id, h.topic, h.part, h.kafka_offset, h.msg_key, h.value,"
+            " h.received_at, k.org_id, k.state"
+        )
+        free = "(h.claimed_until IS NULL OR h.claimed_until < ?)"
+        of_known = tx.cur.execute(
+            f"SELECT {columns} FROM {HELD_TABLE} h JOIN {kpis} k ON k.kpi_id = h.kpi_id"
+            f" WHERE {free} ORDER BY h.id LIMIT ?",
+            (tx.now_text, RELEASE_ROWS),
         ).fetchall()
+        expired = tx.cur.execute(
+            f"SELECT {columns} FROM {HELD_TABLE} h LEFT JOIN {kpis} k ON k.kpi_id = h.kpi_id"
+            f" WHERE h.received_at < ? AND k.kpi_id IS NULL AND {free} ORDER BY h.id LIMIT ?",
+            (iso(tx.now - grace), tx.now_text, RELEASE_ROWS),
+        ).fetchall()
+        rows = sorted([*of_known, *expired], key=lambda r: int(r[0]))
         applied: list[int] = []
         readings: list[ReadingRow] = []
         for held_id, kpi_id, topic, part, offset, key, value, received_at, org, state in rows:
@@ -133,6 +143,13 @@ def release(projector: Projector, grace: timedelta) -> Released:
             notices = projector.readings_notices(tx, readings)
             projector.defer_in(tx, notices, [])
             tx.cur.executemany(f"DELETE FROM {HELD_TABLE} WHERE id = ?", [(i,) for i in applied])
+        # Claimed while this worker sends their dead letters: another worker's release
+        # skips them (each is sent once), unless this one dies first.
+        until = iso(tx.now + CLAIM)
+        tx.cur.executemany(
+            f"UPDATE {HELD_TABLE} SET claimed_until = ? WHERE id = ?",
+            [(until, i) for i, _ in out.dead],
+        )
         out.applied = len(readings)
     return out
 

@@ -109,7 +109,8 @@ def ensure_schema(db: Database) -> tuple[int, int]:
     with db.transaction() as cur:
         write_lock(cur)  # first: concurrent CREATE TABLE IF NOT EXISTS races on PostgreSQL
         cur.execute(META_DDL)
-        cur.execute(held_ddl(cur.dialect))
+        for statement in held_ddl(cur.dialect):
+            cur.execute(statement)
         generation = live_generation(cur)
         stored = read_meta(cur, "schema_version")
         if stored is None:

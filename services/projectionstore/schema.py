@@ -66,17 +66,20 @@ yet, as received (services/processor/held.py). Shared by the generations, like
 projection_meta: it holds input not yet applied to any, and a replay leaves it alone."""
 
 
-def held_ddl(dialect: str) -> str:
+def held_ddl(dialect: str) -> list[str]:
     # Ids are never reused (AUTOINCREMENT): a row is deleted by the id it was read with.
+    # `claimed_until`: a worker is sending the row's dead letter (held.release).
     serial = (
         "BIGSERIAL PRIMARY KEY" if dialect == "postgres" else "INTEGER PRIMARY KEY AUTOINCREMENT"
     )
-    return (
+    return [
         f"CREATE TABLE IF NOT EXISTS {HELD_TABLE} ("
         f" id {serial}, kpi_id TEXT NOT NULL, topic TEXT NOT NULL, part INTEGER NOT NULL,"
         " kafka_offset BIGINT NOT NULL, msg_key TEXT, value TEXT NOT NULL,"
-        " received_at TEXT NOT NULL)"
-    )
+        " received_at TEXT NOT NULL, claimed_until TEXT)",
+        f"CREATE INDEX IF NOT EXISTS {HELD_TABLE}_kpi ON {HELD_TABLE} (kpi_id)",
+        f"CREATE INDEX IF NOT EXISTS {HELD_TABLE}_received ON {HELD_TABLE} (received_at)",
+    ]
 
 
 @dataclass(frozen=True, slots=True)

@@ -101,7 +101,10 @@ def test_a_kpi_still_unknown_after_the_grace_is_dead_lettered(p: Projector, cloc
     assert (letter.topic, letter.partition, letter.offset) == ("okr.kpi-readings.v1", 2, 41)
     assert letter.key == str(kpi).encode()
     assert orjson.loads(letter.value or b"")["kpi_id"] == str(kpi)
-    # Not forgotten before its dead letter is sent: a failed send finds it again.
+    # Claimed while its dead letter is sent: another worker's release leaves it alone
+    # (it was sent by every worker), and finds it again only if the sender died.
+    assert held.release(p, GRACE).dead == []
+    clock.now += held.CLAIM + timedelta(seconds=1)
     assert [i for i, _ in held.release(p, GRACE).dead] == [held_id]
     held.forget(p, [held_id])
     assert rows(p, f"SELECT id FROM {HELD_TABLE}") == []
