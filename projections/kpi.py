@@ -369,6 +369,20 @@ def target_in_force(targets: tuple[KpiTarget, ...], at: datetime) -> KpiTarget:
     return chosen
 
 
+AHEAD = timedelta(minutes=5)
+"""How far ahead of the clock a command's occurred_at may be (API.md, "Every command"): a
+change dated that little ahead is in force at once for what is evaluated now, as no later
+evaluation would come for it (projections.objective.target_at; a KPI's view)."""
+
+
+def target_now(targets: tuple[KpiTarget, ...], now: datetime) -> KpiTarget:
+    """The KPI's target for a view of it now: in force now, or set to take force within
+    AHEAD (the processor's KPI row and breach rule hold the latest target by valid time)."""
+    now = as_utc(now, "now")
+    latest = datetime.max.replace(tzinfo=UTC) - AHEAD
+    return target_in_force(targets, now if now > latest else now + AHEAD)
+
+
 def bucket_judged_at(start: datetime, interval: Interval, now: datetime) -> datetime:
     """The instant a bucket's value is judged against its target: its last microsecond, or
     `now` while the bucket is still open. A bucket that ended before a retargeting keeps the

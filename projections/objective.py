@@ -15,6 +15,7 @@ from typing import Any, Literal, TypeVar
 
 import events
 from projections.kpi import (
+    AHEAD,
     Accumulator,
     Aggregation,
     Interval,
@@ -625,8 +626,6 @@ def _checkins_by(state: ObjectiveState, kr_id: str, at: datetime | None) -> list
     return [c for c in state.checkins if c.kr_id == kr_id and (cut is None or c.occurred_at <= cut)]
 
 
-AHEAD = timedelta(minutes=5)
-"""How far ahead of the clock a command's occurred_at may be (API.md, "Every command")."""
 LATEST = datetime.max.replace(tzinfo=UTC)
 
 

@@ -24,6 +24,7 @@ from projections.kpi import (
     kpi_status,
     kpi_targets,
     target_in_force,
+    target_now,
 )
 from services.http.problems import Problem
 from services.projectionstore.db import Cursor
@@ -306,9 +307,10 @@ class Reads:
             " WHERE kpi_id = ? AND day >= ? AND day < ? ORDER BY day",
             (kpi_id, first, after_last),
         )
-        # The target in force now by valid time, as /series judges the open bucket: the
-        # row holds the retargeting appended last, which an import may have backdated.
-        return kpi_view(row, days, self.now, target_in_force(self._targets(row), self.now))
+        # The target in force now by valid time (or within AHEAD: what the processor's KPI
+        # row and breach rule hold), not the retargeting appended last, which an import
+        # may have backdated.
+        return kpi_view(row, days, self.now, target_now(self._targets(row), self.now))
 
     def _targets(self, row: tuple[Any, ...]) -> tuple[KpiTarget, ...]:
         """The target history of the KPI of this kpis row (KPI_COLUMNS)."""

@@ -25,6 +25,7 @@ from projections.kpi import (
     scaled,
     scaled_sum,
     target_in_force,
+    target_now,
     total_text,
 )
 from projections.policy import ScoringPolicy
@@ -406,3 +407,19 @@ def test_a_retargeting_never_changes_a_bucket_that_ended_before_it(
     within = KpiTarget(max(start, *(t.since for t in targets)), 7.0, 6.0)
     if within.since <= at:
         assert target_in_force(kpi_targets([*targets, within]), at) == within
+
+
+def test_a_kpi_view_takes_a_retargeting_dated_a_little_ahead_at_once() -> None:
+    """What the processor's KPI row and breach rule hold: the latest target by valid time,
+    also one dated up to AHEAD ahead (commands may be); beyond, and in the past, the one in
+    force. The view showed green against the old target while the processor raised red."""
+    now = datetime(2026, 3, 1, 12, tzinfo=UTC)
+    targets = kpi_targets([
+        KpiTarget(now - timedelta(days=30), 10.0, 5.0),
+        KpiTarget(now + timedelta(minutes=3), 1000.0, 900.0),
+    ])  # fmt: skip
+    assert target_now(targets, now).target == 1000.0
+    assert target_in_force(targets, now).target == 10.0
+    assert target_now(targets, now - timedelta(minutes=3)).target == 10.0
+    far = datetime.max.replace(tzinfo=UTC)
+    assert target_now(targets, far).target == 1000.0, "no overflow at the end of time"
