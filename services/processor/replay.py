@@ -50,6 +50,7 @@ from services.projectionstore.meta import (
     ensure_schema,
     existing_tables,
     live_generation,
+    swap_mark_key,
     write_lock,
     write_meta,
 )
@@ -204,7 +205,13 @@ def _swap(
             pending.add(tail)  # for the evaluation without the lock
             raise
         p.tick_in(tx)
-        # What okr.detections.v1 has told (services/processor/episodes.py).
+        p.flush(tx)
+        # What okr.detections.v1 has told (services/processor/episodes.py); the change feed
+        # of a live subscriber goes on from here (meta.swap_mark_key).
+        (seq,) = cur.execute(f"SELECT COALESCE(MAX(seq), 0) FROM {built.changes}").fetchone() or (
+            0,
+        )
+        write_meta(cur, swap_mark_key(built), str(int(seq)))
         stats.detection_events = carry_detections(p, tx, live, built)
         p.flush(tx)
         # The live generation's watermarks, and its processor's deferred notices and the

@@ -53,6 +53,13 @@ def live_generation(cur: Cursor) -> int:
     return 1 if value is None else int(value)
 
 
+def swap_mark_key(tables: Tables) -> str:
+    """The projection_meta key of the `changes` seq a generation had when a replay's swap
+    made it live (before the changes the swap itself told: the detections it reconciled).
+    A change feed that followed the generation before starts there, not at the head."""
+    return f"swap_mark:{tables.generation}"
+
+
 def links_key(tables: Tables) -> str:
     """The projection_meta key of a generation's links token: it changes in every
     transaction that applies goal events to that generation's objectives (which may link,
@@ -97,7 +104,10 @@ def drop_tables(cur: Cursor, tables: Tables) -> None:
     """Drop a generation's tables and its projection_meta rows (its links token)."""
     for name in tables.all():
         cur.execute(f"DROP TABLE IF EXISTS {name}")
-    cur.execute(f"DELETE FROM {META_TABLE} WHERE key = ?", (links_key(tables),))
+    cur.execute(
+        f"DELETE FROM {META_TABLE} WHERE key IN (?, ?)",
+        (links_key(tables), swap_mark_key(tables)),
+    )
 
 
 def ensure_schema(db: Database) -> tuple[int, int]:

@@ -36,7 +36,8 @@ from services.auth.tokens import Principal, TokenStore
 from services.http.problems import Problem
 from services.http.security import CHALLENGE
 from services.projectionstore.db import Cursor
-from services.projectionstore.schema import Tables
+from services.projectionstore.meta import swap_mark_key
+from services.projectionstore.schema import META_TABLE, Tables
 from services.query.store import ReadStore
 
 log = logging.getLogger("okrstream.query.live")
@@ -129,10 +130,22 @@ class Feed:
     def _changes(self, cur: Cursor, t: Tables) -> list[tuple[Any, ...]]:
         """The changes after the cursor, in the generation live in this read transaction."""
         if self._cursor is None or self._cursor[0] != t.generation:
-            # Start at the head: subscribers get what happens from now on.
-            row = ReadStore.one(cur, f"SELECT MAX(seq) FROM {t.changes}", (), t.generation)
-            self._cursor = (t.generation, int(row[0] or 0) if row else 0)
-            return []
+            # Start at the head: subscribers get what happens from now on. After a replay's
+            # swap, at its mark: what the swap told (detections it reconciled) happened now.
+            mark = None
+            if self._cursor is not None:
+                mark = ReadStore.one(
+                    cur,
+                    f"SELECT value FROM {META_TABLE} WHERE key = ?",
+                    (swap_mark_key(t),),
+                    t.generation,
+                )
+            if mark is not None:
+                self._cursor = (t.generation, int(mark[0]))
+            else:
+                row = ReadStore.one(cur, f"SELECT MAX(seq) FROM {t.changes}", (), t.generation)
+                self._cursor = (t.generation, int(row[0] or 0) if row else 0)
+                return []
         return ReadStore.rows(
             cur,
             f"SELECT seq, org_id, kind, subject_id, payload FROM {t.changes}"

@@ -24,6 +24,8 @@ from services.processor.replay import rebuild
 from services.projectionstore.db import Database
 from services.projectionstore.meta import create_tables, ensure_schema, live_generation
 from services.projectionstore.schema import Tables
+from services.query.live import Feed
+from services.query.store import ReadStore
 from services.settings import Settings
 from tests.unit.processor.builders import Log, synthetic
 
@@ -375,8 +377,15 @@ def test_a_replay_keeps_what_the_detections_topic_told(settings: Settings) -> No
             )  # fmt: skip
         told = _detections(db)
         generation, _ = live.outbox()
+        feed = Feed(ReadStore(db, settings.kafka_partitions))
+        assert feed._read() == [], "a change feed that follows the live generation"
         rebuild(db, store)
         after = _detections(db)
+        # The feed goes on in the new generation with what the swap told, nothing of the
+        # build's own history (it started at the new generation's head: this was lost).
+        told_live = [(kind, str(orjson.loads(body)["stream_id"])) for _, _, kind, _, body in
+                     feed._read()]  # fmt: skip
+        assert told_live == [("detection.resolved", gone)]
         # A publisher that read the replaced generation's outbox forgets nothing of the
         # new one's, which numbers its entries anew.
         live.published(generation, 10**9)
