@@ -172,6 +172,10 @@ def weighted_mean(pairs: Sequence[tuple[float, float]]) -> float:
     mean of equal values is that value: weight 3 at 0.7 scores 0.7, where rounding each
     step gave 0.6999999999999998, below the policy's 0.7 thresholds.
     """
+    if not all(math.isfinite(w) and math.isfinite(v) for w, v in pairs):
+        # Not a score's inputs (those are bounded): the float formula's inf or nan.
+        total = math.fsum(w for w, _ in pairs)
+        return 0.0 if total == 0 else math.fsum(w * v for w, v in pairs) / total
     weights = [w.as_integer_ratio() for w, _ in pairs]
     w_den = max((d for _, d in weights), default=1)
     w_sum = sum(n * (w_den // d) for n, d in weights)

@@ -180,7 +180,11 @@ async function loadKpis() {
   const list = document.getElementById("kpis");
   const rows = await Promise.all([...state.kpis].map(async (id) => {
     try {
-      const [kpi, series] = await Promise.all([api(`/v1/kpis/${id}`), allPages(`/v1/kpis/${id}/series?limit=1000`)]);
+      const kpi = await api(`/v1/kpis/${id}`);
+      // The sparkline's 30 buckets, not the KPI's whole history at every refresh.
+      const span = { day: 1, week: 7, month: 31 }[kpi.interval] * 31 * 86400000;
+      const from = encodeURIComponent(new Date(Date.now() - span).toISOString());
+      const series = await allPages(`/v1/kpis/${id}/series?limit=1000&from=${from}`);
       return el("li", { "data-kpi-id": id },
         el("span", { class: "name" }, kpi.name),
         sparkline(byTime(series, (b) => b.bucket_start).slice(-30)),

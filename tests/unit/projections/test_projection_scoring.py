@@ -1,3 +1,4 @@
+import math
 from datetime import UTC, date, datetime
 from fractions import Fraction
 
@@ -296,6 +297,14 @@ def test_the_weighted_mean_is_the_exact_mean_rounded_once(
     exact = sum(Fraction(w) * Fraction(s) for w, s in pairs) / sum(Fraction(w) for w, _ in pairs)
     assert score_objective(scored, Q1, MID_Q1).score == float(exact)
     assert score_objective(scored[::-1], Q1, MID_Q1).score == float(exact)
+
+
+def test_a_non_finite_input_gives_the_float_formulas_answer_not_an_error() -> None:
+    # Scores are bounded, so this is not a score's input: the exact arithmetic must not
+    # raise where the float formula gave inf or nan.
+    inf = float("inf")
+    assert rollup_score(None, [0.5, inf]) == inf
+    assert math.isnan(rollup_score(None, [0.5, float("nan")]))
 
 
 @given(_weights, st.integers(min_value=1, max_value=6), st.sampled_from([0.7, 0.3, 0.95, 1.0]))
