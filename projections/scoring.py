@@ -174,8 +174,8 @@ def weighted_mean(pairs: Sequence[tuple[float, float]]) -> float:
     """
     if not all(math.isfinite(w) and math.isfinite(v) for w, v in pairs):
         # Not a score's inputs (those are bounded): the float formula's inf or nan.
-        total = math.fsum(w for w, _ in pairs)
-        return 0.0 if total == 0 else math.fsum(w * v for w, v in pairs) / total
+        total = sum(w for w, _ in pairs)
+        return 0.0 if total == 0 else sum(w * v for w, v in pairs) / total
     weights = [w.as_integer_ratio() for w, _ in pairs]
     w_den = max((d for _, d in weights), default=1)
     w_sum = sum(n * (w_den // d) for n, d in weights)

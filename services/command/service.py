@@ -5,9 +5,9 @@ ConcurrencyError. Without If-Match the command is re-run on the fresh state; wit
 the caller asked for that exact version, so the answer is 412. A command that keeps losing
 the race (many clients writing one stream) runs its next attempts under the process's lock
 of that stream (CommandService._gate), where it competes only with first attempts and
-other processes: a valid command is applied, not refused. Should even that not do within
-MAX_ATTEMPTS, the answer is Contended (503 with Retry-After), never a 409: no invariant was
-broken.
+other processes: a valid command is applied, not refused. Should it wait for the gate
+longer than GATE_WAIT_S, or not succeed within MAX_ATTEMPTS, the answer is Contended (503
+with Retry-After), never a 409: no invariant was broken.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from services.eventstore import ConcurrencyError, EventStore
 
 OPTIMISTIC_ATTEMPTS = 3  # then under the stream's lock
 MAX_ATTEMPTS = 50
+GATE_WAIT_S = 10.0  # the longest a command queues for its stream's gate (then 503)
 BACKOFF_S = 0.003  # × attempt (at most 10), jittered: writers stop colliding in lockstep
 
 
@@ -131,8 +132,12 @@ class CommandService:
             gate = self._gates.setdefault(stream_id, [threading.Lock(), 0])
             gate[1] += 1
         try:
-            with gate[0]:
+            if not gate[0].acquire(timeout=GATE_WAIT_S):
+                raise Contended("too many concurrent changes to this resource; try again")
+            try:
                 yield
+            finally:
+                gate[0].release()
         finally:
             with self._gates_guard:
                 gate[1] -= 1

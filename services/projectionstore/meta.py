@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 from services.projectionstore.db import Cursor, Database
 from services.projectionstore.schema import (
+    HELD_TABLE,
     META_DDL,
     META_TABLE,
     PROJECTION_SCHEMA_VERSION,
@@ -121,6 +122,8 @@ def ensure_schema(db: Database) -> tuple[int, int]:
         cur.execute(META_DDL)
         for statement in held_ddl(cur.dialect):
             cur.execute(statement)
+        if "claimed_until" not in table_columns(cur, HELD_TABLE):  # written before it
+            cur.execute(f"ALTER TABLE {HELD_TABLE} ADD COLUMN claimed_until TEXT")
         generation = live_generation(cur)
         stored = read_meta(cur, "schema_version")
         if stored is None:

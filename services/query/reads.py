@@ -369,7 +369,10 @@ class Reads:
             acc = merge_days(days)
             value = acc.value(aggregation) if acc.count else None  # no readings: no_data
             # Each bucket is judged against the target in force then, not today's.
-            force = target_in_force(targets, bucket_judged_at(parse_iso(key), interval, self.now))
+            judged = bucket_judged_at(parse_iso(key), interval, self.now)
+            # The open bucket is judged now, as the KPI's view judges it (target_now).
+            at_now = judged == self.now
+            force = target_now(targets, judged) if at_now else target_in_force(targets, judged)
             items.append(
                 {
                     "bucket_start": key,

@@ -386,3 +386,26 @@ def test_ingest_checks_a_requests_kpis_in_one_read_of_their_heads(
     assert reads == [kpis[1]]
     assert [after[k].retired for k in kpis] == [False, True, False]  # type: ignore[union-attr]
     assert store.stream_heads([*kpis, unknown]) == {kpis[0]: 1, kpis[1]: 2, kpis[2]: 1}
+
+
+def test_a_command_queued_too_long_for_its_stream_is_a_503_not_a_wait_without_end(
+    store: EventStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The gate of a stream bounds the wait (it had none: 14 s at 40 writers)."""
+    from services.command import service as service_module
+
+    monkeypatch.setattr(service_module, "OPTIMISTIC_ATTEMPTS", 0)  # straight to the gate
+    monkeypatch.setattr(service_module, "GATE_WAIT_S", 0.2)
+    service = CommandService(store)
+    oid, kr = uuid.uuid4(), uuid.uuid4()
+    service.create_objective(ctx(), oid, {"title": "O", "owner": "a", "level": "team",
+                                          "period": PERIOD})  # fmt: skip
+    service.add_key_result(ctx(), oid, kr, None, {"title": "K", "kind": "metric", "start": 0.0,
+                                                  "target": 10.0})  # fmt: skip
+    # Another command of this process holds the gate.
+    with service._gate(oid), pytest.raises(service_module.Contended):
+        service.check_in(ctx(), oid, kr, None, {"value": 1.0})
+    service.check_in(ctx(), oid, kr, None, {"value": 2.0})
+    assert service._gates == {}, "no gate is left behind"
+    values = [e.value for e in store.read_stream(oid) if isinstance(e, events.KeyResultCheckedIn)]
+    assert values == [2.0]

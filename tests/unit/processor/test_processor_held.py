@@ -142,3 +142,22 @@ def test_the_held_readings_are_bounded(p: Projector, monkeypatch: pytest.MonkeyP
     assert [r[0] for r in rows(p, f"SELECT kafka_offset FROM {HELD_TABLE} ORDER BY id")] == [
         0, 1, 2,
     ]  # fmt: skip
+
+
+def test_a_held_table_written_before_claims_gets_the_column(settings: Settings) -> None:
+    """A store whose held_readings table predates `claimed_until`: every release failed
+    on the missing column, so nothing held was applied or dead-lettered again."""
+    db = Database.from_settings(settings, settings.projections_db_path)
+    with db.transaction() as cur:
+        serial = "BIGSERIAL" if cur.dialect == "postgres" else "INTEGER"
+        cur.execute(
+            f"CREATE TABLE {HELD_TABLE} (id {serial} PRIMARY KEY, kpi_id TEXT NOT NULL,"
+            " topic TEXT NOT NULL, part INTEGER NOT NULL, kafka_offset BIGINT NOT NULL,"
+            " msg_key TEXT, value TEXT NOT NULL, received_at TEXT NOT NULL)"
+        )
+    ensure_schema(db)
+    clock = Clock(ARRIVED)
+    p = Projector(db, clock=clock)
+    held.hold(p, [direct(uuid4())])
+    clock.now += GRACE + timedelta(seconds=1)
+    assert len(held.release(p, GRACE).dead) == 1

@@ -305,6 +305,9 @@ def test_a_non_finite_input_gives_the_float_formulas_answer_not_an_error() -> No
     inf = float("inf")
     assert rollup_score(None, [0.5, inf]) == inf
     assert math.isnan(rollup_score(None, [0.5, float("nan")]))
+    assert math.isnan(rollup_score(None, [inf, -inf]))
+    scored = [(1e308, KeyResultScore(inf, 0.5, None)), (1e308, KeyResultScore(0.5, 0.5, None))]
+    assert math.isnan(score_objective(scored, Q1, MID_Q1).progress)  # huge weights: no raise
 
 
 @given(_weights, st.integers(min_value=1, max_value=6), st.sampled_from([0.7, 0.3, 0.95, 1.0]))
