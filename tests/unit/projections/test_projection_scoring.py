@@ -299,6 +299,20 @@ def test_the_weighted_mean_is_the_exact_mean_rounded_once(
     assert score_objective(scored[::-1], Q1, MID_Q1).score == float(exact)
 
 
+@given(
+    st.lists(
+        st.one_of(_scores, st.floats(min_value=-1e15, max_value=1e15), st.sampled_from([0.7])),
+        min_size=0,
+        max_size=60,
+    )
+)
+def test_a_rollup_is_the_exact_mean_rounded_once(values: list[float]) -> None:
+    """Small and large (an fsum expansion) lists alike, in any order."""
+    exact = float(sum(Fraction(v) for v in values) / len(values)) if values else 0.0
+    assert rollup_score(None, values) == exact
+    assert rollup_score(None, values[::-1]) == exact
+
+
 def test_a_non_finite_input_gives_the_float_formulas_answer_not_an_error() -> None:
     # Scores are bounded, so this is not a score's input: the exact arithmetic must not
     # raise where the float formula gave inf or nan.
