@@ -48,21 +48,28 @@ def ctx(org: str = "acme", seed: str | None = None) -> Context:
     return Context(org_id=org, occurred_at=now, recorded_at=now, ids=Ids(seed))
 
 
-def test_two_concurrent_writers_both_land_and_the_chain_holds(store: EventStore) -> None:
-    service = CommandService(store)
-    oid = uuid.uuid4()
+def metric_objective(service: CommandService) -> tuple[uuid.UUID, uuid.UUID]:
+    """A new objective with one metric key result: (objective id, key result id)."""
+    oid, kr = uuid.uuid4(), uuid.uuid4()
     service.create_objective(ctx(), oid, {"title": "O", "owner": "a", "level": "team",
                                           "period": PERIOD})  # fmt: skip
-    kr = uuid.uuid4()
     service.add_key_result(ctx(), oid, kr, None, {"title": "K", "kind": "metric", "start": 0.0,
                                                   "target": 10.0})  # fmt: skip
-    errors: list[BaseException] = []
+    return oid, kr
+
+
+def check_in_together(
+    service: CommandService, oid: uuid.UUID, kr: uuid.UUID, writers: int, each: int
+) -> tuple[list[float], list[BaseException]]:
+    """`writers` threads, started together, each checking in `each` values: (the values
+    acknowledged, the errors)."""
     landed: list[float] = []
-    barrier = threading.Barrier(2)
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(writers)
 
     def writer(n: int) -> None:
         barrier.wait()
-        for i in range(15):
+        for i in range(each):
             value = float(n * 100 + i)
             try:
                 service.check_in(ctx(), oid, kr, None, {"value": value})
@@ -70,11 +77,18 @@ def test_two_concurrent_writers_both_land_and_the_chain_holds(store: EventStore)
             except BaseException as exc:
                 errors.append(exc)
 
-    threads = [threading.Thread(target=writer, args=(n,)) for n in range(2)]
+    threads = [threading.Thread(target=writer, args=(n,)) for n in range(writers)]
     for t in threads:
         t.start()
     for t in threads:
-        t.join(60)
+        t.join(120)
+    return landed, errors
+
+
+def test_two_concurrent_writers_both_land_and_the_chain_holds(store: EventStore) -> None:
+    service = CommandService(store)
+    oid, kr = metric_objective(service)
+    landed, errors = check_in_together(service, oid, kr, writers=2, each=15)
     assert errors == []
     stream = store.read_stream(oid)
     assert events.verify_chain(stream) is None
@@ -99,27 +113,8 @@ def test_many_writers_of_one_stream_are_all_applied(
 
     monkeypatch.setattr(store, "serialised", counted)
     service = CommandService(store)
-    oid, kr = uuid.uuid4(), uuid.uuid4()
-    service.create_objective(ctx(), oid, {"title": "O", "owner": "a", "level": "team",
-                                          "period": PERIOD})  # fmt: skip
-    service.add_key_result(ctx(), oid, kr, None, {"title": "K", "kind": "metric", "start": 0.0,
-                                                  "target": 10.0})  # fmt: skip
-    errors: list[BaseException] = []
-    barrier = threading.Barrier(20)
-
-    def writer(n: int) -> None:
-        barrier.wait()
-        for i in range(8):
-            try:
-                service.check_in(ctx(), oid, kr, None, {"value": float(n * 100 + i)})
-            except BaseException as exc:
-                errors.append(exc)
-
-    threads = [threading.Thread(target=writer, args=(n,)) for n in range(20)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(120)
+    oid, kr = metric_objective(service)
+    _, errors = check_in_together(service, oid, kr, writers=20, each=8)
     assert errors == []
     stream = store.read_stream(oid)
     assert events.verify_chain(stream) is None
@@ -397,11 +392,7 @@ def test_a_command_queued_too_long_for_its_stream_is_a_503_not_a_wait_without_en
     monkeypatch.setattr(service_module, "OPTIMISTIC_ATTEMPTS", 0)  # straight to the gate
     monkeypatch.setattr(service_module, "GATE_WAIT_S", 0.2)
     service = CommandService(store)
-    oid, kr = uuid.uuid4(), uuid.uuid4()
-    service.create_objective(ctx(), oid, {"title": "O", "owner": "a", "level": "team",
-                                          "period": PERIOD})  # fmt: skip
-    service.add_key_result(ctx(), oid, kr, None, {"title": "K", "kind": "metric", "start": 0.0,
-                                                  "target": 10.0})  # fmt: skip
+    oid, kr = metric_objective(service)
     # Another command of this process holds the gate.
     with service._gate(oid), pytest.raises(service_module.Contended):
         service.check_in(ctx(), oid, kr, None, {"value": 1.0})
