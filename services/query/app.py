@@ -206,6 +206,25 @@ def build_router() -> APIRouter:
         _etag(response, int(view["version"]))
         return view
 
+    @router.get(
+        "/v1/objectives/{objective_id}/key-results/{kr_id}",
+        summary="A key result view (as in its objective's view; the Location of its creation)",
+    )
+    def get_key_result(
+        objective_id: UUID,
+        kr_id: UUID,
+        read: Read,
+        request: Request,
+        response: Response,
+        as_of: Instant = None,
+        known_at: Instant = None,
+    ) -> Any:
+        view = get_objective(objective_id, read, request, response, as_of, known_at)
+        for kr in view["key_results"]:
+            if kr["id"] == str(kr_id):
+                return kr  # the ETag is its objective's version, which If-Match names
+        raise read.not_found("key result")
+
     @router.get("/v1/objectives/{objective_id}/history", summary="An objective's score history")
     def objective_history(
         objective_id: UUID,

@@ -275,3 +275,21 @@ def test_a_number_beyond_a_double_rejects_its_reading_alone(
     assert [r["index"] for r in result["rejected"]] == [0, 1]
     assert all("finite" in r["error"] for r in result["rejected"]), result
     problem(a.post("/v1/readings", content=body.replace("2.5", "NaN"), headers=headers), 400)
+
+
+def test_a_new_key_results_location_answers_with_it(stack: Stack, tokens: TokenStore) -> None:
+    """The Location of POST …/key-results named a URL without a GET (405)."""
+    a = api(stack, tokens, f"org-{uuid.uuid4().hex[:6]}")
+    oid = new_objective(a)["id"]
+    made = a.post(f"/v1/objectives/{oid}/key-results",
+                  json={"title": "Users", "kind": "metric", "start": 0, "target": 100})  # fmt: skip
+    assert made.status_code == 201, made.text
+    location = made.headers["location"]
+    kr = a.get(location, params={"min_position": made.json()["position"]})
+    assert kr.status_code == 200, kr.text
+    assert (kr.json()["id"], kr.json()["title"], kr.json()["target"]) == (
+        made.json()["id"], "Users", 100.0,
+    )  # fmt: skip
+    assert kr.headers["etag"] == f'"{made.json()["version"]}"'
+    problem(a.get(f"/v1/objectives/{oid}/key-results/{uuid.uuid4()}"), 404)
+    problem(a.get(f"/v1/objectives/{uuid.uuid4()}/key-results/{made.json()['id']}"), 404)
