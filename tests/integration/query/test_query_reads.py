@@ -273,8 +273,10 @@ def test_tenancy_on_every_read_route(world: World) -> None:
     routes = _read_routes(world.client.app)
     paths = {r.path for r in routes}
     assert "/v1/objectives/{objective_id}" in paths
-    acme_ids = [world.company, world.department, world.team, world.kpi, *world.detections[:3]]
-    fill = {"objective_id": world.company, "kpi_id": world.kpi}
+    kr = world.get(f"/v1/objectives/{world.company}").json()["key_results"][0]["id"]
+    acme_ids = [world.company, world.department, world.team, world.kpi, kr,
+                *world.detections[:3]]  # fmt: skip
+    fill = {"objective_id": world.company, "kpi_id": world.kpi, "kr_id": kr}
     extra = {"/v1/objectives/tree": {"root": world.company}}
     checked = 0
     for route in routes:
