@@ -36,7 +36,11 @@ BACKOFF_S = 0.003  # × attempt (at most 10), jittered: writers stop colliding i
 
 
 class Contended(Exception):  # noqa: N818
-    """The command lost the race for its stream MAX_ATTEMPTS times (HTTP 503: retry)."""
+    """The command lost the race for its stream MAX_ATTEMPTS times, or waited for its gate
+    longer than GATE_WAIT_S (HTTP 503: retry)."""
+
+    def __init__(self) -> None:
+        super().__init__("too many concurrent changes to this resource; try again")
 
 
 class Stale(Exception):  # noqa: N818
@@ -120,7 +124,7 @@ class CommandService:
             with self._gate(stream_id):
                 done = self._attempts(context, stream_id, if_match, decide, expect, MAX_ATTEMPTS)
         if done is None:
-            raise Contended("too many concurrent changes to this resource; try again")
+            raise Contended()
         return done
 
     @contextmanager
@@ -133,7 +137,7 @@ class CommandService:
             gate[1] += 1
         try:
             if not gate[0].acquire(timeout=GATE_WAIT_S):
-                raise Contended("too many concurrent changes to this resource; try again")
+                raise Contended()
             try:
                 yield
             finally:
