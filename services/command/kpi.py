@@ -111,7 +111,7 @@ def revise(s: Kpi, changes: Mapping[str, Any]) -> list[Pending]:
     if target is not None or amber is not None:
         new_target = target if target is not None else s.target
         if amber is None:
-            amber = default_amber(s.direction, new_target)
+            amber = _amber_for(s, new_target)
         else:
             _amber_fits(s.direction, new_target, amber)
         decided.append(
@@ -123,6 +123,22 @@ def revise(s: Kpi, changes: Mapping[str, Any]) -> list[Pending]:
     if not decided:
         raise Invalid("nothing to change")
     return decided
+
+
+def _amber_for(s: Kpi, target: float) -> float:
+    """The amber of a retargeting that gives none: the default one follows the target; one
+    that was chosen (not the default of the current target) stays, if it still lies on the
+    losing side of the new target (else Invalid: the caller must give one)."""
+    if s.amber == default_amber(s.direction, s.target):
+        return default_amber(s.direction, target)
+    try:
+        check_amber(s.direction, target, s.amber)
+    except ValueError:
+        raise Invalid(
+            f"the KPI's amber threshold {s.amber} does not fit the new target {target}"
+            " (it must lie on the losing side of it): give an amber with the target"
+        ) from None
+    return s.amber
 
 
 def retire(s: Kpi, reason: str | None) -> list[Pending]:

@@ -309,6 +309,22 @@ def test_revise_splits_names_from_targets_and_defaults_amber() -> None:
         kpis.revise(state, {"amber": 150.0})
 
 
+@pytest.mark.parametrize("direction", ["increase", "decrease"])
+def test_a_chosen_amber_survives_a_retargeting_that_gives_none(direction: str) -> None:
+    up = direction == "increase"
+    chosen = kpi_state(direction, amber=70.0 if up else 130.0)
+    [(_, payload)] = kpis.revise(chosen, {"target": 120.0 if up else 80.0})
+    assert payload["amber"] == (70.0 if up else 130.0)  # not reset to 90 % of 120
+    # A new target the chosen amber no longer fits: a clear refusal, not a silent reset.
+    with pytest.raises(Invalid, match="give an amber with the target"):
+        kpis.revise(chosen, {"target": 60.0 if up else 140.0})
+    [(_, payload)] = kpis.revise(chosen, {"target": 60.0 if up else 140.0, "amber": 50.0 if up else 150.0})
+    assert payload["amber"] == (50.0 if up else 150.0)
+    # The default amber follows the target.
+    [(_, payload)] = kpis.revise(kpi_state(direction), {"target": 60.0})
+    assert payload["amber"] == (54.0 if up else 66.0)
+
+
 def test_retired_kpis_take_no_commands() -> None:
     state = kpi_state()
     retired = kpis.fold(
