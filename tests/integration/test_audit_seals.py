@@ -466,3 +466,41 @@ def test_a_new_store_is_reported_empty_not_as_written_before_seals(
     assert "the log is empty" in out
     assert "before log seals" not in out
     assert "not anchored" not in out
+
+
+def test_the_readme_re_hash_recipe_checks_every_exported_line(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+) -> None:  # fmt: skip
+    """README's shell recipe, run as written, re-derives each line's hash, also for a line
+    whose numbers and text a general JSON encoder writes differently (1e-7, non-ASCII)."""
+    _point_at(settings, monkeypatch)
+    stream = uuid4()
+    drafted = events.seal(
+        sample("objective.drafted", stream_id=stream, title="Délai ≤ 2 jours ✓"), None
+    )
+    checked = events.seal(
+        sample("key_result.checked_in", stream_id=stream, version=2, value=1e-7), drafted.hash
+    )
+    store = EventStore.from_settings(settings)
+    try:
+        store.append([drafted, checked])
+    finally:
+        store.close()
+    assert export(str(stream)) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 2
+    assert "1e-7" in lines[1] and "✓" in lines[0]  # what a general encoder writes otherwise
+    exported = tmp_path / "export.jsonl"
+    exported.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    block = re.search(r"With standard tools:\n\n```bash\n(.*?)```", readme, re.S)
+    assert block is not None, "README lost its re-hash recipe"
+    command = block.group(1)
+    assert ".venv/bin/okrstream audit export --objective ID" in command
+    script = command.replace(".venv/bin/okrstream audit export --objective ID", f"cat {exported}")
+    ran = subprocess.run(["bash", "-c", script], capture_output=True, text=True, check=True)
+    sums = [line.split()[0] for line in ran.stdout.splitlines()]
+    assert sums == [orjson.loads(line)["hash"] for line in lines]
+    assert [drafted.hash, checked.hash] == sums
