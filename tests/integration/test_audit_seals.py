@@ -490,7 +490,9 @@ def test_the_readme_re_hash_recipe_checks_every_exported_line(
     assert export(str(stream)) == 0
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 2
-    assert "1e-7" in lines[1] and "✓" in lines[0]  # what a general encoder writes otherwise
+    # What a general JSON encoder writes otherwise:
+    assert "1e-7" in lines[1]
+    assert "✓" in lines[0]
     exported = tmp_path / "export.jsonl"
     exported.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
