@@ -120,10 +120,12 @@ def derive_reading_id(
     """The reading id of a reading sent without one (HTTP ingest and direct Kafka alike).
 
     sha256 over "kpi_id|observed_at (UTC isoformat)|repr(value)|source", so a blind retry
-    of the same reading derives the same id and never counts twice.
+    of the same reading derives the same id and never counts twice. `-0` is the same
+    reading as `0` (`+ 0.0` makes -0.0 0.0): a client that writes the one and retries with
+    the other does not count it twice.
     """
     when = observed_at.astimezone(UTC).isoformat()
-    text = f"{str(kpi_id).lower()}|{when}|{float(value)!r}|{source or ''}"
+    text = f"{str(kpi_id).lower()}|{when}|{float(value) + 0.0!r}|{source or ''}"
     return "derived-" + hashlib.sha256(text.encode()).hexdigest()
 
 

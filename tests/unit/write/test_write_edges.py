@@ -25,7 +25,7 @@ from contracts.http import (
     KpiUpdate,
     PromoteCreate,
 )
-from contracts.readings import ReadingIn
+from contracts.readings import ReadingIn, derive_reading_id
 from services.auth.tokens import TokenStore, hash_token
 from services.command import app as command_app
 from services.eventstore import StoredNotification
@@ -229,6 +229,22 @@ def test_judge_rejects_by_index_and_counts_in_batch_duplicates() -> None:
     assert "unknown KPI" in judged.rejected[1]["error"], "another org's KPI looks unknown"
     ids = {row[0] for row in judged.rows}
     assert len(ids) == 2
+
+
+def test_minus_zero_and_zero_are_one_reading_without_a_reading_id() -> None:
+    """A blind retry that writes the value as `0` after `-0.0` (or the other way round)
+    derives the same reading id: counted once, in one batch or across requests."""
+    kpi = uuid.uuid4()
+    facts = {kpi: KpiFacts("acme", False, 1)}
+    at = "2026-02-01T11:00:00Z"
+    judged = judge("acme", [
+        {"kpi_id": str(kpi), "value": -0.0, "observed_at": at},
+        {"kpi_id": str(kpi), "value": 0, "observed_at": at},
+        {"kpi_id": str(kpi), "value": 0.0, "observed_at": at},
+    ], facts.get, NOW)  # fmt: skip
+    assert (len(judged.rows), judged.duplicates) == (1, 2)
+    assert derive_reading_id(kpi, NOW, -0.0, None) == derive_reading_id(kpi, NOW, 0, None)
+    assert derive_reading_id(kpi, NOW, -1e-300, None) != derive_reading_id(kpi, NOW, 0, None)
 
 
 # -- relay records -----------------------------------------------------------------------
