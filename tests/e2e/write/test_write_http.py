@@ -226,6 +226,15 @@ def test_idempotency_key_replays_and_rejects_other_bodies(stack: Stack, tokens: 
     r2 = a.post("/v1/readings", json=readings, headers=rk)
     assert r1.status_code == r2.status_code == 202
     assert r2.json() == r1.json() == {**r1.json(), "accepted": 1, "duplicates": 0}
+    # The same batch serialised anew (key order, whitespace, 3.0 for 3) is the same request.
+    resent = (
+        '{ "readings": [ {"observed_at": "2026-01-05T00:00:00Z", "value": 3.0,\n'
+        f'  "kpi_id": "{kpi}"}} ] }}'
+    )
+    r3 = a.post("/v1/readings", content=resent, headers={**rk, "Content-Type": "application/json"})
+    assert (r3.status_code, r3.json()) == (202, r1.json())
+    other = {"readings": [{**readings["readings"][0], "value": 4}]}
+    problem(a.post("/v1/readings", json=other, headers=rk), 422)
     unkeyed = a.post("/v1/readings", json=readings)
     assert (unkeyed.json()["accepted"], unkeyed.json()["duplicates"]) == (0, 1)
 
