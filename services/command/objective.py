@@ -215,7 +215,8 @@ Loader = Callable[[UUID], "Objective | None"]
 
 
 def check_parent(org_id: str, objective_id: UUID, parent_id: UUID, load: Loader) -> None:
-    """Refuse a parent that is unknown in `org_id` or whose ancestry contains the objective."""
+    """Refuse a parent that is unknown in `org_id`, archived (a command on an archived
+    objective is refused: taking a child is one), or whose ancestry contains the objective."""
     seen: set[UUID] = set()
     current: UUID | None = parent_id
     while current is not None:
@@ -229,6 +230,8 @@ def check_parent(org_id: str, objective_id: UUID, parent_id: UUID, load: Loader)
             if current == parent_id:
                 raise Refused(f"parent objective {parent_id} does not exist in this organisation")
             return
+        if current == parent_id and ancestor.state == "archived":
+            raise Refused(f"parent objective {parent_id} is archived")
         current = ancestor.parent_id
 
 

@@ -116,6 +116,24 @@ def test_a_parent_in_another_organisation_is_refused_like_an_unknown_one() -> No
         objectives.draft(uuid.uuid4(), "acme", {"parent_id": uuid.uuid4()}, lambda _: None)
 
 
+def test_an_archived_objective_takes_no_children() -> None:
+    """A new child of an archived objective (or one moved under it) was accepted: the
+    archived parent's view listed it, its tree did not."""
+    active = new_objective()
+    parent, _ = apply(active, objectives.archive(active))
+    assert parent.state == "archived"
+    known = {parent.id: parent}
+    with pytest.raises(Refused, match="is archived"):
+        objectives.draft(uuid.uuid4(), "acme", {"parent_id": parent.id}, known.get)
+    with pytest.raises(Refused, match="is archived"):
+        objectives.revise(new_objective(), {"parent_id": parent.id}, known.get)
+    # An archived grandparent does not stand in the way of an active parent.
+    child = new_objective(parent=parent.id)
+    assert objectives.draft(
+        uuid.uuid4(), "acme", {"parent_id": child.id}, {**known, child.id: child}.get
+    )
+
+
 def test_archived_objectives_take_no_commands() -> None:
     state, kr = metric(new_objective())
     state, _ = apply(state, objectives.archive(state))
@@ -318,7 +336,9 @@ def test_a_chosen_amber_survives_a_retargeting_that_gives_none(direction: str) -
     # A new target the chosen amber no longer fits: a clear refusal, not a silent reset.
     with pytest.raises(Invalid, match="give an amber with the target"):
         kpis.revise(chosen, {"target": 60.0 if up else 140.0})
-    [(_, payload)] = kpis.revise(chosen, {"target": 60.0 if up else 140.0, "amber": 50.0 if up else 150.0})
+    [(_, payload)] = kpis.revise(
+        chosen, {"target": 60.0 if up else 140.0, "amber": 50.0 if up else 150.0}
+    )
     assert payload["amber"] == (50.0 if up else 150.0)
     # The default amber follows the target.
     [(_, payload)] = kpis.revise(kpi_state(direction), {"target": 60.0})
