@@ -549,6 +549,7 @@ class Projector:
         for r in new:
             groups[(r.kpi_id, r.observed_at[:10])].append(r)
         adds = {key: _day_of(rs) for key, rs in groups.items()}
+        recorded = {key: max(r.recorded_at for r in rs) for key, rs in groups.items()}
         keys = sorted(adds)
         t = tx.tables.kpi_days
         # (kpi_id, day) IN (VALUES ...) would scan the whole table in SQLite: read each
@@ -560,20 +561,23 @@ class Projector:
         for chunk in _chunks(sorted({k[0] for k in keys})):
             for row in tx.cur.execute(
                 f"SELECT kpi_id, day, count, exact_total, minimum, maximum, last_at, last_value,"
-                f" last_key FROM {t} WHERE kpi_id IN ({_marks(len(chunk))})"
+                f" last_key, last_recorded FROM {t} WHERE kpi_id IN ({_marks(len(chunk))})"
                 " AND day >= ? AND day <= ?",
                 [*chunk, first, last],
             ).fetchall():
                 key = (row[0], row[1])
                 if key in adds:
-                    adds[key] = _accumulator(row[2:]).merge(adds[key])
+                    adds[key] = _accumulator(row[2:9]).merge(adds[key])
+                    if row[9] is not None and row[9] > recorded[key]:
+                        recorded[key] = row[9]
         tx.cur.executemany(
             f"INSERT INTO {t} (kpi_id, day, count, total, minimum, maximum, last_at, last_value,"
-            " last_key, exact_total) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            " last_key, exact_total, last_recorded) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
             " ON CONFLICT (kpi_id, day) DO UPDATE SET count = excluded.count,"
             " total = excluded.total, minimum = excluded.minimum, maximum = excluded.maximum,"
             " last_at = excluded.last_at, last_value = excluded.last_value,"
-            " last_key = excluded.last_key, exact_total = excluded.exact_total",
+            " last_key = excluded.last_key, exact_total = excluded.exact_total,"
+            " last_recorded = excluded.last_recorded",
             [
                 (
                     k[0],
@@ -586,6 +590,7 @@ class Projector:
                     a.last_value,
                     a.last_key,
                     total_text(a.scaled_total),
+                    recorded[k],
                 )
                 for k in keys
                 for a in (adds[k],)
@@ -1568,22 +1573,35 @@ class Projector:
         at_change: dict[str, dict[str, Measurement]] = defaultdict(dict)
         # One measure_many pass per (KPI, aggregation, interval, period) answers every
         # instant of every key result that shares them.
-        groups: dict[tuple[Any, ...], list[tuple[dict[str, Measurement], str, datetime, bool]]]
+        # (measurements, kr id, instant, exact, known): `known` is a closed objective's
+        # close, whose score is final: the readings recorded after it do not count.
+        groups: dict[
+            tuple[Any, ...],
+            list[tuple[dict[str, Measurement], str, datetime, bool, datetime | None]],
+        ]
         groups = defaultdict(list)
         for s, at, kr in linked:
             assert kr.kpi_id is not None
             kpi = kpis.get(kr.kpi_id)
             aggregation = kr.aggregation or (kpi.aggregation if kpi else "last")
             interval = kpi.interval if kpi else "day"
+            known = s.closed_at if s.state != "active" else None
             group = groups[(kr.kpi_id, aggregation, interval, s.period)]
-            group.append((found[s.id], kr.id, at, True))
+            group.append((found[s.id], kr.id, at, True, known))
             # target_already_met's instant: its day counts whole (cutting it would read the
             # stored readings at nearly every evaluation of a key result added that day).
-            group.append((at_change[s.id], kr.id, min(at, kr.targets[-1].since), False))
+            group.append((at_change[s.id], kr.id, min(at, kr.targets[-1].since), False, known))
+        late: dict[tuple[str, date, date, datetime], set[date]] = {}
         for (kpi_id, aggregation, interval, period), wanted in groups.items():
             series = self._series(tx, kpis.get(kpi_id), kpi_id, days, aggregation, interval, period)
             kpi_days = days.get(kpi_id, {})
-            for into, kr_id, at, exact in wanted:
+            for into, kr_id, at, exact, known in wanted:
+                recount: dict[date, datetime | None] = {}
+                if known is not None:
+                    span = (kpi_id, period.start, at.astimezone(UTC).date(), known)
+                    if span not in late:
+                        late[span] = self._recorded_after(tx, *span)
+                    recount = dict.fromkeys(late[span])
                 day = kpi_days.get(at.astimezone(UTC).date()) if exact and at < tx.now else None
                 if day is not None and day.last_at is not None and day.last_at > at:
                     # Readings observed after a past evaluation time on its day (a close at
@@ -1593,44 +1611,63 @@ class Projector:
                     # evaluation now counts today whole: a reading observed a little ahead
                     # (up to 5 minutes is accepted) counts at once, as later notices count
                     # one of tomorrow once its day comes, and no pass would count it later.
-                    into[kr_id] = self._measure_cut(
-                        tx, kpi_id, kpi_days, aggregation, interval, period, at
+                    recount[at.astimezone(UTC).date()] = at
+                if recount:
+                    into[kr_id] = measure(
+                        self._recounted(tx, kpi_id, kpi_days, recount, known).items(),
+                        aggregation,
+                        interval,
+                        period,
+                        at,
                     )
                 else:
                     into[kr_id] = series.at(at)
         return found, at_change
 
-    def _measure_cut(
+    def _recorded_after(
+        self, tx: Tx, kpi_id: str, first: date, last: date, known: datetime
+    ) -> set[date]:
+        """The days in [first, last] of the KPI with readings recorded after `known` (or not
+        known to have none: a day stored before v8 tracked it)."""
+        return {
+            date.fromisoformat(str(day))
+            for (day,) in tx.cur.execute(
+                f"SELECT day FROM {tx.tables.kpi_days} WHERE kpi_id = ? AND day >= ?"
+                " AND day <= ? AND (last_recorded IS NULL OR last_recorded > ?)",
+                (kpi_id, first.isoformat(), last.isoformat(), iso(known)),
+            ).fetchall()
+        }
+
+    def _recounted(
         self,
         tx: Tx,
         kpi_id: str,
         kpi_days: dict[date, Accumulator],
-        aggregation: str,
-        interval: str,
-        period: Period,
-        at: datetime,
-    ) -> Measurement:
-        """The measurement at `at` counting only the readings observed up to `at` on its
-        day (API.md: readings up to the evaluation time), from the stored readings."""
-        day = at.date()
-        rows = tx.cur.execute(
-            f"SELECT value, observed_at, reading_id FROM {tx.tables.readings}"
-            " WHERE kpi_id = ? AND observed_at >= ? AND observed_at <= ?",
-            (kpi_id, iso(datetime.combine(day, dt_time(), tzinfo=UTC)), iso(at)),
-        ).fetchall()
-        cut = {d: acc for d, acc in kpi_days.items() if d != day}
-        if rows:
-            last_at, last_key, last_value = max((str(o), str(k), float(v)) for v, o, k in rows)
-            cut[day] = Accumulator.of_values(
-                [float(v) for v, _, _ in rows], parse_iso(last_at), last_key, last_value
+        recount: dict[date, datetime | None],
+        known: datetime | None,
+    ) -> dict[date, Accumulator]:
+        """The KPI's days with these days counted again from the stored readings: each up
+        to its instant (None: the whole day; API.md: readings up to the evaluation time),
+        and only those recorded up to `known` when given."""
+        days = {d: acc for d, acc in kpi_days.items() if d not in recount}
+        for day, upto in sorted(recount.items()):
+            start = datetime.combine(day, dt_time(), tzinfo=UTC)
+            end = upto if upto is not None else start + timedelta(days=1, microseconds=-1)
+            query = (
+                f"SELECT value, observed_at, reading_id FROM {tx.tables.readings}"
+                " WHERE kpi_id = ? AND observed_at >= ? AND observed_at <= ?"
             )
-        return measure(
-            cut.items(),
-            aggregation,  # type: ignore[arg-type]
-            interval,  # type: ignore[arg-type]
-            period,
-            at,
-        )
+            params: list[Any] = [kpi_id, iso(start), iso(end)]
+            if known is not None:
+                query += " AND recorded_at <= ?"
+                params.append(iso(known))
+            rows = tx.cur.execute(query, params).fetchall()
+            if rows:
+                last_at, last_key, last_value = max((str(o), str(k), float(v)) for v, o, k in rows)
+                days[day] = Accumulator.of_values(
+                    [float(v) for v, _, _ in rows], parse_iso(last_at), last_key, last_value
+                )
+        return days
 
     def _series(
         self,

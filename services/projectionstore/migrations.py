@@ -95,11 +95,28 @@ def _rescore_all(cur: Cursor, t: Tables) -> None:
     )
 
 
+def _v7_to_v8(cur: Cursor, t: Tables) -> None:
+    """v8 keeps each KPI day's latest recorded_at (kpi_days.last_recorded), filled in here
+    from the stored readings: a closed objective's score is final, counting the readings
+    recorded up to its close, and a reading recorded after it (a backdated import) changed
+    it. Every objective is then re-scored (`_rescore_all`)."""
+    if "last_recorded" not in table_columns(cur, t.kpi_days):
+        cur.execute(f"ALTER TABLE {t.kpi_days} ADD COLUMN last_recorded TEXT")
+    # A day's readings are those whose observed_at text begins with it ('U' follows 'T').
+    cur.execute(
+        f"UPDATE {t.kpi_days} SET last_recorded = (SELECT MAX(r.recorded_at) FROM"
+        f" {t.readings} r WHERE r.kpi_id = {t.kpi_days}.kpi_id"
+        f" AND r.observed_at >= {t.kpi_days}.day AND r.observed_at < {t.kpi_days}.day || 'U')"
+    )
+    _rescore_all(cur, t)
+
+
 STEPS: dict[int, Callable[[Cursor, Tables], None]] = {
     3: _v3_to_v4,
     4: _v4_to_v5,
     5: _rescore_all,
     6: _rescore_all,
+    7: _v7_to_v8,
 }
 """From schema version N to N + 1, in place."""
 

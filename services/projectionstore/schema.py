@@ -14,7 +14,7 @@ import hashlib
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-PROJECTION_SCHEMA_VERSION = 7
+PROJECTION_SCHEMA_VERSION = 8
 """Bump when the projection tables or the arithmetic change: the processor then migrates in
 place where services/projectionstore/migrations.py has the step, else rebuilds."""
 
@@ -306,7 +306,10 @@ class Tables:
             f" last_value {real}, last_key TEXT,"
             # The exact rational sum "num/den" (Accumulator.exact_total): sums and averages
             # stay independent of the order readings arrive in; `total` is its float.
-            " exact_total TEXT NOT NULL DEFAULT '0', PRIMARY KEY (kpi_id, day))",
+            " exact_total TEXT NOT NULL DEFAULT '0',"
+            # The latest recorded_at of the day's readings: a closed objective counts the
+            # readings known at its close, and only a day recorded into since is re-read.
+            " last_recorded TEXT, PRIMARY KEY (kpi_id, day))",
             # One row per change of an objective's score, with the causing event.
             f"CREATE TABLE IF NOT EXISTS {t.score_history} ("
             " objective_id TEXT NOT NULL, seq BIGINT NOT NULL, org_id TEXT NOT NULL,"

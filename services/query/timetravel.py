@@ -164,38 +164,54 @@ def kpi_days_at(
     known_at: datetime | None,
 ) -> dict[date, Accumulator]:
     """Day accumulators of the KPI's readings observed in [first_day 00:00Z, at] (and
-    recorded ≤ known_at), by UTC day. For valid time alone the complete days come from
-    kpi_days and only the UTC day of `at` is read reading by reading."""
+    recorded ≤ known_at), by UTC day. The complete days come from kpi_days (with known_at,
+    those whose readings were all recorded by then: kpi_days.last_recorded); the UTC day of
+    `at`, and the days recorded into after known_at, are read reading by reading."""
     at = as_utc(at, "at")
     at_text, at_day = iso(at), at.date()
-    if known_at is None:
-        days = {
-            date.fromisoformat(row[0]): accumulator_of(row)
-            for row in r.rows(
-                f"SELECT {DAY_COLUMNS} FROM {r.t.kpi_days}"
-                " WHERE kpi_id = ? AND day >= ? AND day < ?",
-                (kpi_id, first_day.isoformat(), at_day.isoformat()),
-            )
-        }
+    if known_at is not None:
+        known = iso(known_at)
+        found: dict[date, Accumulator] = {}
+        recount: list[tuple[date, str]] = []
+        for row in r.rows(
+            f"SELECT {DAY_COLUMNS}, last_recorded FROM {r.t.kpi_days}"
+            " WHERE kpi_id = ? AND day >= ? AND day < ?",
+            (kpi_id, first_day.isoformat(), at_day.isoformat()),
+        ):
+            day = date.fromisoformat(row[0])
+            if row[-1] is not None and row[-1] <= known:
+                found[day] = accumulator_of(row[:-1])
+            else:
+                recount.append((day, iso(datetime.combine(day, time.max, UTC))))
         if at_day >= first_day:
-            rows = r.rows(
-                f"SELECT value, observed_at, reading_id FROM {r.t.readings}"
-                " WHERE kpi_id = ? AND observed_at >= ? AND observed_at <= ?",
-                (kpi_id, iso(datetime.combine(at_day, time(), UTC)), at_text),
+            recount.append((at_day, at_text))
+        for day, end in recount:
+            found.update(
+                _day_accumulators(
+                    r.rows(
+                        f"SELECT value, observed_at, reading_id FROM {r.t.readings}"
+                        " WHERE kpi_id = ? AND observed_at >= ? AND observed_at <= ?"
+                        " AND recorded_at <= ?",
+                        (kpi_id, iso(datetime.combine(day, time(), UTC)), end, known),
+                    )
+                )
             )
-            days.update(_day_accumulators(rows))
-        return days
-    rows = r.rows(
-        f"SELECT value, observed_at, reading_id FROM {r.t.readings}"
-        " WHERE kpi_id = ? AND observed_at >= ? AND observed_at <= ? AND recorded_at <= ?",
-        (
-            kpi_id,
-            iso(datetime.combine(first_day, time(), UTC)),
-            at_text,
-            iso(known_at),
-        ),
-    )
-    return _day_accumulators(rows)
+        return found
+    days = {
+        date.fromisoformat(row[0]): accumulator_of(row)
+        for row in r.rows(
+            f"SELECT {DAY_COLUMNS} FROM {r.t.kpi_days} WHERE kpi_id = ? AND day >= ? AND day < ?",
+            (kpi_id, first_day.isoformat(), at_day.isoformat()),
+        )
+    }
+    if at_day >= first_day:
+        rows = r.rows(
+            f"SELECT value, observed_at, reading_id FROM {r.t.readings}"
+            " WHERE kpi_id = ? AND observed_at >= ? AND observed_at <= ?",
+            (kpi_id, iso(datetime.combine(at_day, time(), UTC)), at_text),
+        )
+        days.update(_day_accumulators(rows))
+    return days
 
 
 def _kpi_meta(r: Reads, kpi_id: str) -> tuple[str, str] | None:
@@ -265,11 +281,14 @@ def _own_view(
     at = as_of or known_at or as_utc(r.now, "now")
     # The final score is fixed at closing, also once the objective is archived: the
     # processor's rule (Projector.evaluation_time), closed_at whenever it is not active.
+    # Final means known at closing too: the readings recorded after it do not count.
+    known_eval = known_at
     if state.closed_at is not None and state.state != "active":
         at_eval = min(at, state.closed_at)
+        known_eval = state.closed_at if known_at is None else min(known_at, state.closed_at)
     else:
         at_eval = at
-    score, kr_scores = evaluate(state, _measurements(r, state, at_eval, known_at), at_eval)
+    score, kr_scores = evaluate(state, _measurements(r, state, at_eval, known_eval), at_eval)
     view = {
         "id": state.id,
         "title": state.title,

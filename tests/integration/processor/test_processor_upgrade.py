@@ -181,10 +181,11 @@ def test_processors_starting_together_rebuild_one_at_a_time(settings: Settings) 
         second.close()
 
 
-@pytest.mark.parametrize("stored", ["5", "6"])
-def test_a_v5_or_v6_store_is_re_scored_in_place(settings: Settings, stored: str) -> None:
-    """v6 and v7 correct the arithmetic: every objective is deferred, with no cause, so the
-    next pass re-evaluates it under the new rules without writing a history row."""
+@pytest.mark.parametrize("stored", ["5", "6", "7"])
+def test_a_v5_to_v7_store_is_re_scored_in_place(settings: Settings, stored: str) -> None:
+    """v6, v7 and v8 correct the arithmetic: every objective is deferred, with no cause, so
+    the next pass re-evaluates it under the new rules without writing a history row. v8
+    also keeps each KPI day's latest recorded_at, filled in from the stored readings."""
     log = Log()
     objectives, _ = synthetic(log, objectives=6, kpis=2, readings=30)
     db = Database.from_settings(settings, settings.projections_db_path)
@@ -196,10 +197,18 @@ def test_a_v5_or_v6_store_is_re_scored_in_place(settings: Settings, stored: str)
         with db.transaction() as cur:
             (history,) = cur.execute(f"SELECT COUNT(*) FROM {t.score_history}").fetchone()
             cur.execute(f"UPDATE {t.objectives} SET score = -1")  # as if scored otherwise
+            cur.execute(f"ALTER TABLE {t.kpi_days} DROP COLUMN last_recorded")  # before v8
             cur.execute(
                 "UPDATE projection_meta SET value = ? WHERE key = 'schema_version'", (stored,)
             )
-        assert migrate(db) == PROJECTION_SCHEMA_VERSION == 7
+        assert migrate(db) == PROJECTION_SCHEMA_VERSION == 8
+        latest: dict[tuple[str, str], str] = {}
+        for r in log.reading_rows():
+            key = (r.kpi_id, r.observed_at[:10])
+            latest[key] = max(latest.get(key, ""), r.recorded_at)
+        with db.transaction(write=False) as cur:
+            days = cur.execute(f"SELECT kpi_id, day, last_recorded FROM {t.kpi_days}").fetchall()
+        assert {(k, d): r for k, d, r in days} == latest
         with db.transaction(write=False) as cur:
             found = cur.execute(f"SELECT objective_id FROM {t.pending_notices}").fetchall()
             pending = {o for (o,) in found}

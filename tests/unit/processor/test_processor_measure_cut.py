@@ -4,16 +4,19 @@ closed, in whatever order readings and the close arrive."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from uuid import uuid4
+from uuid import UUID, uuid4, uuid5
 
 import pytest
 
 from services.processor.projector import Projector
 from services.projectionstore.db import Database
 from services.projectionstore.meta import ensure_schema
-from tests.unit.processor.builders import Log
+from services.projectionstore.schema import Tables
+from services.query.reads import Reads
+from services.query.timetravel import objective_at
+from tests.unit.processor.builders import NS, Log
 
 NOW = datetime(2026, 2, 15, 22, tzinfo=UTC)
 CLOSED = datetime(2026, 2, 15, 10, tzinfo=UTC)
@@ -66,3 +69,86 @@ def test_a_closed_objective_ignores_readings_later_on_its_closing_day(
     assert row == ("closed", pytest.approx(0.4))
     assert closure == (pytest.approx(0.4),)
     assert highest == pytest.approx(0.4), "no history row ever counted the later reading"
+
+
+def _late(log: Log, kpi: UUID, value: float, observed: datetime, recorded: datetime) -> None:
+    """A reading observed at `observed` that the event store recorded at `recorded`."""
+    rid = f"late-{observed.isoformat()}-{recorded.isoformat()}"
+    log.emit(
+        "reading.recorded", uuid5(NS, rid), at=recorded, kpi_id=kpi, value=value,
+        observed_at=observed, reading_id=rid,
+    )  # fmt: skip
+
+
+def _view(p: Projector, db: Database, oid: UUID) -> tuple[object, ...]:
+    with db.transaction(write=False) as cur:
+        row = cur.execute(
+            "SELECT state, score FROM g1_objectives WHERE objective_id = ?", (str(oid),)
+        ).fetchone()
+        final = [s for (s,) in cur.execute("SELECT score FROM g1_score_history").fetchall()]
+        kinds = {
+            (k, r)
+            for k, r in cur.execute(
+                "SELECT kind, reason FROM g1_detections WHERE subject_type = 'objective'"
+                " AND resolved_at IS NULL"
+            ).fetchall()
+        }
+    return row, final[-1], kinds
+
+
+@pytest.mark.parametrize("aggregation", ["sum", "last", "max"])
+@pytest.mark.parametrize("close_first", [True, False])
+def test_a_closed_objective_ignores_readings_recorded_after_its_close(
+    tmp_path: Path, aggregation: str, close_first: bool
+) -> None:
+    """API.md: closing fixes the final score. A backdated reading recorded after the close
+    (an import) raised a closed objective from 0.2 to 1.0 and flipped its final detections;
+    one recorded before the close counts, even when the processor applies it after."""
+    log = Log()
+    o, k, kr = uuid4(), uuid4(), uuid4()
+    at = datetime(2026, 1, 5, tzinfo=UTC)
+    log.kpi(k, target=10.0, amber=9.0, interval="day", aggregation=aggregation)
+    log.emit(
+        "objective.drafted", o, at=at, title="O", owner="ana", level="team",
+        period={"start": "2026-01-01", "end": "2026-03-31"},
+    )  # fmt: skip
+    log.emit(
+        "key_result.added", o, at=at, kr_id=kr, title="K", kind="metric", start=0.0,
+        target=100.0, kpi_id=k,
+    )  # fmt: skip
+    log.reading(k, 20.0, datetime(2026, 2, 3, 9, tzinfo=UTC), "known")
+    # Recorded before the close (in flight when it was applied): counts.
+    _late(log, k, 10.0, datetime(2026, 2, 10, tzinfo=UTC), CLOSED - timedelta(minutes=1))
+    log.emit("objective.closed", o, at=CLOSED)
+    # Recorded after the close, observed before it: on a day with known readings, on a
+    # day without, and on the closing day before the close.
+    _late(log, k, 200.0, datetime(2026, 2, 3, 12, tzinfo=UTC), CLOSED + timedelta(days=1))
+    _late(log, k, 300.0, datetime(2026, 2, 5, tzinfo=UTC), CLOSED + timedelta(days=1))
+    _late(log, k, 400.0, datetime(2026, 2, 15, 8, tzinfo=UTC), CLOSED + timedelta(hours=1))
+
+    db = Database("sqlite", path=tmp_path / "p.sqlite")
+    ensure_schema(db)
+    p = Projector(db, clock=lambda: NOW)
+    goals, rows = log.goal_items(), log.reading_rows()
+    known, late = rows[:1], rows[1:]  # the in-flight one is applied with the late ones
+    if close_first:
+        p.apply_goal_batch(goals, p.apply_readings(known))
+        p.apply_goal_batch([], p.apply_readings(late))
+    else:
+        p.apply_goal_batch([], p.apply_readings(rows))
+        p.apply_goal_batch(goals, [])
+    expected = {"sum": 0.3, "last": 0.1, "max": 0.2}[aggregation]  # 20 and 10 only
+    row, final, kinds = _view(p, db, o)
+    assert row == ("closed", pytest.approx(expected))
+    assert final == pytest.approx(expected)
+    assert ("over_reach", "final") in kinds
+    assert ("under_reach", "final") not in kinds
+
+    # The as_of view agrees, before and after the late readings were recorded.
+    with db.transaction(write=False) as cur:
+        reads = Reads(cur, Tables(1), "acme", NOW)
+        for as_of in (CLOSED + timedelta(hours=2), NOW):
+            view = objective_at(reads, str(o), as_of, None)
+            assert view is not None
+            assert view["score"] == pytest.approx(expected)
+    db.close()
