@@ -123,6 +123,10 @@ class ObjectiveState:
     closed_at: datetime | None
     key_results: tuple[KeyResultState, ...]
     checkins: tuple[CheckIn, ...]
+    # When the close was recorded (knowledge time): its final score counts the readings
+    # recorded by then. A close imported with an earlier occurred_at counts the readings
+    # recorded before it was; only those recorded after the close do not.
+    closed_known_at: datetime | None = None
 
     def key_result(self, kr_id: str) -> KeyResultState | None:
         """The key result `kr_id` (removed ones included), or None."""
@@ -211,7 +215,7 @@ def fold_cut(cut: Iterable[events.Event]) -> ObjectiveState | None:
     return state
 
 
-SNAPSHOT_FORMAT = 1  # raise when from_snapshot can no longer read what it could before
+SNAPSHOT_FORMAT = 2  # raise when from_snapshot can no longer read what it could before
 
 
 def from_snapshot(data: Mapping[str, Any]) -> ObjectiveState:
@@ -237,7 +241,7 @@ def from_snapshot(data: Mapping[str, Any]) -> ObjectiveState:
         for c in data["checkins"]
     )
     start, end = data["period"]["start"], data["period"]["end"]
-    closed_at = data["closed_at"]
+    closed_at, closed_known_at = data["closed_at"], data["closed_known_at"]
     return ObjectiveState(
         **{
             **data,
@@ -245,6 +249,7 @@ def from_snapshot(data: Mapping[str, Any]) -> ObjectiveState:
             "created_at": dt(data["created_at"]),
             "updated_at": dt(data["updated_at"]),
             "closed_at": None if closed_at is None else dt(closed_at),
+            "closed_known_at": None if closed_known_at is None else dt(closed_known_at),
             "key_results": key_results,
             "checkins": checkins,
         }
@@ -323,12 +328,18 @@ def _rescheduled(state: ObjectiveState | None, e: events.ObjectiveRescheduled) -
 
 @_handles(events.ObjectiveClosed)
 def _closed(state: ObjectiveState | None, e: events.ObjectiveClosed) -> ObjectiveState:
-    return _touch(_existing(state, e), e, state="closed", closed_at=e.occurred_at)
+    return _touch(
+        _existing(state, e),
+        e,
+        state="closed",
+        closed_at=e.occurred_at,
+        closed_known_at=e.recorded_at,
+    )
 
 
 @_handles(events.ObjectiveReopened)
 def _reopened(state: ObjectiveState | None, e: events.ObjectiveReopened) -> ObjectiveState:
-    return _touch(_existing(state, e), e, state="active", closed_at=None)
+    return _touch(_existing(state, e), e, state="active", closed_at=None, closed_known_at=None)
 
 
 @_handles(events.ObjectiveArchived)

@@ -1573,8 +1573,9 @@ class Projector:
         at_change: dict[str, dict[str, Measurement]] = defaultdict(dict)
         # One measure_many pass per (KPI, aggregation, interval, period) answers every
         # instant of every key result that shares them.
-        # (measurements, kr id, instant, exact, known): `known` is a closed objective's
-        # close, whose score is final: the readings recorded after it do not count.
+        # (measurements, kr id, instant, exact, known): `known` is when a closed
+        # objective's close was recorded: its score is final, the readings recorded after
+        # it do not count.
         groups: dict[
             tuple[Any, ...],
             list[tuple[dict[str, Measurement], str, datetime, bool, datetime | None]],
@@ -1585,7 +1586,7 @@ class Projector:
             kpi = kpis.get(kr.kpi_id)
             aggregation = kr.aggregation or (kpi.aggregation if kpi else "last")
             interval = kpi.interval if kpi else "day"
-            known = s.closed_at if s.state != "active" else None
+            known = (s.closed_known_at or s.closed_at) if s.state != "active" else None
             group = groups[(kr.kpi_id, aggregation, interval, s.period)]
             group.append((found[s.id], kr.id, at, True, known))
             # target_already_met's instant: its day counts whole (cutting it would read the

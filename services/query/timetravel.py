@@ -281,11 +281,13 @@ def _own_view(
     at = as_of or known_at or as_utc(r.now, "now")
     # The final score is fixed at closing, also once the objective is archived: the
     # processor's rule (Projector.evaluation_time), closed_at whenever it is not active.
-    # Final means known at closing too: the readings recorded after it do not count.
+    # Final means known at closing too: the readings recorded after the close was recorded
+    # do not count (Projector._measurements).
     known_eval = known_at
     if state.closed_at is not None and state.state != "active":
         at_eval = min(at, state.closed_at)
-        known_eval = state.closed_at if known_at is None else min(known_at, state.closed_at)
+        closed_known = state.closed_known_at or state.closed_at
+        known_eval = closed_known if known_at is None else min(known_at, closed_known)
     else:
         at_eval = at
     score, kr_scores = evaluate(state, _measurements(r, state, at_eval, known_eval), at_eval)

@@ -152,3 +152,39 @@ def test_a_closed_objective_ignores_readings_recorded_after_its_close(
             assert view is not None
             assert view["score"] == pytest.approx(expected)
     db.close()
+
+
+def test_an_imported_close_counts_the_readings_recorded_before_it_was(tmp_path: Path) -> None:
+    """A close imported with an earlier occurred_at (history brought in afterwards) counts
+    the readings recorded before the close was recorded, though after its valid time; a
+    replay gave such objectives 0 when the cut was the valid time."""
+    log = Log()
+    o, k, kr = uuid4(), uuid4(), uuid4()
+    at = datetime(2026, 1, 5, tzinfo=UTC)
+    log.kpi(k, target=10.0, amber=9.0, interval="day", aggregation="sum")
+    log.emit(
+        "objective.drafted", o, at=at, title="O", owner="ana", level="team",
+        period={"start": "2026-01-01", "end": "2026-03-31"},
+    )  # fmt: skip
+    log.emit(
+        "key_result.added", o, at=at, kr_id=kr, title="K", kind="metric", start=0.0,
+        target=100.0, kpi_id=k,
+    )  # fmt: skip
+    imported = datetime(2026, 4, 20, tzinfo=UTC)  # when the history was brought in
+    _late(log, k, 50.0, datetime(2026, 2, 3, tzinfo=UTC), imported)
+    log.emit("objective.closed", o, at=CLOSED, recorded_at=imported + timedelta(hours=1))
+    _late(log, k, 40.0, datetime(2026, 2, 4, tzinfo=UTC), imported + timedelta(days=1))
+
+    db = Database("sqlite", path=tmp_path / "p.sqlite")
+    ensure_schema(db)
+    p = Projector(db, clock=lambda: datetime(2026, 5, 1, tzinfo=UTC))
+    p.apply_goal_batch(log.goal_items(), p.apply_readings(log.reading_rows()))
+    row, final, _ = _view(p, db, o)
+    assert row == ("closed", pytest.approx(0.5))  # the 50, not the 40 recorded later
+    assert final == pytest.approx(0.5)
+    with db.transaction(write=False) as cur:
+        reads = Reads(cur, Tables(1), "acme", datetime(2026, 5, 1, tzinfo=UTC))
+        view = objective_at(reads, str(o), datetime(2026, 4, 30, tzinfo=UTC), None)
+        assert view is not None
+        assert view["score"] == pytest.approx(0.5)
+    db.close()
