@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
@@ -237,6 +238,36 @@ def test_idempotency_key_replays_and_rejects_other_bodies(stack: Stack, tokens: 
     problem(a.post("/v1/readings", json=other, headers=rk), 422)
     unkeyed = a.post("/v1/readings", json=readings)
     assert (unkeyed.json()["accepted"], unkeyed.json()["duplicates"]) == (0, 1)
+
+
+def test_idempotency_key_replays_error_answers_and_waits_for_one_in_progress(
+    stack: Stack, tokens: TokenStore
+) -> None:
+    a = api(stack, tokens, f"org-{uuid.uuid4().hex[:6]}")
+    oid = new_objective(a)["id"]
+    reopen, key = f"/v1/objectives/{oid}/reopen", {"Idempotency-Key": "ik-409"}
+    first = a.post(reopen, headers=key)
+    assert problem(first, 409)
+    closed = a.post(f"/v1/objectives/{oid}/close")
+    assert closed.status_code == 200, closed.text
+    # Reopening would succeed now: the same request with the same key is the first answer.
+    again = a.post(reopen, headers=key)
+    assert problem(again, 409) == first.json()
+    follow = a.post(reopen, headers={"Idempotency-Key": "ik-fresh"})
+    assert follow.status_code == 200, follow.text
+    assert follow.json()["version"] == closed.json()["version"] + 1, "the replay appended nothing"
+
+    # Identical requests at once: one command, one answer for all of them.
+    body = {"title": "Once", "owner": "ana", "level": "team", "period": PERIOD}
+    same = {"Idempotency-Key": uuid.uuid4().hex}
+    with ThreadPoolExecutor(10) as pool:
+        answers = list(pool.map(lambda _: a.post("/v1/objectives", json=body, headers=same),
+                                range(10)))  # fmt: skip
+    assert [r.status_code for r in answers] == [201] * 10, [r.text for r in answers]
+    assert {r.text for r in answers} == {answers[0].text}
+    assert answers[0].json()["version"] == 1
+    created = a.patch(f"/v1/objectives/{answers[0].json()['id']}", json={"title": "v"})
+    assert created.json()["version"] == 2, "exactly one event was appended"
 
 
 def test_readings_of_a_kpi_retired_a_moment_ago_are_refused(

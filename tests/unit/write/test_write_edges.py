@@ -94,7 +94,7 @@ def test_keys_are_scoped_by_organisation_and_durable(
 
 def test_a_failed_request_releases_its_key(keys: IdempotencyStore) -> None:
     def failing(_retried: bool) -> Answer:
-        raise Problem(409, "no")
+        raise Problem(503, "no")  # transient: a definitive 409 is replayed instead
 
     with pytest.raises(Problem):
         run_once(keys, "acme", "k", "fp", failing)
@@ -103,11 +103,13 @@ def test_a_failed_request_releases_its_key(keys: IdempotencyStore) -> None:
     assert len(calls) == 1
 
 
-def test_a_pending_key_is_409_then_taken_over_when_stale(keys: IdempotencyStore) -> None:
+def test_a_pending_key_is_503_then_taken_over_when_stale(keys: IdempotencyStore) -> None:
     assert keys.begin("acme", "k", "fp").retried is False  # type: ignore[union-attr]
+    keys.wait_s = 0.2
     with pytest.raises(Problem) as raised:
         keys.begin("acme", "k", "fp")
-    assert raised.value.status == 409
+    assert raised.value.status == 503
+    assert raised.value.headers == {"Retry-After": "1"}
     keys.clock_cell[0] += 31  # type: ignore[attr-defined]
     begun = keys.begin("acme", "k", "fp")
     assert begun.retried is True  # type: ignore[union-attr]
