@@ -31,7 +31,8 @@ from dataclasses import dataclass, field
 import orjson
 
 import events
-from services.eventstore.store import EventStore, StoredNotification
+from services.eventstore.existing import store_missing
+from services.eventstore.store import EventStore, StoredNotification, StoreUnavailableError
 from services.processor.carry import Carrier
 from services.processor.episodes import carry_detections
 from services.processor.projector import Projector, Tx
@@ -318,6 +319,15 @@ def main(settings: Settings | None = None) -> int:
     settings = settings or load_settings()
     tune_gc()
     logging.basicConfig(level=settings.log_level)
+    # Never from an empty store that opening would create (a mistyped OKR_DATA_DIR, a
+    # removed events.sqlite): the rebuild would swap empty tables in for the live ones.
+    try:
+        missing = store_missing(settings)
+    except StoreUnavailableError as exc:
+        missing = str(exc)
+    if missing is not None:
+        print(f"okrstream replay: {missing}; the projections are left as they are", file=sys.stderr)
+        return 1
     db = Database.from_settings(settings, settings.projections_db_path, sqlite_cache_kib=64 * 1024)
     store = EventStore.from_settings(settings)
     try:

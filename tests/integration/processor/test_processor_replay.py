@@ -20,6 +20,7 @@ from services.processor.carry import Carrier
 from services.processor.digest import content_hash
 from services.processor.projector import Projector
 from services.processor.records import Notice, ReadingRow, direct_reading
+from services.processor.replay import main as replay_main
 from services.processor.replay import rebuild
 from services.projectionstore.db import Database
 from services.projectionstore.meta import create_tables, ensure_schema, live_generation
@@ -404,3 +405,27 @@ def test_a_replay_keeps_what_the_detections_topic_told(settings: Settings) -> No
         ("detection.resolved", gone, 2)
     ]
     assert {i for i, row in after.items() if row[5] is None} == set(active)
+
+
+def test_replay_without_an_event_store_refuses_and_keeps_the_projections(
+    settings: Settings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Pointed where there is no event store (a mistyped OKR_DATA_DIR, only the projections
+    copied), `okrstream replay` opened an empty one, swapped empty tables in for the live
+    ones and exited 0."""
+    log = Log()
+    synthetic(log, objectives=3, kpis=2, readings=10)
+    db = Database.from_settings(settings, settings.projections_db_path)
+    ensure_schema(db)
+    try:
+        live = Projector(db)
+        live.apply_goal_take(log.goal_items(), live.apply_readings(log.reading_rows()), [])
+        before = live_hash(db)
+        assert replay_main(settings) == 1
+        assert "no event store" in capsys.readouterr().err
+        assert live_hash(db) == before
+        with db.transaction(write=False) as cur:
+            assert live_generation(cur) == 1
+    finally:
+        db.close()
+    assert not settings.events_db_path.exists(), "no empty store was created"
