@@ -74,18 +74,22 @@ def _items(raw: bytes, limit: int) -> list[Any]:
     return items
 
 
-def _fingerprinted(items: list[Any]) -> bytes:
+def _fingerprinted(items: list[Any], raw: bytes) -> bytes:
     """The batch as its Idempotency-Key fingerprint sees it: parsed and written again with
     sorted keys, and every `value` written as a float. A retry that a client serialised
     anew (other key order or whitespace, `1` for `1.0`) is the same request; another
-    reading, value or id is another one."""
+    reading, value or id is another one. A body nested deeper than orjson writes (its
+    readings are rejected anyway) is fingerprinted by its bytes."""
     same = [
         {**item, "value": float(item["value"])}
         if isinstance(item, dict) and type(item.get("value")) is int
         else item
         for item in items
     ]
-    return orjson.dumps(same, option=orjson.OPT_SORT_KEYS)
+    try:
+        return orjson.dumps(same, option=orjson.OPT_SORT_KEYS)
+    except orjson.JSONEncodeError:
+        return raw
 
 
 def build_router() -> APIRouter:
@@ -133,7 +137,7 @@ def build_router() -> APIRouter:
                 ) from None
 
         def run() -> Answer:
-            fp = fingerprint("POST", request.url.path, _fingerprinted(items))
+            fp = fingerprint("POST", request.url.path, _fingerprinted(items, raw))
             return run_once(request.app.state.idempotency, principal.org_id, key, fp, produce)
 
         answer = await run_in_threadpool(run)
