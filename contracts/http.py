@@ -14,7 +14,8 @@ from uuid import UUID
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
-from contracts.readings import MAX_MAGNITUDE, JsonNumber, Rfc3339, number_text
+from contracts.readings import MAX_MAGNITUDE, JsonNumber, number_text
+from contracts.timestamps import Rfc3339, date_text
 
 Level = Literal["company", "department", "team", "individual"]
 KeyResultKind = Literal["metric", "milestone", "maintain"]
@@ -59,13 +60,6 @@ def _amber_bounded(value: float) -> float:
     raise ValueError(f"must be between {number_text(-MAX_AMBER)} and {number_text(MAX_AMBER)}")
 
 
-def _date_text(value: object) -> object:
-    # A bare number is not a date (pydantic's lax mode would read it as a Unix time).
-    if isinstance(value, int | float):
-        raise ValueError("must be a date as YYYY-MM-DD text")
-    return value
-
-
 def _period_date(value: date) -> date:
     if not FIRST_PERIOD_DATE <= value <= LAST_PERIOD_DATE:
         raise ValueError(
@@ -79,7 +73,7 @@ Measure = Annotated[JsonNumber, AfterValidator(_measurable)]
 """A key result's start or target."""
 Amber = Annotated[float, Field(strict=True), AfterValidator(_amber_bounded)]
 Weight = Annotated[float, Field(strict=True, allow_inf_nan=False, ge=MIN_WEIGHT, le=MAX_WEIGHT)]
-PeriodDate = Annotated[date, BeforeValidator(_date_text), AfterValidator(_period_date)]
+PeriodDate = Annotated[date, BeforeValidator(date_text), AfterValidator(_period_date)]
 Title = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(_no_nul)]
 Owner = Annotated[str, Field(min_length=1, max_length=100), AfterValidator(_no_nul)]
 Text = Annotated[str, Field(max_length=10_000), AfterValidator(_no_nul)]
@@ -143,6 +137,11 @@ class ObjectiveClose(_Command):
 
 class ObjectiveTransition(_Command):
     """Body of reopen and archive: nothing but the optional `occurred_at`."""
+
+
+class KeyResultRemove(_Command):
+    """Body of DELETE …/key-results/{kr_id} (optional): nothing but the optional
+    `occurred_at`, like reopen and archive (key_result.removed carries no reason)."""
 
 
 class KeyResultCreate(_Command):

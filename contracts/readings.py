@@ -8,7 +8,9 @@ from datetime import UTC, datetime
 from typing import Annotated
 from uuid import NAMESPACE_URL, UUID
 
-from pydantic import AfterValidator, AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+from contracts.timestamps import Rfc3339
 
 MAX_READINGS_PER_REQUEST = 10_000
 MAX_FUTURE_SKEW_S = 300  # observed_at may be at most 5 minutes in the future
@@ -47,29 +49,6 @@ def no_nul(value: str) -> str:
     if "\x00" in value:
         raise ValueError("must not contain the NUL character (U+0000)")
     return value
-
-
-def _utc(value: datetime) -> datetime:
-    # A time near year 1 or 9999 with an offset has no UTC equivalent in `datetime`:
-    # astimezone raises OverflowError, which pydantic does not turn into a validation error.
-    try:
-        return value.astimezone(UTC)
-    except OverflowError:
-        raise ValueError(
-            "must lie between 0001-01-01T00:00:00Z and 9999-12-31T23:59:59.999999Z"
-        ) from None
-
-
-def rfc3339_text(value: object) -> object:
-    """Datetimes arrive as RFC 3339 text (or datetime objects from Python callers); a bare
-    number is not read as a Unix time."""
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        raise ValueError("must be an RFC 3339 date-time string with an offset")
-    return value
-
-
-Rfc3339 = Annotated[AwareDatetime, BeforeValidator(rfc3339_text), AfterValidator(_utc)]
-"""A timezone-aware datetime given as RFC 3339 text, normalised to UTC."""
 
 
 class ReadingIn(BaseModel):

@@ -20,6 +20,7 @@ from contracts.http import (
     CheckInCreate,
     CheckInPublic,
     KeyResultCreate,
+    KeyResultRemove,
     KeyResultUpdate,
     KpiCreate,
     KpiRetire,
@@ -282,6 +283,7 @@ def build_router() -> APIRouter:
         kr_id: UUID,
         principal: Writer,
         request: Request,
+        body: KeyResultRemove | None = None,
         if_match: IfMatch = None,
     ) -> JSONResponse:
         c, version = commands(request), parse_if_match(if_match)
@@ -290,7 +292,7 @@ def build_router() -> APIRouter:
             out = c.service.remove_key_result(ctx, objective_id, kr_id, version)
             return _written(out, kr_id)
 
-        return c.run(request, principal.org_id, None, None, produce)
+        return c.run(request, principal.org_id, None, body, produce)
 
     @router.post(
         "/v1/objectives/{objective_id}/key-results/{kr_id}/check-ins",

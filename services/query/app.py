@@ -19,8 +19,9 @@ from fastapi import APIRouter, Depends, FastAPI, Query, Request, Response
 from fastapi.responses import FileResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
-from pydantic import AfterValidator, AwareDatetime
+from pydantic import AfterValidator, AwareDatetime, BeforeValidator
 
+from contracts.timestamps import rfc3339_text
 from services.http.app import service_app
 from services.http.problems import Problem
 from services.http.security import verify_bearer
@@ -59,7 +60,8 @@ def utc_instant(value: datetime) -> datetime:
         raise ValueError("the instant is out of range once converted to UTC") from None
 
 
-UtcInstant = Annotated[AwareDatetime, AfterValidator(utc_instant)]
+# RFC 3339 date-time text only: no Unix time, no time without seconds, no +0000 offset.
+UtcInstant = Annotated[AwareDatetime, BeforeValidator(rfc3339_text), AfterValidator(utc_instant)]
 Instant = Annotated[UtcInstant | None, Query()]
 From = Annotated[UtcInstant | None, Query(alias="from")]
 

@@ -211,7 +211,7 @@ def test_judged_rows_are_the_sealed_pydantic_events() -> None:
     items = [
         {**BASE, "reading_id": "r-1", "source": 'ünï"code'},
         {**BASE, "value": 7, "observed_at": "2026-01-02T03:04:05.5-07:30"},
-        {**BASE, "observed_at": "2026-01-02 03:04:05+01:00"},  # the pydantic path
+        {**BASE, "observed_at": "2026-01-02t03:04:05+01:00"},  # the pydantic path
     ]
     judged = judge("acme", items, {kpi: KpiFacts("acme", False, 1)}.get, NOW, actor="ingest")
     assert not judged.rejected
