@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from collections.abc import Sequence
 
@@ -43,6 +44,17 @@ def _token_create(args: argparse.Namespace) -> int:
         store.close()
     print(token)
     return 0
+
+
+def _positive_rate(text: str) -> float:
+    """demo --rate: readings per second, a finite number above 0."""
+    try:
+        rate = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not (math.isfinite(rate) and rate > 0):
+        raise argparse.ArgumentTypeError(f"must be above 0 readings per second, not {text}")
+    return rate
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -93,7 +105,9 @@ def parser() -> argparse.ArgumentParser:
     demo.add_argument("--url", default=None, help="front door (default: from OKR_HTTP_PORT)")
     demo.add_argument("--token", default=None, help="a token with read,write,ingest scopes")
     demo.add_argument("--org", default="demo", help="organisation for a new token")
-    demo.add_argument("--rate", type=float, default=20.0, help="readings per second to stream")
+    demo.add_argument(
+        "--rate", type=_positive_rate, default=20.0, help="readings per second to stream"
+    )
     demo.add_argument(
         "--duration", type=float, default=None, help="seconds to stream (default: forever)"
     )

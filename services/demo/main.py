@@ -9,15 +9,18 @@ quarter, some objectives over-reaching (far behind) and some under-reaching (don
 from __future__ import annotations
 
 import argparse
+import hashlib
 import math
 import random
 import sys
 import time
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 
 from services.settings import load_settings
 
@@ -255,8 +258,31 @@ def stream(api: Api, kpi_ids: dict[str, str], rng: random.Random, rate: float,
     return sent
 
 
+def _seeded_file(data_dir: Path, url: str, who: str) -> Path:
+    """Where a seeding into (`url`, organisation or token `who`) is remembered."""
+    key = hashlib.sha256(f"{url.rstrip('/')}\x00{who}".encode()).hexdigest()[:16]
+    return data_dir / "demo" / f"seeded-{key}.json"
+
+
+def _already_seeded(api: Api, marker: Path) -> dict[str, str] | None:
+    """The KPI ids of an earlier seeding into this organisation, when its KPIs still exist
+    (a re-run streams into them instead of seeding a second copy of the company)."""
+    try:
+        kpi_ids = {str(k): str(v) for k, v in orjson.loads(marker.read_bytes()).items()}
+    except (OSError, ValueError, AttributeError):
+        return None
+    if set(kpi_ids) != {spec.name for spec in KPIS}:
+        return None
+    try:
+        api.call("GET", f"/v1/kpis/{next(iter(kpi_ids.values()))}")
+    except RuntimeError:  # another store now (a clean data dir), or another organisation
+        return None
+    return kpi_ids
+
+
 def run(args: argparse.Namespace) -> int:
-    """Seed the organisation and stream readings; 0 on success."""
+    """Seed the organisation (once: a re-run streams into it) and stream readings; 0 on
+    success."""
     settings = load_settings()
     url = args.url or f"http://{settings.http_host}:{settings.http_port}"
     token = args.token
@@ -271,10 +297,19 @@ def run(args: argparse.Namespace) -> int:
         print(f"demo token (org {args.org!r}, read,write,ingest): {token}", flush=True)
     rng = random.Random(args.seed)
     api = Api(url, token)
+    marker = _seeded_file(settings.data_dir, url, args.token or f"org:{args.org}")
     try:
         now = datetime.now(UTC)
-        print(f"seeding a demo organisation into {url} …", flush=True)
-        kpi_ids = seed(api, rng, now)
+        found = _already_seeded(api, marker)
+        if found is not None:
+            print(f"the demo organisation in {url} is seeded already: not seeding it again",
+                  flush=True)  # fmt: skip
+            kpi_ids = found
+        else:
+            print(f"seeding a demo organisation into {url} …", flush=True)
+            kpi_ids = seed(api, rng, now)
+            marker.parent.mkdir(parents=True, exist_ok=True)
+            marker.write_bytes(orjson.dumps(kpi_ids))
         first = quarters(now.date())[0][0]
         start_day = (now.date() - first).days
         print(f"seeded; open {url}/ with the token above. streaming {args.rate}/s readings",

@@ -333,3 +333,43 @@ def test_a_new_key_results_location_answers_with_it(stack: Stack, tokens: TokenS
     assert kr.headers["etag"] == f'"{made.json()["version"]}"'
     problem(a.get(f"/v1/objectives/{oid}/key-results/{uuid.uuid4()}"), 404)
     problem(a.get(f"/v1/objectives/{uuid.uuid4()}/key-results/{made.json()['id']}"), 404)
+
+
+def test_demo_seeds_once_and_a_rerun_streams_into_the_same_organisation(
+    stack: Stack, tokens: TokenStore, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    """`okrstream demo` run twice seeded a second copy of the company (15 of each title
+    after five runs); and it took --rate 0 or -5."""
+    from services.cli.main import parser
+    from services.demo.main import run
+    from services.eventstore.store import EventStore
+
+    org = f"demo-{uuid.uuid4().hex[:6]}"
+    token = tokens.create(org, ["read", "write", "ingest"])
+    monkeypatch.setenv("OKR_DATA_DIR", str(stack.data_dir))
+    argv = ["demo", "--url", stack.url, "--token", token, "--duration", "1", "--rate", "4"]
+    reader = Api(stack.url, token)
+
+    def titles() -> list[str]:
+        """The organisation's objectives once everything written so far is projected."""
+        store = EventStore.from_settings(stack.settings)
+        try:
+            head = store.max_position()
+        finally:
+            store.close()
+        params = {"limit": 1000, "include_archived": "true", "min_position": head}
+        answer = reader.get("/v1/objectives", params=params)
+        assert answer.status_code == 200, answer.text
+        return sorted(o["title"] for o in answer.json()["items"])
+
+    assert run(parser().parse_args(argv)) == 0
+    seeded = titles()
+    assert seeded
+    capsys.readouterr()
+    assert run(parser().parse_args(argv)) == 0
+    assert "seeded already" in capsys.readouterr().out
+    assert titles() == seeded, "a second run seeded nothing more"
+    for rate in ("0", "-5", "nan"):
+        with pytest.raises(SystemExit):
+            parser().parse_args([*argv[:-1], rate])
