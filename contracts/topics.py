@@ -21,8 +21,13 @@ class TopicSpec:
 
 GOAL_EVENTS = TopicSpec(
     name="okr.goal-events.v1",
-    key="stream_id (objective or KPI id)",
-    value="one event (events.GOAL_EVENT_CLASSES) as canonical JSON; header okr-event-id",
+    key="stream_id (objective or KPI id); watermarks: none",
+    value=(
+        "one event (events.GOAL_EVENT_CLASSES) as canonical JSON; header okr-event-id. "
+        "Also, on every partition about once a second, the relay's watermark: "
+        '{"watermark": N} with header okr-content: watermark (the log is relayed up to '
+        "position N); consumers of events skip it"
+    ),
     configs={"retention.ms": RETAIN_FOREVER, "cleanup.policy": "delete"},
 )
 KPI_READINGS = TopicSpec(
@@ -33,7 +38,8 @@ KPI_READINGS = TopicSpec(
     ),
     value=(
         "from the relay: a JSON array of reading.recorded events (header okr-content: "
-        "reading-batch); from integrations: one reading JSON object with org_id"
+        "reading-batch), and watermarks as on okr.goal-events.v1; from integrations: one "
+        "reading JSON object with org_id"
     ),
     configs={"retention.ms": SEVEN_DAYS_MS, "cleanup.policy": "delete"},
 )
