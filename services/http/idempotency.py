@@ -15,10 +15,11 @@ Readings are idempotent by their own reading ids, so a re-run there only moves t
 from `accepted` to `duplicates`.
 
 What is replayed. A success (< 300) and a definitive client error (a 4xx `Problem` that
-decides this request: 400, 404, 409, 412, 422, ...) are stored and replayed for the same key
+decides this request: 400, 404, 409, 422, ...) are stored and replayed for the same key
 and fingerprint; a replayed problem is raised again as that `Problem`, so it renders as the
 first one did (application/problem+json, same body and headers). A transient failure (5xx,
-429, 401/403, any other exception) appends nothing and releases the key: a retry runs again.
+429, 401/403, a 412 for a stale If-Match, any other exception) appends nothing and
+releases the key: a retry runs again.
 
 A repeat that finds the first request still running waits for its answer (polling, holding
 no transaction) up to IN_PROGRESS_WAIT_S and replays it; if the first request failed
@@ -47,9 +48,10 @@ STALE_PENDING_S = 30.0
 MAX_KEY_LENGTH = 200
 IN_PROGRESS_WAIT_S = 10.0
 IN_PROGRESS_POLL_S = 0.05
-# Client errors that say nothing final about the request (who asks, how often, too early):
-# answered again rather than replayed.
-TRANSIENT_CLIENT_ERRORS = frozenset({401, 403, 407, 408, 425, 429})
+# Client errors that say nothing final about the request (who asks, how often, too early;
+# 412: a stale If-Match, which the fingerprint does not cover, so the retry with a fresh
+# one is the same request): answered again rather than replayed.
+TRANSIENT_CLIENT_ERRORS = frozenset({401, 403, 407, 408, 412, 425, 429})
 
 DDL = (
     "CREATE TABLE IF NOT EXISTS idempotency_keys ("
