@@ -7,7 +7,9 @@ the event store, or with OKR_INGEST_MODE=kafka acknowledged by Kafka with acks=a
 
 from __future__ import annotations
 
+import contextlib
 import json
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import orjson
@@ -74,20 +76,37 @@ def _items(raw: bytes, limit: int) -> list[Any]:
     return items
 
 
+def _same_reading(item: Any) -> Any:
+    """A batch entry as the fingerprint sees it: its value as a float (1 and 1.0, -0.0 and
+    0 are one value) and its observed_at as UTC text (`…Z`, `+00:00`, `.000Z` are one
+    instant); what is not a valid reading is kept as sent."""
+    if not isinstance(item, dict):
+        return item
+    same = dict(item)
+    value = item.get("value")
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        same["value"] = float(value) + 0.0
+    observed = item.get("observed_at")
+    if isinstance(observed, str):
+        try:
+            at = datetime.fromisoformat(observed)
+        except ValueError:
+            pass
+        else:
+            if at.tzinfo is not None:
+                with contextlib.suppress(OverflowError):
+                    same["observed_at"] = at.astimezone(UTC).isoformat()
+    return same
+
+
 def _fingerprinted(items: list[Any], raw: bytes) -> bytes:
-    """The batch as its Idempotency-Key fingerprint sees it: parsed and written again with
-    sorted keys, and every `value` written as a float. A retry that a client serialised
-    anew (other key order or whitespace, `1` for `1.0`) is the same request; another
-    reading, value or id is another one. A body nested deeper than orjson writes (its
-    readings are rejected anyway) is fingerprinted by its bytes."""
-    same = [
-        {**item, "value": float(item["value"])}
-        if isinstance(item, dict) and type(item.get("value")) is int
-        else item
-        for item in items
-    ]
+    """The batch as its Idempotency-Key fingerprint sees it: parsed, each entry as
+    `_same_reading`, written again with sorted keys. A retry that a client serialised anew
+    (key order, whitespace, how a number or an instant is written) is the same request;
+    another reading, value or id is another one. A body nested deeper than orjson writes
+    (its readings are rejected anyway) is fingerprinted by its bytes."""
     try:
-        return orjson.dumps(same, option=orjson.OPT_SORT_KEYS)
+        return orjson.dumps([_same_reading(i) for i in items], option=orjson.OPT_SORT_KEYS)
     except orjson.JSONEncodeError:
         return raw
 
@@ -137,7 +156,9 @@ def build_router() -> APIRouter:
                 ) from None
 
         def run() -> Answer:
-            fp = fingerprint("POST", request.url.path, _fingerprinted(items, raw))
+            # Only a request with a key is fingerprinted (run_once ignores it otherwise).
+            body = _fingerprinted(items, raw) if key is not None else b""
+            fp = fingerprint("POST", request.url.path, body)
             return run_once(request.app.state.idempotency, principal.org_id, key, fp, produce)
 
         answer = await run_in_threadpool(run)

@@ -234,6 +234,10 @@ def test_idempotency_key_replays_and_rejects_other_bodies(stack: Stack, tokens: 
     )
     r3 = a.post("/v1/readings", content=resent, headers={**rk, "Content-Type": "application/json"})
     assert (r3.status_code, r3.json()) == (202, r1.json())
+    # And the instant written another way (what JavaScript's toISOString writes).
+    js = {"readings": [{**readings["readings"][0], "observed_at": "2026-01-05T00:00:00.000Z"}]}
+    r4 = a.post("/v1/readings", json=js, headers=rk)
+    assert (r4.status_code, r4.json()) == (202, r1.json())
     other = {"readings": [{**readings["readings"][0], "value": 4}]}
     problem(a.post("/v1/readings", json=other, headers=rk), 422)
     unkeyed = a.post("/v1/readings", json=readings)
