@@ -235,6 +235,12 @@ class KpiUpdate(_Command):
     def _something(self) -> KpiUpdate:
         fields = ("name", "target", "amber", "owner", "description")
         if all(getattr(self, n) is None for n in fields):
+            given = [n for n in fields if n in self.model_fields_set]
+            if given:  # {"amber": null}: it was given, as nothing
+                raise ValueError(
+                    f"{', '.join(given)}: null changes nothing (leave a field out to keep it);"
+                    " give a value to at least one of name, target, amber, owner, description"
+                )
             raise ValueError("give at least one of name, target, amber, owner, description")
         return self
 

@@ -531,3 +531,12 @@ def test_the_default_amber_of_a_negative_target_can_be_given_back(front: Any) ->
     assert defined.amber == -110.0  # below the target of an increasing KPI, not -90
     answer = client.patch(f"/v1/kpis/{kpi}", json={"amber": defined.amber})
     assert answer.status_code == 200, answer.text
+
+
+def test_a_kpi_patch_of_nulls_says_null_changes_nothing() -> None:
+    """{"amber": null} was told to "give at least one of … amber …": it had."""
+    with pytest.raises(ValidationError, match="amber: null changes nothing"):
+        KpiUpdate.model_validate({"amber": None})
+    with pytest.raises(ValidationError, match="give at least one of"):
+        KpiUpdate.model_validate({"reason": "r"})
+    assert KpiUpdate.model_validate({"amber": None, "target": 5}).target == 5
