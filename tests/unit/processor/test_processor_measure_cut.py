@@ -22,7 +22,8 @@ NOW = datetime(2026, 2, 15, 22, tzinfo=UTC)
 CLOSED = datetime(2026, 2, 15, 10, tzinfo=UTC)
 
 
-def _objective(log: Log, aggregation: str) -> None:
+def _measuring(log: Log, aggregation: str, target: float) -> tuple[UUID, UUID]:
+    """A KPI and a Q1 objective with a metric key result (0 to `target`) on it."""
     o, k, kr = uuid4(), uuid4(), uuid4()
     at = datetime(2026, 1, 5, tzinfo=UTC)
     log.kpi(k, target=10.0, amber=9.0, interval="day", aggregation=aggregation)
@@ -32,8 +33,13 @@ def _objective(log: Log, aggregation: str) -> None:
     )  # fmt: skip
     log.emit(
         "key_result.added", o, at=at, kr_id=kr, title="K", kind="metric", start=0.0,
-        target=10.0, kpi_id=k,
+        target=target, kpi_id=k,
     )  # fmt: skip
+    return o, k
+
+
+def _objective(log: Log, aggregation: str) -> None:
+    o, k = _measuring(log, aggregation, 10.0)
     log.reading(k, 4.0, datetime(2026, 2, 15, 9, tzinfo=UTC), "before")
     log.reading(k, 10.0, datetime(2026, 2, 15, 20, tzinfo=UTC), "after")  # after the close
     log.emit("objective.closed", o, at=CLOSED)
@@ -80,7 +86,7 @@ def _late(log: Log, kpi: UUID, value: float, observed: datetime, recorded: datet
     )  # fmt: skip
 
 
-def _view(p: Projector, db: Database, oid: UUID) -> tuple[object, ...]:
+def _view(p: Projector, db: Database, oid: UUID) -> tuple[object, float, set[tuple[str, str]]]:
     with db.transaction(write=False) as cur:
         row = cur.execute(
             "SELECT state, score FROM g1_objectives WHERE objective_id = ?", (str(oid),)
@@ -105,17 +111,7 @@ def test_a_closed_objective_ignores_readings_recorded_after_its_close(
     (an import) raised a closed objective from 0.2 to 1.0 and flipped its final detections;
     one recorded before the close counts, even when the processor applies it after."""
     log = Log()
-    o, k, kr = uuid4(), uuid4(), uuid4()
-    at = datetime(2026, 1, 5, tzinfo=UTC)
-    log.kpi(k, target=10.0, amber=9.0, interval="day", aggregation=aggregation)
-    log.emit(
-        "objective.drafted", o, at=at, title="O", owner="ana", level="team",
-        period={"start": "2026-01-01", "end": "2026-03-31"},
-    )  # fmt: skip
-    log.emit(
-        "key_result.added", o, at=at, kr_id=kr, title="K", kind="metric", start=0.0,
-        target=100.0, kpi_id=k,
-    )  # fmt: skip
+    o, k = _measuring(log, aggregation, 100.0)
     log.reading(k, 20.0, datetime(2026, 2, 3, 9, tzinfo=UTC), "known")
     # Recorded before the close (in flight when it was applied): counts.
     _late(log, k, 10.0, datetime(2026, 2, 10, tzinfo=UTC), CLOSED - timedelta(minutes=1))
@@ -159,17 +155,7 @@ def test_an_imported_close_counts_the_readings_recorded_before_it_was(tmp_path: 
     the readings recorded before the close was recorded, though after its valid time; a
     replay gave such objectives 0 when the cut was the valid time."""
     log = Log()
-    o, k, kr = uuid4(), uuid4(), uuid4()
-    at = datetime(2026, 1, 5, tzinfo=UTC)
-    log.kpi(k, target=10.0, amber=9.0, interval="day", aggregation="sum")
-    log.emit(
-        "objective.drafted", o, at=at, title="O", owner="ana", level="team",
-        period={"start": "2026-01-01", "end": "2026-03-31"},
-    )  # fmt: skip
-    log.emit(
-        "key_result.added", o, at=at, kr_id=kr, title="K", kind="metric", start=0.0,
-        target=100.0, kpi_id=k,
-    )  # fmt: skip
+    o, k = _measuring(log, "sum", 100.0)
     imported = datetime(2026, 4, 20, tzinfo=UTC)  # when the history was brought in
     _late(log, k, 50.0, datetime(2026, 2, 3, tzinfo=UTC), imported)
     log.emit("objective.closed", o, at=CLOSED, recorded_at=imported + timedelta(hours=1))
