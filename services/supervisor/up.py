@@ -303,8 +303,8 @@ def main() -> int:
     """Run the embedded stack in the foreground until SIGINT/SIGTERM."""
     settings = load_settings()
 
-    def say(message: str) -> None:
-        print(f"[okrstream] {message}", flush=True)
+    def say(message: str, *, error: bool = False) -> None:
+        print(f"[okrstream] {message}", flush=True, file=sys.stderr if error else sys.stdout)
 
     supervisor = Supervisor(settings, say)
 
@@ -331,7 +331,7 @@ def main() -> int:
         say("ready; Ctrl-C stops everything")
         code = supervisor.watch()
     except Exception as exc:  # start-up failures: say what, then stop what started
-        say(f"ERROR {exc}")
+        say(f"ERROR {exc}", error=True)
     finally:
         supervisor.stop()
     return code if not supervisor.stopping or code else 0

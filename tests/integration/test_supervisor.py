@@ -221,6 +221,7 @@ def test_up_stops_at_once_naming_a_port_another_process_holds(
     lines = output.strip().splitlines()
     assert len(lines) == 1, output
     assert f"ERROR port {taken} on 127.0.0.1 ({variable}) is already in use" in lines[0]
+    assert done.stdout == "", "an error goes to stderr"
     assert "Traceback" not in output
     assert "is up" not in output
     assert "dev token" not in output
