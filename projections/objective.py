@@ -128,6 +128,15 @@ class ObjectiveState:
     # recorded before it was; only those recorded after the close do not.
     closed_known_at: datetime | None = None
 
+    @property
+    def final_cut(self) -> tuple[datetime, datetime] | None:
+        """(valid time, knowledge time) of a final score: the close, and when the close was
+        recorded. None while the objective is active or was never closed (archived from
+        active): it is evaluated now, with everything known."""
+        if self.closed_at is None or self.state == "active":
+            return None
+        return self.closed_at, self.closed_known_at or self.closed_at
+
     def key_result(self, kr_id: str) -> KeyResultState | None:
         """The key result `kr_id` (removed ones included), or None."""
         for kr in self.key_results:

@@ -1586,7 +1586,7 @@ class Projector:
             kpi = kpis.get(kr.kpi_id)
             aggregation = kr.aggregation or (kpi.aggregation if kpi else "last")
             interval = kpi.interval if kpi else "day"
-            known = (s.closed_known_at or s.closed_at) if s.state != "active" else None
+            known = None if (cut := s.final_cut) is None else cut[1]
             group = groups[(kr.kpi_id, aggregation, interval, s.period)]
             group.append((found[s.id], kr.id, at, True, known))
             # target_already_met's instant: its day counts whole (cutting it would read the
@@ -1733,9 +1733,8 @@ class Projector:
 
     def evaluation_time(self, state: ObjectiveState, now: datetime) -> datetime:
         """When an objective is evaluated: now, or its close (a closed score is final)."""
-        if state.closed_at is not None and state.state != "active":
-            return min(now, state.closed_at)
-        return now
+        cut = state.final_cut
+        return now if cut is None else min(now, cut[0])
 
     def _recompute(
         self,

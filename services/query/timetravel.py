@@ -169,49 +169,32 @@ def kpi_days_at(
     `at`, and the days recorded into after known_at, are read reading by reading."""
     at = as_utc(at, "at")
     at_text, at_day = iso(at), at.date()
-    if known_at is not None:
-        known = iso(known_at)
-        found: dict[date, Accumulator] = {}
-        recount: list[tuple[date, str]] = []
-        for row in r.rows(
-            f"SELECT {DAY_COLUMNS}, last_recorded FROM {r.t.kpi_days}"
-            " WHERE kpi_id = ? AND day >= ? AND day < ?",
-            (kpi_id, first_day.isoformat(), at_day.isoformat()),
-        ):
-            day = date.fromisoformat(row[0])
-            if row[-1] is not None and row[-1] <= known:
-                found[day] = accumulator_of(row[:-1])
-            else:
-                recount.append((day, iso(datetime.combine(day, time.max, UTC))))
-        if at_day >= first_day:
-            recount.append((at_day, at_text))
-        for day, end in recount:
-            found.update(
-                _day_accumulators(
-                    r.rows(
-                        f"SELECT value, observed_at, reading_id FROM {r.t.readings}"
-                        " WHERE kpi_id = ? AND observed_at >= ? AND observed_at <= ?"
-                        " AND recorded_at <= ?",
-                        (kpi_id, iso(datetime.combine(day, time(), UTC)), end, known),
-                    )
-                )
-            )
-        return found
-    days = {
-        date.fromisoformat(row[0]): accumulator_of(row)
-        for row in r.rows(
-            f"SELECT {DAY_COLUMNS} FROM {r.t.kpi_days} WHERE kpi_id = ? AND day >= ? AND day < ?",
-            (kpi_id, first_day.isoformat(), at_day.isoformat()),
-        )
-    }
+    known = None if known_at is None else iso(known_at)
+    found: dict[date, Accumulator] = {}
+    recount: list[tuple[date, str]] = []
+    for row in r.rows(
+        f"SELECT {DAY_COLUMNS}, last_recorded FROM {r.t.kpi_days}"
+        " WHERE kpi_id = ? AND day >= ? AND day < ?",
+        (kpi_id, first_day.isoformat(), at_day.isoformat()),
+    ):
+        day = date.fromisoformat(row[0])
+        if known is None or (row[-1] is not None and row[-1] <= known):
+            found[day] = accumulator_of(row[:-1])
+        else:
+            recount.append((day, iso(datetime.combine(day, time.max, UTC))))
     if at_day >= first_day:
-        rows = r.rows(
+        recount.append((at_day, at_text))
+    for day, end in recount:
+        sql = (
             f"SELECT value, observed_at, reading_id FROM {r.t.readings}"
-            " WHERE kpi_id = ? AND observed_at >= ? AND observed_at <= ?",
-            (kpi_id, iso(datetime.combine(at_day, time(), UTC)), at_text),
+            " WHERE kpi_id = ? AND observed_at >= ? AND observed_at <= ?"
         )
-        days.update(_day_accumulators(rows))
-    return days
+        params = [kpi_id, iso(datetime.combine(day, time(), UTC)), end]
+        if known is not None:
+            sql += " AND recorded_at <= ?"
+            params.append(known)
+        found.update(_day_accumulators(r.rows(sql, params)))
+    return found
 
 
 def _kpi_meta(r: Reads, kpi_id: str) -> tuple[str, str] | None:
@@ -279,17 +262,13 @@ def _own_view(
     if state is None:
         return None
     at = as_of or known_at or as_utc(r.now, "now")
-    # The final score is fixed at closing, also once the objective is archived: the
-    # processor's rule (Projector.evaluation_time), closed_at whenever it is not active.
-    # Final means known at closing too: the readings recorded after the close was recorded
-    # do not count (Projector._measurements).
-    known_eval = known_at
-    if state.closed_at is not None and state.state != "active":
-        at_eval = min(at, state.closed_at)
-        closed_known = state.closed_known_at or state.closed_at
-        known_eval = closed_known if known_at is None else min(known_at, closed_known)
-    else:
-        at_eval = at
+    # The final score is fixed at closing, also once the objective is archived, with what
+    # was known when the close was recorded: the processor's rule (ObjectiveState.final_cut,
+    # Projector.evaluation_time and _measurements).
+    at_eval, known_eval = at, known_at
+    if (cut := state.final_cut) is not None:
+        at_eval = min(at, cut[0])
+        known_eval = cut[1] if known_at is None else min(known_at, cut[1])
     score, kr_scores = evaluate(state, _measurements(r, state, at_eval, known_eval), at_eval)
     view = {
         "id": state.id,
