@@ -272,7 +272,10 @@ def _existing(state: ObjectiveState | None, event: events.Event) -> ObjectiveSta
 
 
 def _touch(current: ObjectiveState, event: events.Event, **changes: Any) -> ObjectiveState:
-    return replace(current, version=event.stream_version, updated_at=event.occurred_at, **changes)
+    # updated_at is the latest valid time of a change: a backdated event (a check-in entered
+    # late) is a change, but not a later one.
+    updated_at = max(current.updated_at, event.occurred_at)
+    return replace(current, version=event.stream_version, updated_at=updated_at, **changes)
 
 
 def _period(p: events.Period) -> Period:
@@ -283,7 +286,9 @@ def _with_kr(
     state: ObjectiveState, event: events.Event, kr_id: str, **changes: Any
 ) -> ObjectiveState:
     krs = tuple(
-        replace(kr, updated_at=event.occurred_at, **changes) if kr.id == kr_id else kr
+        replace(kr, updated_at=max(kr.updated_at, event.occurred_at), **changes)
+        if kr.id == kr_id
+        else kr
         for kr in state.key_results
     )
     return _touch(state, event, key_results=krs)
