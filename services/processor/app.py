@@ -283,6 +283,9 @@ def faust_settings(settings: Settings) -> dict[str, Any]:
         "broker": broker_url(settings.bootstrap_servers),
         "processing_guarantee": "at_least_once",
         "store": "memory://",
+        # faust's own directory (its table layout; the tables are in memory): under the data
+        # directory, not the working directory.
+        "datadir": str(settings.data_dir / "faust" / "{conf.name}"),
         "web_enabled": False,
         "autodiscover": False,
         "topic_partitions": settings.kafka_partitions,
@@ -314,12 +317,15 @@ def faust_settings(settings: Settings) -> dict[str, Any]:
         "producer_linger": 0.005,
         "producer_max_batch_size": 1024 * 1024,
         "producer_max_request_size": 16 * 1024 * 1024,
-        "producer_acks": 1,
+        # acks=all, as the relay and ingest produce: a measurement notice or a detection
+        # acknowledged by a leader that then fails would be lost (deploy/README.md).
+        "producer_acks": -1,
     }
 
 
 def build_app(settings: Settings, projector: Projector, *, app_id: str | None = None) -> faust.App:
     """The processor's faust app over `projector` (its composition root is main.py)."""
+    (settings.data_dir / "faust").mkdir(parents=True, exist_ok=True)  # faust makes one level
     app = faust.App(app_id or settings.processor_group, **faust_settings(settings))
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="projection-store")
 

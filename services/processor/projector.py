@@ -372,6 +372,10 @@ class Projector:
         return Tx(cur, Tables(self.generation), self.clock())
 
     def write_watermarks(self, tx: Tx, marks: Iterable[Watermark]) -> None:
+        """Record the watermarks: a higher position moves a row's position, and one as high
+        as the stored one confirms it (updated_at: the relay repeats its watermark about once
+        a second while the log stands still, so an idle processor's rows stay fresh and only
+        a stalled relay or processor lets them age)."""
         best: dict[tuple[str, str, int, int], int] = {}
         for m in marks:
             key = (m.stage, m.topic, m.part, m.source_part)
@@ -381,7 +385,7 @@ class Projector:
             f"INSERT INTO {t} (stage, topic, part, source_part, position, updated_at)"
             " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (stage, topic, part, source_part)"
             " DO UPDATE SET position = excluded.position, updated_at = excluded.updated_at"
-            f" WHERE excluded.position > {t}.position",
+            f" WHERE excluded.position >= {t}.position",
             [(*k, p, iso(tx.now)) for k, p in sorted(best.items())],
         )
 

@@ -211,6 +211,9 @@ class Database:
                 timeout=10,
                 open=True,
                 configure=self._configure_pg,
+                # A connection the server ended (a restart, a failover, an idle timeout) is
+                # found at checkout and replaced, instead of failing the request it serves.
+                check=ConnectionPool.check_connection,
             )
             try:
                 self._pool.wait(timeout=10)

@@ -98,7 +98,9 @@ class _StoreCollector(Collector):
         )
         age = GaugeMetricFamily(
             "okr_processor_watermark_age_seconds",
-            "Seconds since the processor last advanced a watermark (relay/processor lag)",
+            "Seconds since the processor last advanced or confirmed a relay watermark (the"
+            " relay repeats one about every second: growing means the relay or the processor"
+            " is stalled)",
         )
         try:
             lag = projection_lag(self.app.state.query_store)

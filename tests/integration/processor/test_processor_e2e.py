@@ -9,6 +9,7 @@ import pytest
 from services.broker.embedded import EmbeddedBroker
 from services.settings import Settings
 from tests.integration.processor.harness import (
+    ROOT,
     ProcessorProcess,
     produce,
     projection_db,
@@ -62,6 +63,9 @@ def test_worked_example_end_to_end(
         # The period ended (2026-03-31) with 0.65 < 0.7: over-reach, final.
         assert ("over_reach", "final") in found
         assert readings == (2,)
+        # faust's own directory lies under the data directory, not the working directory.
+        assert (settings.data_dir / "faust" / unique_group).is_dir()
+        assert not (ROOT / f"{unique_group}-data").exists()
     finally:
         proc.stop()
         db.close()

@@ -524,6 +524,13 @@ def test_relay_is_a_single_replica(
     assert "okrstream-relay" not in targets
 
 
+def test_processor_workers_of_two_releases_never_overlap(
+    deployments: dict[str, dict[str, Any]],
+) -> None:
+    # Old workers cannot write a newer projection schema's tables (deploy/README.md).
+    assert deployments["okrstream-processor"]["spec"]["strategy"] == {"type": "Recreate"}
+
+
 def test_processor_autoscaler_bounded_by_partitions(
     k8s_docs: list[dict[str, Any]],
     deployments: dict[str, dict[str, Any]],

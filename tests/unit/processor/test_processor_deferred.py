@@ -132,6 +132,27 @@ def test_goal_events_are_applied_at_once_and_their_watermarks_written(tmp_path: 
         assert cur.execute("SELECT stage, position FROM g1_watermarks").fetchall() == [("goal", 5)]
 
 
+def test_a_repeated_watermark_confirms_its_row_and_a_lower_one_changes_nothing(
+    tmp_path: Path,
+) -> None:
+    # The relay repeats its watermark while the log stands still: the row's updated_at
+    # (okr_processor_watermark_age_seconds) follows it, so an idle processor is not "behind".
+    clock = [T]
+    p = projector(tmp_path / "p.sqlite")
+    p.clock = lambda: clock[0]
+
+    def at(position: int, when: datetime) -> tuple[Any, ...] | None:
+        clock[0] = when
+        p.apply_readings([], [Watermark("kpi", "okr.kpi-readings.v1", 0, -1, position)])
+        with p.db.transaction(write=False) as cur:
+            return cur.execute("SELECT position, updated_at FROM g1_watermarks").fetchone()
+
+    assert at(5, T) == (5, iso(T))
+    assert at(5, T + timedelta(seconds=1)) == (5, iso(T + timedelta(seconds=1)))
+    assert at(3, T + timedelta(seconds=2)) == (5, iso(T + timedelta(seconds=1)))
+    assert at(6, T + timedelta(seconds=3)) == (6, iso(T + timedelta(seconds=3)))
+
+
 def test_a_replay_carries_the_deferred_notices_and_their_watermarks_over(
     tmp_path: Path,
 ) -> None:
