@@ -155,6 +155,12 @@ class PostgresParams:
         schema = "public"
         seen: set[str] = set()
         for name, value in parse_qsl(parts.query, keep_blank_values=True):
+            if name.startswith("ssl"):
+                raise ValueError(
+                    f"option {name!r} is not taken from the URL: TLS is set with libpq's"
+                    f" environment variables (PG{name.upper()}={value}), which every"
+                    " connection okrstream opens uses"
+                )
             if name != "schema":
                 raise ValueError(f"unknown option {name!r}: the only option is ?schema=name")
             if name in seen:
