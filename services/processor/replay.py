@@ -94,41 +94,55 @@ class _Pending:
         return found
 
 
-def split(notes: Sequence[StoredNotification]) -> tuple[list[ReadingRow], list[GoalItem]]:
-    """Readings (fast path) and goal events of a slice of the notification log; detection
-    events are the processor's own output and are skipped."""
-    rows: list[ReadingRow] = []
-    items: list[GoalItem] = []
+def runs(notes: Sequence[StoredNotification]) -> list[tuple[list[ReadingRow], list[GoalItem]]]:
+    """A slice of the notification log as runs in log order, each of readings (fast path)
+    or of goal events; detection events are the processor's own output and are skipped. A
+    goal event is applied after the readings before it in the log and before those after
+    it: its history row counts what was recorded up to it, whatever the chunk size."""
+    found: list[tuple[list[ReadingRow], list[GoalItem]]] = []
     for n in notes:
-        if n.type == "reading.recorded":
+        if n.type.startswith("detection."):
+            continue
+        reading = n.type == "reading.recorded"
+        if not found or bool(found[-1][0]) != reading:
+            found.append(([], []))
+        rows, items = found[-1]
+        if reading:
             rows.append(reading_from_event_dict(orjson.loads(n.state), n.position))
-        elif not n.type.startswith("detection."):
+        else:
             event = events.decode(n.state)
             items.append(GoalItem(event, n.position, events.encode(event).decode()))
-    return rows, items
+    return found
 
 
 def apply_chunk(
     p: Projector, tx: Tx, notes: Sequence[StoredNotification], pending: _Pending
 ) -> int:
-    rows, items = split(notes)
-    # Resolved to the objectives linked at this point of the log.
-    pending.add(p.readings_notices(tx, rows))
-    p.goal_batch_in(tx, items, [])
-    return len(rows)
+    count = 0
+    for rows, items in runs(notes):
+        # Resolved to the objectives linked at this point of the log.
+        pending.add(p.readings_notices(tx, rows))
+        p.goal_batch_in(tx, items, [])
+        count += len(rows)
+    return count
 
 
 def apply_chunk_by_stream(
     p: Projector, notes: Sequence[StoredNotification], pending: _Pending
 ) -> int:
-    """apply_chunk after it failed on these notes: the readings, then each stream's goal
-    events in transactions of their own; a stream that fails on its own is parked in the
-    built generation (a starting processor applies it again), and the build goes on."""
-    rows, items = split(notes)
-    with p.transaction() as tx:
-        pending.add(p.readings_notices(tx, rows))
-    p.apply_goal_take_by_stream(items, [], [])
-    return len(rows)
+    """apply_chunk after it failed on these notes, run by run: readings in a transaction,
+    goal events each stream in transactions of its own; a stream that fails on its own is
+    parked in the built generation (a starting processor applies it again), and the build
+    goes on."""
+    count = 0
+    for rows, items in runs(notes):
+        if rows:
+            with p.transaction() as tx:
+                pending.add(p.readings_notices(tx, rows))
+            count += len(rows)
+        if items:
+            p.apply_goal_take_by_stream(items, [], [])
+    return count
 
 
 def _apply_log(

@@ -53,4 +53,5 @@ def _end_sessions(url: str) -> None:
             " WHERE datname = %s AND pid <> pg_backend_pid()",
             (name,),
         ).fetchone()
-    assert ended is not None and ended[0] >= 1
+    assert ended is not None
+    assert ended[0] >= 1

@@ -273,20 +273,20 @@ def test_a_replay_parks_what_fails_and_builds_the_rest(
 
 
 @pytest.mark.parametrize(
-    ("chunk", "deferred"),
-    [(3, True), (20_000, False)],
-    ids=["set-aside-in-the-build", "failing-first-at-the-swap"],
+    ("chunk", "readings", "deferred"),
+    [(3, 5, True), (20_000, 5, True), (20_000, 0, False)],
+    ids=["set-aside-in-the-build", "set-aside-in-one-chunk", "failing-first-at-the-swap"],
 )
 def test_a_replay_swaps_in_with_an_objective_that_fails(
-    settings: Settings, monkeypatch: pytest.MonkeyPatch, chunk: int, deferred: bool
-) -> None:
+    settings: Settings, monkeypatch: pytest.MonkeyPatch, chunk: int, readings: int,
+    deferred: bool,
+) -> None:  # fmt: skip
     """A reading for an objective whose evaluation fails arrives just before the swap. Set
-    aside in the build already (its readings were applied after it), its notice waits for a
-    live pass; failing first at the swap (all of it applied in one chunk, where readings
-    come first), the swap is rolled back, the objective set aside without the lock, and the
-    swap done again."""
+    aside in the build already (readings of the log were applied after it), its notice waits
+    for a live pass; failing first at the swap (the log has no readings before), the swap is
+    rolled back, the objective set aside without the lock, and the swap done again."""
     log = Log()
-    ids, kpis = synthetic(log, objectives=3, kpis=1, readings=5)
+    ids, kpis = synthetic(log, objectives=3, kpis=1, readings=readings)
     bad = str(ids[1])
     with stores(settings, log) as (store, db, _live):
         recompute = Projector._recompute

@@ -26,7 +26,9 @@ def test_a_backdated_check_in_keeps_the_later_updated_at() -> None:
     state = apply(None, sample("objective.drafted", stream_id=sid, version=1))
     state = apply(state, sample("key_result.added", stream_id=sid, version=2, kpi_id=None))
     late = T0 + timedelta(days=3)
-    state = apply(state, sample("key_result.checked_in", stream_id=sid, version=3, occurred_at=late))
+    state = apply(
+        state, sample("key_result.checked_in", stream_id=sid, version=3, occurred_at=late)
+    )
     assert state is not None
     assert (_kr_updated(state), state.updated_at) == (late, late)
     backdated = sample(
