@@ -249,7 +249,9 @@ function connect() {
   const live = document.getElementById("live");
   source.onopen = () => { live.textContent = "live"; live.className = "live on"; };
   source.onerror = () => { live.textContent = "reconnecting"; live.className = "live off"; };
-  for (const kind of ["objective.updated", "kpi.updated", "detection.raised", "detection.resolved"]) {
+  // stream.reset: the stream could not resume exactly (a replay, say): reload everything.
+  for (const kind of ["objective.updated", "kpi.updated", "detection.raised", "detection.resolved",
+                      "stream.reset"]) {
     source.addEventListener(kind, scheduleRefresh);
   }
   state.source = source;

@@ -165,3 +165,68 @@ def test_dashboard_and_ops(stack: Stack) -> None:
     ready = httpx.get(f"{stack.url}/readyz", timeout=10)
     assert ready.status_code == 200, ready.text
     assert "okr_processor_applied_position" in httpx.get(f"{stack.url}/metrics").text
+
+
+def _sse_events(
+    url: str, headers: dict[str, str], until: Any, timeout: float = 20
+) -> list[tuple[int | None, str]]:
+    """(id, event) of each event of the stream at `url`, until `until(events)` holds."""
+    found: list[tuple[int | None, str]] = []
+    block: dict[str, str] = {}
+    deadline = time.monotonic() + timeout
+    with httpx.stream("GET", url, headers=headers, timeout=timeout) as r:
+        assert r.status_code == 200, r.read()
+        for line in r.iter_lines():
+            if line == "" and "event" in block:
+                found.append((int(block["id"]) if "id" in block else None, block["event"]))
+                if until(found):
+                    return found
+            if line == "":
+                block = {}
+            elif not line.startswith(":"):
+                name, _, value = line.partition(": ")
+                block[name] = value
+            assert time.monotonic() < deadline, found
+    return found
+
+
+def test_sse_resumes_after_last_event_id(stack: Stack, seeded: dict[str, Any]) -> None:
+    """A client that reconnects with the id of the last event it saw gets what the processor
+    wrote while it was away, from the catch-up, and nothing it had already."""
+    api: httpx.Client = seeded["api"]
+    url = f"{stack.url}/v1/stream?access_token={seeded['token']}"
+    result: list[list[tuple[int | None, str]]] = []
+
+    def listen() -> None:
+        until = lambda e: any(k == "objective.updated" for _, k in e)  # noqa: E731
+        result.append(_sse_events(url, {}, until, timeout=40))
+
+    first = threading.Thread(target=listen, daemon=True)
+    first.start()
+    # A reading every 2 s until the live stream shows one: whenever the stream and its feed
+    # are ready, the next one is seen.
+    deadline = time.monotonic() + 40
+    while first.is_alive() and time.monotonic() < deadline:
+        observed = datetime.now(UTC).isoformat()
+        api.post("/v1/readings", json={"readings": [
+            {"kpi_id": seeded["kpi"], "value": 1, "observed_at": observed}
+        ]})  # fmt: skip
+        first.join(2)
+    assert result, "no objective.updated on the live stream"
+    seen = max(i for i, _ in result[0] if i is not None)
+    # While disconnected: another reading, applied before the client comes back.
+    position = api.post("/v1/readings", json={"readings": [
+        {"kpi_id": seeded["kpi"], "value": 2, "observed_at": datetime.now(UTC).isoformat()}
+    ]}).json()["position"]  # fmt: skip
+    r = api.get(f"/v1/objectives/{seeded['root']}", params={"min_position": position})
+    assert r.status_code == 200, r.text
+    resumed = _sse_events(
+        url,
+        {"Last-Event-ID": str(seen)},
+        lambda e: any(k == "objective.updated" for _, k in e),
+    )
+    ids = [i for i, _ in resumed if i is not None]
+    assert len(ids) == len(resumed), resumed
+    assert all(i > seen for i in ids), (seen, resumed)
+    assert ids == sorted(set(ids)), resumed
+    assert "stream.reset" not in [k for _, k in resumed]

@@ -9,7 +9,17 @@ from collections.abc import Callable
 from types import FrameType
 from typing import Any, cast
 
-from services.query.live import Feed, Subscriber, format_event
+import pytest
+
+from services.http.problems import Problem
+from services.query.live import (
+    RESET_EVENT,
+    Feed,
+    Subscriber,
+    format_event,
+    last_event_id_of,
+    reset_payload,
+)
 from services.query.store import ReadStore
 
 
@@ -59,6 +69,70 @@ def test_bounded_drops_oldest() -> None:
         assert sub.dropped == 7
 
     asyncio.run(run())
+
+
+def test_a_reset_comes_after_what_was_pending_and_before_the_new_numbering() -> None:
+    """A swapped-in generation numbers its changes anew: a lower seq offered after the
+    reset still comes after it, and what was pending before comes first."""
+
+    async def run() -> None:
+        sub = Subscriber("acme", max_pending=2)
+        sub.offer(40, "kpi.updated", "k1", "old")
+        sub.reset(5, reset_payload("swapped", None, 5))
+        sub.offer(6, "kpi.updated", "k2", "new")
+        sub.offer(7, "detection.raised", "o1", "new")
+        sub.offer(8, "detection.raised", "o2", "new")  # full: drops the oldest change...
+        items = sub.drain()
+        assert [(seq, kind) for seq, kind, _ in items] == [
+            (5, RESET_EVENT),  # ...never the notice
+            (7, "detection.raised"),
+            (8, "detection.raised"),
+        ]
+        assert items[0][2] == '{"reason": "swapped", "last_event_id": null, "continues_after": 5}'
+        assert sub.drain() == []
+
+    asyncio.run(run())
+
+
+def test_a_resumed_subscriber_ignores_what_its_catch_up_delivered_until_a_reset() -> None:
+    async def run() -> None:
+        sub = Subscriber("acme")
+        sub.floor = 10
+        sub.offer(9, "detection.raised", "o1", "{}")
+        sub.offer(10, "detection.raised", "o2", "{}")
+        sub.offer(11, "detection.raised", "o3", "{}")
+        assert [seq for seq, _, _ in sub.drain()] == [11]
+        sub.reset(3, "{}")  # another generation: its seqs are not the catch-up's
+        sub.offer(4, "detection.raised", "o4", "{}")
+        assert [seq for seq, _, _ in sub.drain()] == [3, 4]
+
+    asyncio.run(run())
+
+
+@pytest.mark.parametrize(
+    ("header", "query", "expected"),
+    [
+        ("12", None, 12),
+        ("0", "5", 0),  # the header wins
+        ("  7 ", None, 7),
+        ("", "5", 5),  # an empty header counts as none
+        (None, "5", 5),
+        (None, None, None),
+        (None, "", None),
+        ("9" * 20, None, 10**20 - 1),
+    ],
+)
+def test_last_event_id_of(header: str | None, query: str | None, expected: int | None) -> None:
+    assert last_event_id_of(header, query) == expected
+
+
+@pytest.mark.parametrize("bad", ["-1", "+1", "1e3", "x", "1_000", "\u0661", "9" * 21, "9" * 5000])
+def test_a_malformed_last_event_id_is_a_422_problem(bad: str) -> None:
+    with pytest.raises(Problem) as raised:
+        last_event_id_of(bad, "3")
+    assert raised.value.status == 422
+    assert raised.value.errors is not None
+    assert [e["loc"] for e in raised.value.errors] == [["header", "last-event-id"]]
 
 
 def test_format_event_splits_lines() -> None:
