@@ -15,6 +15,7 @@ from services.projectionstore.schema import Tables
 from services.query.app import create_app
 from services.settings import Settings
 from tests.integration.query.query_seed import KR, Seeder, create_tables, set_position
+from tests.support.serving import serve
 
 
 @dataclass
@@ -126,3 +127,12 @@ def world(settings: Settings) -> Iterator[World]:
     app.state.projection_db.close()
     tokens.close()
     db.close()
+
+
+@pytest.fixture
+def served(world: World) -> Iterator[str]:
+    """The world's query app on a real uvicorn server (its URL), with quick SSE heartbeats."""
+    app = world.client.app
+    app.state.sse_heartbeat_s = 0.3  # type: ignore[attr-defined]
+    with serve(app) as url:
+        yield url

@@ -4,24 +4,15 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import httpx
 import pytest
 
 from services.query.live import feed_of
 from tests.integration.query.conftest import World
-from tests.support.serving import serve
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def served(world: World) -> Iterator[str]:
-    app = world.client.app
-    app.state.sse_heartbeat_s = 0.3  # type: ignore[attr-defined]
-    with serve(app) as url:
-        yield url
 
 
 def _collect(url: str, headers: dict[str, str], out: list[str], stop: threading.Event) -> None:

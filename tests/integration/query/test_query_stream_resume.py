@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -21,17 +21,8 @@ from services.projectionstore.meta import swap_mark_key
 from services.projectionstore.schema import META_TABLE, Tables, iso
 from services.query.live import RESET_EVENT, feed_of
 from tests.integration.query.conftest import World
-from tests.support.serving import serve
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def served(world: World) -> Iterator[str]:
-    app = world.client.app
-    app.state.sse_heartbeat_s = 0.3  # type: ignore[attr-defined]
-    with serve(app) as url:
-        yield url
 
 
 @dataclass
