@@ -1,4 +1,6 @@
-"""Optional py-spy profiles of benchmark phases: set OKR_BENCH_PROFILE to a directory."""
+"""Optional py-spy profiles of benchmark phases: set OKR_BENCH_PROFILE to a directory, and
+OKR_BENCH_PYSPY_FLAGS for more of py-spy's options (e.g. "--threads --gil": per thread, only
+while holding the GIL)."""
 
 from __future__ import annotations
 
@@ -18,7 +20,8 @@ def start_profile(pid: int, name: str) -> subprocess.Popen[bytes] | None:
     spy = Path(sys.executable).with_name("py-spy")
     return subprocess.Popen(
         [str(spy), "record", "--pid", str(pid), "--rate", "200", "--format", "raw",
-         "--subprocesses", "-o", str(Path(PROFILE_DIR) / f"{name}.txt"), "--nonblocking"],
+         "--subprocesses", "-o", str(Path(PROFILE_DIR) / f"{name}.txt"), "--nonblocking",
+         *os.environ.get("OKR_BENCH_PYSPY_FLAGS", "").split()],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
 
